@@ -1,0 +1,98 @@
+"""arq: natively async. The shared tasks become arq functions of the same names."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+try:
+    from arq import create_pool
+    from arq.connections import ArqRedis, RedisSettings
+    from arq.worker import Function, Worker, func
+except ModuleNotFoundError as exc:  # the loader turns this into one clear line
+    raise ModuleNotFoundError(exc.msg, name="arq") from None
+
+from core.backend import DEFAULT_QUEUE, TaskBackend
+from core.options import TaskOptions
+from core.records import TaskRecord
+from core.registry import TaskSpec, all_tasks
+from core.runner import Runner
+from core.settings import Settings
+from core.workers import Heartbeat
+
+QUEUE_PREFIX = "arq:queue:"
+
+
+class Backend(TaskBackend):
+    name = "arq"
+    native_options = frozenset({"countdown", "eta", "queue"})
+
+    def __init__(self, settings: Settings, redis: Any = None) -> None:
+        super().__init__(settings, redis)
+        self._pool: ArqRedis | None = None
+        self._pool_lock = asyncio.Lock()
+
+    async def pool(self) -> ArqRedis:
+        async with self._pool_lock:
+            if self._pool is None:
+                self._pool = await create_pool(RedisSettings.from_dsn(self.settings.broker))
+            return self._pool
+
+    async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
+                      options: TaskOptions) -> None:
+        pool = await self.pool()
+        await pool.enqueue_job(
+            record.name, arguments, _job_id=record.id,
+            _queue_name=QUEUE_PREFIX + (options.queue or DEFAULT_QUEUE),
+            _defer_by=options.countdown, _defer_until=options.eta,
+        )
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+        await super().aclose()
+
+
+def _function(spec: TaskSpec) -> Function:
+    async def run(ctx: dict[str, Any], arguments: dict[str, Any]) -> Any:
+        runner: Runner = ctx["runner"]
+        return await runner.run(ctx["job_id"], spec.name, arguments, attempt=ctx["job_try"] - 1)
+
+    run.__qualname__ = run.__name__ = spec.name
+    return func(run, name=spec.name)
+
+
+def run_worker(settings: Settings, concurrency: int, queues: list[str]) -> None:
+    """arq's own Worker, one per queue, in one process and one event loop."""
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["runner"] = Runner(settings, ctx["redis"], offload_sync=True)
+
+    async def main() -> None:
+        heartbeat = Heartbeat(settings.redis_url, "arq", settings.worker_heartbeat,
+                              concurrency=concurrency, queues=queues).start()
+        workers = [
+            Worker(
+                functions=[_function(spec) for spec in all_tasks().values()],
+                queue_name=QUEUE_PREFIX + queue,
+                redis_settings=RedisSettings.from_dsn(settings.broker),
+                on_startup=startup,
+                max_jobs=concurrency,
+                keep_result=0,  # results live in queuebench's task record
+                poll_delay=0.05,
+                handle_signals=False,  # one handler below stops every queue's Worker
+            )
+            for queue in queues
+        ]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda s=sig: [w.handle_sig(s) for w in workers])
+        try:
+            await asyncio.gather(*(w.async_run() for w in workers), return_exceptions=True)
+        finally:
+            for w in workers:
+                await w.close()
+            heartbeat.stop()
+
+    asyncio.run(main())

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+
+from core.api.routers import health, tasks
+from core.errors import QueuebenchError
+from core.loader import adapter_module
+from core.settings import Settings
+
+log = logging.getLogger("queuebench.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        backend = adapter_module(settings.queue_backend).Backend(settings)
+        app.state.backend = backend
+        try:
+            yield
+        finally:
+            await backend.aclose()
+
+    app = FastAPI(title="queuebench", version="0.1.0", lifespan=lifespan,
+                  description="One task API; the queue behind it is a setting.")
+    app.state.settings = settings
+    app.include_router(tasks.router)
+    app.include_router(health.router)
+
+    @app.exception_handler(QueuebenchError)
+    async def known_error(request: Request, exc: QueuebenchError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(RedisError)
+    async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
+        log.warning("redis error on %s: %s", request.url.path, exc)
+        return JSONResponse({"detail": f"redis unavailable: {exc}"}, status_code=503)
+
+    return app

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from core.api.deps import BackendDep
+from core.api.schemas import TaskPublic, TaskSubmit, submit_model
+from core.errors import UnknownTask
+from core.registry import TaskSpec, all_tasks
+from core.states import TaskState
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+
+async def _submit(backend: BackendDep, name: str, body: TaskSubmit,
+                  response: Response) -> dict[str, Any]:
+    kwargs = body.kwargs if isinstance(body.kwargs, dict) else body.kwargs.model_dump(
+        exclude_unset=True)
+    record = await backend.submit(name, body.args, kwargs, body.options)
+    response.headers["Location"] = f"/tasks/{record.id}"
+    return record.body()
+
+
+def _route_for(spec: TaskSpec) -> None:
+    model = submit_model(spec)
+
+    async def submit(body: TaskSubmit, backend: BackendDep,
+                     response: Response) -> dict[str, Any]:
+        return await _submit(backend, spec.name, body, response)
+
+    submit.__annotations__["body"] = model  # the task's own schema, for validation and /docs
+
+    router.add_api_route(f"/{spec.name}", submit, methods=["POST"], status_code=202,
+                         response_model=TaskPublic, summary=f"Submit {spec.name}",
+                         description=spec.doc, operation_id=f"submit_{spec.name}")
+
+
+for _spec in all_tasks().values():
+    _route_for(_spec)
+
+
+@router.post("/{name}", status_code=202, response_model=TaskPublic, include_in_schema=False)
+async def submit_unknown(name: str) -> None:
+    raise UnknownTask(f"unknown task {name!r}; known: {', '.join(sorted(all_tasks()))}")
+
+
+@router.get("", response_model=list[TaskPublic])
+async def list_tasks(backend: BackendDep, state: TaskState | None = None,
+                     name: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
+    return [r.body() for r in await backend.list(state=state, name=name, limit=limit)]
+
+
+@router.get("/{task_id}", response_model=TaskPublic)
+async def get_task(task_id: str, backend: BackendDep) -> dict[str, Any]:
+    return (await backend.get(task_id)).body()
+
+
+@router.get("/{task_id}/wait", response_model=TaskPublic)
+async def wait_task(task_id: str, backend: BackendDep,
+                    timeout: Annotated[float, Query(ge=0, le=300)] = 30) -> dict[str, Any]:
+    return (await backend.wait(task_id, timeout)).body()
+
+
+@router.delete("/{task_id}", status_code=202, response_model=TaskPublic)
+async def cancel_task(task_id: str, backend: BackendDep) -> dict[str, Any]:
+    return (await backend.cancel(task_id)).body()

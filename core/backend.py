@@ -1,0 +1,155 @@
+"""The backend-agnostic task interface.
+
+An adapter subclasses `TaskBackend` and implements `enqueue` (and `revoke` where
+its library can stop a task); submit, get, list, cancel, wait and health are the
+same for every backend, built on the record store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from datetime import datetime
+from typing import Any, ClassVar
+
+from redis.asyncio import Redis
+
+from core.errors import AlreadyFinished, QueuebenchError, TaskNotFound, UnsupportedOption
+from core.events import EventHub
+from core.options import TaskOptions
+from core.records import RecordStore, TaskRecord, error_of, new_task_id
+from core.registry import get_task
+from core.settings import Settings
+from core.states import FINISHED, TaskState
+from core.workers import live_workers
+
+DEFAULT_QUEUE = "default"
+
+# Options core implements the same way for every backend (see core/runner.py).
+CORE_OPTIONS = frozenset({"expires", "idempotency_key"})
+
+
+class TaskBackend(ABC):
+    name: ClassVar[str]
+    #: options this backend's library honours natively
+    native_options: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
+        self.settings = settings
+        self.redis = redis or Redis.from_url(settings.redis_url)
+        self.store = RecordStore(self.redis, ttl=settings.record_ttl, kept=settings.records_kept)
+        self.events = EventHub(self.redis)
+
+    # -- what an adapter implements -------------------------------------------------
+    @abstractmethod
+    async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
+                      options: TaskOptions) -> None:
+        """Hand the task to the library; must not block the event loop."""
+
+    async def revoke(self, record: TaskRecord) -> None:
+        """Tell the library to drop or stop `record`'s task. The record is already
+        REVOKED, and the runner will not start it; this is for what runs already."""
+
+    async def aclose(self) -> None:
+        await self.events.aclose()
+        await self.redis.aclose()
+
+    # -- the same for every backend ---------------------------------------------------
+    @classmethod
+    def supported_options(cls) -> frozenset[str]:
+        return cls.native_options | CORE_OPTIONS
+
+    def check_options(self, options: TaskOptions) -> None:
+        unsupported = sorted(options.in_use() - self.supported_options())
+        if unsupported:
+            raise UnsupportedOption(
+                f"backend {self.name!r} cannot honour option(s): {', '.join(unsupported)}"
+            )
+
+    async def submit(self, name: str, args: list[Any] | None = None,
+                     kwargs: dict[str, Any] | None = None,
+                     options: TaskOptions | None = None) -> TaskRecord:
+        spec = get_task(name)
+        args, kwargs = list(args or []), dict(kwargs or {})
+        arguments = spec.bind(args, kwargs)
+        requested = options or TaskOptions()
+        self.check_options(requested)
+        opts = requested.merged_over(spec.defaults)
+        record = TaskRecord(id=new_task_id(), name=name, backend=self.name, args=args,
+                            kwargs=kwargs, submitted_at=time.time(), queue=opts.queue)
+        if opts.idempotency_key:
+            first = await self.store.claim_idempotency(opts.idempotency_key, record.id)
+            if first is not None:
+                return await self.get(first)
+        record.expires_at = _expires_at(opts.expires, record.submitted_at or time.time())
+        await self.store.create(record)
+        try:
+            await self.enqueue(record, arguments, opts)
+        except Exception as exc:
+            # Never a silent drop: the record says it failed to reach the queue.
+            await self.store.finish(record.id, TaskState.FAILURE, error=error_of(exc))
+            raise
+        return record
+
+    async def get(self, task_id: str) -> TaskRecord:
+        record = await self.store.get(task_id)
+        if record is None:
+            raise TaskNotFound(f"no task {task_id!r}")
+        return record
+
+    async def list(self, *, state: TaskState | None = None, name: str | None = None,
+                   limit: int = 50) -> list[TaskRecord]:
+        found: list[TaskRecord] = []
+        offset, page = 0, max(limit, 200)
+        while len(found) < limit:
+            batch = await self.store.recent(offset=offset, count=page)
+            if not batch:
+                break
+            found += [r for r in batch if (state is None or r.state == state)
+                      and (name is None or r.name == name)]
+            offset += page
+        return found[:limit]
+
+    async def cancel(self, task_id: str) -> TaskRecord:
+        found = await self.store.revoke(task_id)
+        if found is None:
+            raise TaskNotFound(f"no task {task_id!r}")
+        if found in FINISHED:
+            raise AlreadyFinished(f"task {task_id!r} has already finished: {found.value}")
+        record = await self.get(task_id)
+        await self.revoke(record)
+        return record
+
+    async def wait(self, task_id: str, timeout: float) -> TaskRecord:
+        async with self.events.watch(task_id) as finished:
+            record = await self.get(task_id)
+            if record.state in FINISHED:
+                return record
+            try:
+                await asyncio.wait_for(finished.wait(), timeout)
+            except TimeoutError:
+                pass
+        return await self.get(task_id)
+
+    async def health(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {"backend": self.name}
+        try:
+            await self.redis.ping()
+            checks["redis"] = True
+            workers = await live_workers(self.redis, self.name)
+            checks["workers"] = len(workers)
+        except Exception:  # a down service is a 503, not a traceback
+            checks["redis"], checks["workers"] = False, 0
+        return checks
+
+
+def _expires_at(expires: float | datetime | None, submitted: float) -> float | None:
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        return expires.timestamp()
+    return submitted + expires
+
+
+__all__ = ["DEFAULT_QUEUE", "QueuebenchError", "TaskBackend"]

@@ -1,0 +1,107 @@
+"""The `queuebench` command (shared/API.md: serve, worker, bench)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from core.backend import DEFAULT_QUEUE
+from core.errors import ConfigError
+from core.loader import adapter_module
+from core.settings import BACKENDS, Settings
+
+
+def load_settings(backend: str | None) -> Settings:
+    if backend:
+        os.environ["QUEUE_BACKEND"] = backend  # worker children read it too
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise ConfigError(f"{field}: {first['msg']}") from None
+
+
+def check_redis(settings: Settings) -> None:
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    for name, url in (("REDIS_URL", settings.redis_url), ("BROKER_URL", settings.broker)):
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            continue
+        try:
+            Redis.from_url(url, socket_connect_timeout=3).ping()
+        except (RedisError, ValueError) as exc:
+            raise ConfigError(f"{name}={url}: Redis does not answer ({exc})") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from core.api import create_app
+
+    settings = load_settings(args.backend)
+    adapter_module(settings.queue_backend)
+    check_redis(settings)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port,
+                log_level=args.log_level, access_log=args.access_log)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    settings = load_settings(args.backend)
+    module = adapter_module(settings.queue_backend)
+    check_redis(settings)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()] or [DEFAULT_QUEUE]
+    module.run_worker(settings, args.concurrency, queues)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from bench.cli import main as bench_main
+
+    bench_main(args.rest)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="queuebench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API under uvicorn")
+    serve.add_argument("--backend", choices=BACKENDS)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--no-access-log", dest="access_log", action="store_false")
+    serve.set_defaults(run=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run the backend's own worker on the shared tasks")
+    worker.add_argument("--backend", choices=BACKENDS)
+    worker.add_argument("--concurrency", type=int, default=os.cpu_count() or 2,
+                        help="tasks in flight at once (processes, threads or max_jobs)")
+    worker.add_argument("--queues", default=DEFAULT_QUEUE, help="comma-separated queue names")
+    worker.set_defaults(run=cmd_worker)
+
+    bench = sub.add_parser("bench", help="the side-by-side benchmark", add_help=False)
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(run=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        args.run(args)
+    except ConfigError as exc:
+        print(f"queuebench: error: {exc.detail}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

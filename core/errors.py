@@ -1,0 +1,37 @@
+"""Errors that the API turns into 4xx answers and the CLI into one clear line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class QueuebenchError(Exception):
+    status = 400
+
+    def __init__(self, detail: Any) -> None:
+        super().__init__(detail if isinstance(detail, str) else repr(detail))
+        self.detail = detail
+
+
+class UnknownTask(QueuebenchError):
+    status = 404
+
+
+class TaskNotFound(QueuebenchError):
+    status = 404
+
+
+class InvalidArguments(QueuebenchError):
+    status = 422
+
+
+class UnsupportedOption(QueuebenchError):
+    status = 422
+
+
+class AlreadyFinished(QueuebenchError):
+    status = 409
+
+
+class ConfigError(QueuebenchError):
+    """A setting that stops the process from starting; printed as one line."""

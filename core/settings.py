@@ -1,0 +1,38 @@
+"""One settings object, read from the environment and `.env` (see shared/API.md)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BACKENDS = ("celery", "arq", "dramatiq")
+BackendName = Literal["celery", "arq", "dramatiq"]
+
+
+class Environment(StrEnum):
+    development = "development"
+    testing = "testing"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    queue_backend: BackendName = "arq"
+    redis_url: str = "redis://localhost:6379/0"
+    database_url: str = "sqlite+aiosqlite:///./queuebench.db"
+    broker_url: str | None = None
+    environment: Environment = Environment.development
+
+    record_ttl: int = Field(86_400, description="seconds a task record is kept in Redis")
+    records_kept: int = Field(100_000, description="newest task ids kept in the listing index")
+    worker_heartbeat: float = Field(2.0, description="seconds between worker heartbeats")
+    # Redelivery of a task whose worker died: how long a started task may go unacknowledged.
+    visibility_timeout: int = Field(3_600, description="seconds before an unacked task is redelivered")
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url

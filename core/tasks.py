@@ -1,0 +1,63 @@
+"""The shared tasks, defined once for every backend (shared/API.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from core.context import current_task
+from core.registry import task
+
+
+@task()
+def divide(x: float, y: float) -> float:
+    """x / y; y == 0 fails with ZeroDivisionError."""
+    if y == 0:
+        raise ZeroDivisionError("division by zero")  # the same words for ints and floats
+    return x / y
+
+
+@task()
+def add(x: float, y: float) -> float:
+    """x + y."""
+    return x + y
+
+
+@task()
+def noop(payload: object = None) -> object:
+    """Returns its argument: the benchmark's unit of overhead."""
+    return payload
+
+
+@task()
+async def sleep(seconds: float) -> float:
+    """Awaits for `seconds`, returns them: the I/O-bound workload."""
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@task()
+def cpu(n: int) -> str:
+    """n rounds of sha256 over its own digest: the CPU-bound workload."""
+    digest = b"queuebench"
+    for _ in range(n):
+        digest = hashlib.sha256(digest).digest()
+    return digest.hex()
+
+
+@task(max_retries=5, retry_backoff=0.1)
+async def flaky(fail_times: int, key: str) -> int:
+    """Fails its first `fail_times` runs for `key`, then returns the attempt count."""
+    redis = current_task().redis
+    counter = f"qb:flaky:{key}"
+    attempt = int(await redis.incr(counter))
+    await redis.expire(counter, 3600)
+    if attempt <= fail_times:
+        raise RuntimeError(f"flaky failure {attempt} of {fail_times} for {key!r}")
+    return attempt
+
+
+@task()
+def fail(message: str) -> None:
+    """Always raises RuntimeError(message)."""
+    raise RuntimeError(message)
