@@ -26,7 +26,7 @@ INDEX_KEY = "qb:tasks"
 IDEMPOTENCY_KEY = "qb:idem:{}"
 EVENTS_CHANNEL = "qb:events"
 
-# KEYS[1] record; ARGV: now, attempt, channel. Returns the state it found.
+# KEYS[1] record; ARGV: now, attempt, channel, worker. Returns the state it found.
 _START = """
 local found = redis.call('HGET', KEYS[1], 'state')
 if found == 'REVOKED' or found == 'EXPIRED' or found == 'SUCCESS' or found == 'FAILURE' then
@@ -38,7 +38,8 @@ if expires and expires < tonumber(ARGV[1]) then state = 'EXPIRED' end
 if state == 'EXPIRED' then
   redis.call('HSET', KEYS[1], 'state', state, 'finished_at', ARGV[1])
 else
-  redis.call('HSET', KEYS[1], 'state', state, 'started_at', ARGV[1], 'retries', ARGV[2])
+  redis.call('HSET', KEYS[1], 'state', state, 'started_at', ARGV[1], 'retries', ARGV[2],
+             'worker', ARGV[4])
 end
 redis.call('PUBLISH', ARGV[3], cjson.encode({id=string.sub(KEYS[1], 9), state=state}))
 if state == 'EXPIRED' then return state end
@@ -102,6 +103,7 @@ class TaskRecord:
     # Not part of the public body: what the runner and cancel need to know.
     expires_at: float | None = None
     queue: str | None = None
+    worker: str | None = None  # host:pid of the process that ran it last
 
     _JSON = ("args", "kwargs", "result", "error")
     _FLOAT = ("submitted_at", "started_at", "finished_at", "expires_at")
@@ -122,6 +124,7 @@ class TaskRecord:
         values["state"] = TaskState(data.get("state", "PENDING"))
         values["retries"] = int(data.get("retries") or 0)
         values["queue"] = data.get("queue") or None
+        values["worker"] = data.get("worker") or None
         for key in cls._JSON:
             if data.get(key):
                 values[key] = json.loads(data[key])
@@ -188,11 +191,11 @@ class RecordStore:
             found = await pipe.execute()
         return [TaskRecord.from_hash(_text(d)) for d in found if d]
 
-    async def start(self, task_id: str, attempt: int) -> TaskState | None:
+    async def start(self, task_id: str, attempt: int, worker: str = "") -> TaskState | None:
         """Mark STARTED; the state found before (None: no record). A final state
         found means: do not run. EXPIRED is set here when `expires` has passed."""
         found = await self._start(
-            keys=[TASK_KEY.format(task_id)], args=[time.time(), attempt, EVENTS_CHANNEL]
+            keys=[TASK_KEY.format(task_id)], args=[time.time(), attempt, EVENTS_CHANNEL, worker]
         )
         return TaskState(_str(found)) if found else None
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import threading
 from typing import Any
 
@@ -30,12 +32,13 @@ class Runner:
         self.redis = redis
         self.store = RecordStore(redis, ttl=settings.record_ttl, kept=settings.records_kept)
         self.offload_sync = offload_sync
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     async def run(self, task_id: str, name: str, arguments: dict[str, Any], *,
                   attempt: int = 0, will_retry: bool = False) -> Any:
         """Run one delivery of a task. Exceptions are recorded (RETRY when the
         library will run it again, else FAILURE) and re-raised to the library."""
-        found = await self.store.start(task_id, attempt)
+        found = await self.store.start(task_id, attempt, self.worker)
         if found is not None and found.finished:
             log.info("task %s not run: it is %s", task_id, found.value)
             return None

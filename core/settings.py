@@ -19,7 +19,7 @@ class Environment(StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     queue_backend: BackendName = "arq"
     redis_url: str = "redis://localhost:6379/0"
