@@ -1,0 +1,159 @@
+"""Fixtures for the conformance suite: one backend per run (`--backend B`, repeatable),
+real Redis, real worker and server processes.
+
+A service that is down skips the tests locally but fails them in CI (CI=true)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import httpx
+import pytest
+import pytest_asyncio
+import redis
+
+from core.errors import ConfigError
+from core.loader import adapter_module
+from core.settings import BACKENDS
+from tests.support import Proc, Server, wait_until
+
+# Each backend's tests use their own Redis database, flushed at the start.
+REDIS_DB = {"celery": 11, "arq": 12, "dramatiq": 13}
+SPARE_DB = 14  # a Redis database where no worker runs
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", action="append", choices=BACKENDS,
+                     help="backend(s) to test; default: all three")
+
+
+def selected_backends(config: pytest.Config) -> list[str]:
+    return config.getoption("--backend") or list(BACKENDS)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend_name" in metafunc.fixturenames:
+        metafunc.parametrize("backend_name", selected_backends(metafunc.config),
+                             scope="session")
+
+
+def service_down(message: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: a missing service fails the run)")
+    pytest.skip(message)
+
+
+def redis_base() -> str:
+    url = os.environ.get("QB_TEST_REDIS", "redis://127.0.0.1:6379")
+    return url.rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def redis_url(backend_name: str) -> str:
+    try:
+        adapter_module(backend_name)
+    except ConfigError as exc:
+        pytest.fail(f"backend {backend_name} was asked for but cannot load: {exc.detail}")
+    url = f"{redis_base()}/{REDIS_DB[backend_name]}"
+    try:
+        redis.Redis.from_url(url).flushdb()
+    except redis.RedisError as exc:
+        service_down(f"Redis at {url} does not answer: {exc}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def spare_redis_url() -> str:
+    url = f"{redis_base()}/{SPARE_DB}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory, backend_name: str) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / f'{backend_name}.db'}"
+
+
+@pytest.fixture(scope="session")
+def base_env(redis_url: str, sqlite_url: str) -> dict[str, str]:
+    return {"REDIS_URL": redis_url, "DATABASE_URL": sqlite_url, "ENVIRONMENT": "testing",
+            "WORKER_HEARTBEAT": "0.5", "PYTHONUNBUFFERED": "1"}
+
+
+def _prepare_database(url: str) -> None:
+    try:
+        from tests.support_db import prepare_database
+    except ImportError:  # the database layer is not there yet
+        return
+    prepare_database(url)
+
+
+@pytest.fixture(scope="session")
+def start_worker(backend_name: str, base_env: dict[str, str]) -> Iterator[Callable[..., Proc]]:
+    """Start `queuebench worker` for the backend; stopped at the end of the session
+    unless the test stops it first."""
+    started: list[Proc] = []
+
+    def start(concurrency: int = 4, queues: str | None = None, wait: bool = True,
+              **env: str) -> Proc:
+        args = ["worker", "--backend", backend_name, "--concurrency", str(concurrency)]
+        if queues:
+            args += ["--queues", queues]
+        proc = Proc(args, {**base_env, **env})
+        started.append(proc)
+        if wait:
+            url = env.get("REDIS_URL", base_env["REDIS_URL"])
+            wait_until(lambda: _heartbeat_of(url, backend_name, proc), timeout=60,
+                       what=f"{backend_name} worker heartbeat")
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def _heartbeat_of(url: str, backend: str, proc: Proc) -> bool:
+    if not proc.alive():
+        raise RuntimeError(f"worker exited:\n{proc.output()}")
+    client = redis.Redis.from_url(url)
+    return any(k.decode().endswith(f":{proc.pid}")
+               for k in client.scan_iter(match=f"qb:worker:{backend}:*"))
+
+
+@pytest.fixture(scope="session")
+def start_server(backend_name: str, base_env: dict[str, str]) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def start(**env: str) -> Server:
+        full = {**base_env, **env}
+        _prepare_database(full["DATABASE_URL"])
+        server = Server(backend_name, full)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(start_worker: Callable[..., Proc]) -> Proc:
+    return start_worker()
+
+
+@pytest.fixture(scope="session")
+def server(start_server: Callable[..., Server]) -> Server:
+    return start_server()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def client(server: Server, worker: Proc) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        yield http
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url, decode_responses=True)

@@ -1,0 +1,95 @@
+"""Real processes for the tests: `queuebench worker` and `queuebench serve` subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 30, every: float = 0.05,
+               what: str = "condition") -> Any:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout}s")
+        time.sleep(every)
+
+
+class Proc:
+    """A queuebench subprocess whose output goes to a file, shown if a test fails."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in stop)
+            prefix="qb-", suffix=".log", delete=False)
+        self.args = args
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", *args], cwd=ROOT, env={**os.environ, **env},
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.alive():
+            self.signal_group(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal_group(signal.SIGKILL)
+                self.popen.wait(5)
+        self.signal_group(signal.SIGKILL)  # children a library left behind
+        self.log.close()
+        return self.popen.returncode
+
+
+class Server(Proc):
+    def __init__(self, backend: str, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(["serve", "--backend", backend, "--port", str(self.port),
+                          "--no-access-log", "--log-level", "warning"], env)
+        wait_until(self._ready, timeout=30, what=f"server {self.url}")
+
+    def _ready(self) -> bool:
+        if not self.alive():
+            raise RuntimeError(f"server exited:\n{self.output()}")
+        try:
+            return httpx.get(f"{self.url}/openapi.json", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False

@@ -1,0 +1,231 @@
+"""The conformance suite: every backend must behave the same through the HTTP API.
+
+Run against a real Redis, real `queuebench worker` and `queuebench serve` processes;
+one backend per `--backend` option (the CI matrix runs each in its own environment)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from core.states import TaskState
+from tests.support import ROOT, Proc, Server
+
+FINAL = {s.value for s in TaskState if s.finished}
+
+
+async def submit(client: httpx.AsyncClient, name: str, *args: Any, kwargs: Any = None,
+                 options: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"args": list(args)}
+    if kwargs is not None:
+        body["kwargs"] = kwargs
+    if options is not None:
+        body["options"] = options
+    response = await client.post(f"/tasks/{name}", json=body)
+    assert response.status_code == 202, response.text
+    task = response.json()
+    assert response.headers["location"] == f"/tasks/{task['id']}"
+    return task
+
+
+async def finished(client: httpx.AsyncClient, task_id: str, timeout: float = 30) -> dict[str, Any]:
+    """The task's body once final; /wait blocks server-side, so no client sleeps."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        body = (await client.get(f"/tasks/{task_id}/wait", params={"timeout": max(left, 0)})).json()
+        if body["state"] in FINAL or left <= 0:
+            assert body["state"] in FINAL, f"task still {body['state']} after {timeout}s"
+            return body
+
+
+async def run(client: httpx.AsyncClient, name: str, *args: Any, **kw: Any) -> dict[str, Any]:
+    task = await submit(client, name, *args, **kw)
+    return await finished(client, task["id"])
+
+
+async def test_divide_succeeds(client: httpx.AsyncClient, backend_name: str) -> None:
+    body = await run(client, "divide", 1, 2)
+    assert body["state"] == "SUCCESS"
+    assert body["result"] == 0.5
+    assert body["backend"] == backend_name
+    assert body["error"] is None
+    assert body["submitted_at"] <= body["started_at"] <= body["finished_at"]
+
+
+async def test_divide_by_zero_fails_with_type_and_message(client: httpx.AsyncClient) -> None:
+    body = await run(client, "divide", 1, 0)
+    assert body["state"] == "FAILURE"
+    assert body["error"] == {"type": "ZeroDivisionError", "message": "division by zero"}
+    assert body["result"] is None
+
+
+async def test_add_with_keyword_arguments(client: httpx.AsyncClient) -> None:
+    body = await run(client, "add", kwargs={"x": 2.5, "y": 4})
+    assert (body["state"], body["result"]) == ("SUCCESS", 6.5)
+    assert body["kwargs"] == {"x": 2.5, "y": 4}
+
+
+async def test_noop_round_trips_nested_json(client: httpx.AsyncClient) -> None:
+    payload = {"a": [1, 2.5, None, True, {"b": ["é", {"c": []}]}], "d": {"e": {"f": "g"}},
+               "n": -7}
+    body = await run(client, "noop", payload)
+    assert body["state"] == "SUCCESS"
+    assert body["result"] == payload
+
+
+async def test_async_task_runs(client: httpx.AsyncClient) -> None:
+    body = await run(client, "sleep", 0.2)
+    assert (body["state"], body["result"]) == ("SUCCESS", 0.2)
+
+
+async def test_sync_cpu_task_runs(client: httpx.AsyncClient) -> None:
+    body = await run(client, "cpu", 3)
+    assert body["state"] == "SUCCESS"
+    assert len(body["result"]) == 64
+
+
+async def test_fail_reports_runtime_error(client: httpx.AsyncClient) -> None:
+    body = await run(client, "fail", "boom")
+    assert body["state"] == "FAILURE"
+    assert body["error"] == {"type": "RuntimeError", "message": "boom"}
+
+
+async def test_submitted_task_starts_pending(client: httpx.AsyncClient) -> None:
+    task = await submit(client, "sleep", 0.05)
+    assert task["state"] == "PENDING"
+    assert task["started_at"] is None and task["result"] is None
+
+
+async def test_unknown_task_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.post("/tasks/no_such_task", json={})
+    assert response.status_code == 404
+    assert "no_such_task" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"args": [1]}, "args"),                                  # missing argument
+    ({"args": [1, 2, 3]}, "args"),                            # too many
+    ({"args": [1, "x"]}, "y"),                                # wrong type
+    ({"kwargs": {"x": 1, "y": 2, "z": 3}}, "z"),              # unknown keyword
+    ({"args": [1, 2], "options": {"bogus": 1}}, "bogus"),     # unknown option
+    ({"args": [1, 2], "options": {"countdown": -1}}, "countdown"),
+    ({"args": [1, 2], "extra": True}, "extra"),
+])
+async def test_bad_arguments_are_422_naming_the_field(client: httpx.AsyncClient,
+                                                       body: dict[str, Any], field: str) -> None:
+    response = await client.post("/tasks/divide", json=body)
+    assert response.status_code == 422, response.text
+    assert field in json.dumps(response.json()["detail"])
+
+
+async def test_bad_json_is_422_not_500(client: httpx.AsyncClient) -> None:
+    response = await client.post("/tasks/divide", content=b"{not json",
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 422
+
+
+async def test_rejected_submission_queues_nothing(client: httpx.AsyncClient) -> None:
+    before = [t["id"] for t in (await client.get("/tasks", params={"limit": 5})).json()]
+    assert (await client.post("/tasks/divide", json={"args": [1]})).status_code == 422
+    after = [t["id"] for t in (await client.get("/tasks", params={"limit": 5})).json()]
+    assert after == before
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/tasks/{id}"), ("GET", "/tasks/{id}/wait?timeout=0"), ("DELETE", "/tasks/{id}"),
+])
+async def test_unknown_id_is_404(client: httpx.AsyncClient, method: str, path: str) -> None:
+    response = await client.request(method, path.format(id=uuid.uuid4()))
+    assert response.status_code == 404
+    assert "detail" in response.json()
+
+
+async def test_list_is_newest_first_and_filters(client: httpx.AsyncClient) -> None:
+    ids = [(await submit(client, "add", i, 1))["id"] for i in range(5)]
+    for task_id in ids:
+        await finished(client, task_id)
+    listed = (await client.get("/tasks", params={"name": "add", "limit": 5})).json()
+    assert [t["id"] for t in listed] == ids[::-1]
+    assert all(t["name"] == "add" for t in listed)
+    failed = (await client.get("/tasks", params={"state": "FAILURE", "limit": 1000})).json()
+    assert failed and all(t["state"] == "FAILURE" for t in failed)
+
+
+async def test_list_rejects_unknown_state(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/tasks", params={"state": "DONE"})).status_code == 422
+
+
+async def test_openapi_shows_each_task_and_its_arguments(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    for name in ("divide", "add", "noop", "sleep", "cpu", "flaky", "fail"):
+        assert f"/tasks/{name}" in spec["paths"]
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["DivideArgsKwargs"]["properties"]) == {"x", "y"}
+
+
+async def test_health_is_200_with_a_worker(client: httpx.AsyncClient, backend_name: str) -> None:
+    response = await client.get("/health")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["backend"] == backend_name
+    assert body["redis"] is True and body["workers"] >= 1
+
+
+async def test_health_is_503_without_a_worker(start_server: Callable[..., Server],
+                                              spare_redis_url: str) -> None:
+    lonely = start_server(REDIS_URL=spare_redis_url)
+    async with httpx.AsyncClient(base_url=lonely.url) as http:
+        response = await http.get("/health")
+    assert response.status_code == 503
+    assert "workers" in response.json()["detail"]
+
+
+async def test_two_workers_share_a_burst_none_lost_none_twice(
+        client: httpx.AsyncClient, worker: Proc, start_worker: Callable[..., Proc],
+        redis_client: redis.Redis) -> None:
+    second = start_worker()
+    run_id = uuid.uuid4().hex[:8]
+    keys = [f"burst-{run_id}-{i}" for i in range(200)]
+    tasks = await asyncio.gather(*(submit(client, "flaky", 0, key) for key in keys))
+    bodies = [await finished(client, t["id"], timeout=120) for t in tasks]
+    assert [b["state"] for b in bodies] == ["SUCCESS"] * 200
+    # flaky counts its runs per key in Redis: 1 everywhere means each ran exactly once
+    assert [int(redis_client.get(f"qb:flaky:{k}") or 0) for k in keys] == [1] * 200
+    ran_on = {redis_client.hget(f"qb:task:{t['id']}", "worker") for t in tasks}
+    pids = {w.split(":")[-1] for w in ran_on if w}
+    assert len(pids) >= 2, f"one process ran the whole burst: {ran_on}"
+    second.stop()
+
+
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=60, env={**os.environ, **env})
+
+
+def test_unknown_backend_is_one_clear_line() -> None:
+    done = _cli("worker", QUEUE_BACKEND="rabbit")
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "QUEUE_BACKEND" in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_redis_down_is_one_clear_line(command: str, backend_name: str) -> None:
+    from tests.support import free_port
+
+    done = _cli(command, "--backend", backend_name, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "REDIS_URL" in lines[0], done.stderr
