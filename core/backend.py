@@ -17,7 +17,9 @@ from redis.asyncio import Redis
 
 from core.errors import AlreadyFinished, QueuebenchError, TaskNotFound, UnsupportedOption
 from core.events import EventHub
+from core.features import CORE_FEATURES, Support, supported_options
 from core.options import TaskOptions
+from core.policy import Policy
 from core.records import RecordStore, TaskRecord, error_of, new_task_id
 from core.registry import get_task
 from core.settings import Settings
@@ -26,14 +28,12 @@ from core.workers import live_workers
 
 DEFAULT_QUEUE = "default"
 
-# Options core implements the same way for every backend (see core/runner.py).
-CORE_OPTIONS = frozenset({"expires", "idempotency_key"})
-
 
 class TaskBackend(ABC):
     name: ClassVar[str]
-    #: options this backend's library honours natively
-    native_options: ClassVar[frozenset[str]] = frozenset()
+    #: what the adapter gives, natively or through core (see core/features.py);
+    #: a feature missing here is not supported, and its options are a 422
+    features: ClassVar[dict[str, Support]] = {}
 
     def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
         self.settings = settings
@@ -57,15 +57,18 @@ class TaskBackend(ABC):
 
     # -- the same for every backend ---------------------------------------------------
     @classmethod
-    def supported_options(cls) -> frozenset[str]:
-        return cls.native_options | CORE_OPTIONS
+    def support(cls) -> dict[str, Support]:
+        return {**CORE_FEATURES, **cls.features}
 
     def check_options(self, options: TaskOptions) -> None:
-        unsupported = sorted(options.in_use() - self.supported_options())
+        unsupported = sorted(options.in_use() - supported_options(self.support()))
         if unsupported:
             raise UnsupportedOption(
                 f"backend {self.name!r} cannot honour option(s): {', '.join(unsupported)}"
             )
+
+    def policy(self, options: TaskOptions) -> Policy:
+        return options.policy(self.settings.retry_backoff_max)
 
     async def submit(self, name: str, args: list[Any] | None = None,
                      kwargs: dict[str, Any] | None = None,
@@ -112,11 +115,15 @@ class TaskBackend(ABC):
         return found[:limit]
 
     async def cancel(self, task_id: str) -> TaskRecord:
-        found = await self.store.revoke(task_id)
+        can_stop = self.support().get("cancel_running", Support.NONE) is not Support.NONE
+        found = await self.store.revoke(task_id, running_too=can_stop)
         if found is None:
             raise TaskNotFound(f"no task {task_id!r}")
         if found in FINISHED:
             raise AlreadyFinished(f"task {task_id!r} has already finished: {found.value}")
+        if found is TaskState.STARTED and not can_stop:
+            raise AlreadyFinished(f"task {task_id!r} is running, and backend {self.name!r} "
+                                  "cannot stop a running task")
         record = await self.get(task_id)
         await self.revoke(record)
         return record

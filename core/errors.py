@@ -35,3 +35,16 @@ class AlreadyFinished(QueuebenchError):
 
 class ConfigError(QueuebenchError):
     """A setting that stops the process from starting; printed as one line."""
+
+
+class TimeLimitExceeded(Exception):
+    """A run took longer than its task's `time_limit`."""
+
+
+class RetryTask(Exception):  # noqa: N818 (an instruction, as Celery's Retry and arq's Retry)
+    """Raised by the runner to an adapter: run the task again after `delay` seconds."""
+
+    def __init__(self, delay: float, cause: BaseException) -> None:
+        super().__init__(f"retry in {delay:.2f}s after {type(cause).__name__}: {cause}")
+        self.delay = delay
+        self.cause = cause

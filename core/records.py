@@ -61,13 +61,15 @@ redis.call('PUBLISH', ARGV[7], cjson.encode({id=string.sub(KEYS[1], 9), state=AR
 return found or false
 """
 
-# KEYS[1] record; ARGV: now, channel. Cancel unless final; returns the state found.
+# KEYS[1] record; ARGV: now, channel, running_too. Cancel unless final (or running and
+# running_too is 0); returns the state found.
 _REVOKE = """
 local found = redis.call('HGET', KEYS[1], 'state')
 if not found then return false end
 if found == 'SUCCESS' or found == 'FAILURE' or found == 'REVOKED' or found == 'EXPIRED' then
   return found
 end
+if found == 'STARTED' and ARGV[3] == '0' then return found end
 redis.call('HSET', KEYS[1], 'state', 'REVOKED', 'finished_at', ARGV[1])
 redis.call('PUBLISH', ARGV[2], cjson.encode({id=string.sub(KEYS[1], 9), state='REVOKED'}))
 return found
@@ -214,9 +216,9 @@ class RecordStore:
                   EVENTS_CHANNEL],
         )
 
-    async def revoke(self, task_id: str) -> TaskState | None:
-        found = await self._revoke(keys=[TASK_KEY.format(task_id)], args=[time.time(),
-                                                                          EVENTS_CHANNEL])
+    async def revoke(self, task_id: str, *, running_too: bool = True) -> TaskState | None:
+        found = await self._revoke(keys=[TASK_KEY.format(task_id)],
+                                   args=[time.time(), EVENTS_CHANNEL, int(running_too)])
         return TaskState(_str(found)) if found else None
 
     async def claim_idempotency(self, key: str, task_id: str) -> str | None:

@@ -7,14 +7,18 @@ import signal
 from typing import Any
 
 try:
-    from arq import create_pool
+    from arq import Retry, create_pool
     from arq.connections import ArqRedis, RedisSettings
+    from arq.jobs import Job
     from arq.worker import Function, Worker, func
 except ModuleNotFoundError as exc:  # the loader turns this into one clear line
     raise ModuleNotFoundError(exc.msg, name="arq") from None
 
 from core.backend import DEFAULT_QUEUE, TaskBackend
+from core.errors import RetryTask
+from core.features import Support
 from core.options import TaskOptions
+from core.policy import Policy
 from core.records import TaskRecord
 from core.registry import TaskSpec, all_tasks
 from core.runner import Runner
@@ -22,11 +26,25 @@ from core.settings import Settings
 from core.workers import Heartbeat
 
 QUEUE_PREFIX = "arq:queue:"
+# arq counts every delivery as a try; the task's policy decides retries, so this only
+# bounds redeliveries of a task whose workers keep dying.
+MAX_TRIES = 100
 
 
 class Backend(TaskBackend):
     name = "arq"
-    native_options = frozenset({"countdown", "eta", "queue"})
+    features = {
+        "retries": Support.NATIVE,
+        # arq's timeout is per function, not per job: core enforces each task's own
+        # limit on the event loop (a sync task's thread runs on to its end).
+        "time_limit": Support.CORE,
+        "delay": Support.NATIVE,
+        "cancel_pending": Support.NATIVE,
+        "cancel_running": Support.NATIVE,
+        "queues": Support.NATIVE,
+        "redelivery": Support.NATIVE,
+        "graceful_shutdown": Support.NATIVE,
+    }
 
     def __init__(self, settings: Settings, redis: Any = None) -> None:
         super().__init__(settings, redis)
@@ -43,10 +61,16 @@ class Backend(TaskBackend):
                       options: TaskOptions) -> None:
         pool = await self.pool()
         await pool.enqueue_job(
-            record.name, arguments, _job_id=record.id,
+            record.name, arguments, self.policy(options).to_wire(), _job_id=record.id,
             _queue_name=QUEUE_PREFIX + (options.queue or DEFAULT_QUEUE),
             _defer_by=options.countdown, _defer_until=options.eta,
         )
+
+    async def revoke(self, record: TaskRecord) -> None:
+        # arq's abort: a queued job is dropped, a running one cancelled.
+        job = Job(record.id, await self.pool(),
+                  _queue_name=QUEUE_PREFIX + (record.queue or DEFAULT_QUEUE))
+        await job.abort(timeout=0)
 
     async def aclose(self) -> None:
         if self._pool is not None:
@@ -54,13 +78,18 @@ class Backend(TaskBackend):
         await super().aclose()
 
 
-def _function(spec: TaskSpec) -> Function:
-    async def run(ctx: dict[str, Any], arguments: dict[str, Any]) -> Any:
+def _function(spec: TaskSpec, timeout: float) -> Function:
+    async def run(ctx: dict[str, Any], arguments: dict[str, Any],
+                  policy: dict[str, Any] | None = None) -> Any:
         runner: Runner = ctx["runner"]
-        return await runner.run(ctx["job_id"], spec.name, arguments, attempt=ctx["job_try"] - 1)
+        try:
+            return await runner.run(ctx["job_id"], spec.name, arguments,
+                                    Policy.from_wire(policy), attempt=ctx["job_try"] - 1)
+        except RetryTask as retry:
+            raise Retry(defer=retry.delay) from retry.cause
 
     run.__qualname__ = run.__name__ = spec.name
-    return func(run, name=spec.name)
+    return func(run, name=spec.name, timeout=timeout, max_tries=MAX_TRIES)
 
 
 def run_worker(settings: Settings, concurrency: int, queues: list[str]) -> None:
@@ -72,22 +101,29 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str]) -> None:
     async def main() -> None:
         heartbeat = Heartbeat(settings.redis_url, "arq", settings.worker_heartbeat,
                               concurrency=concurrency, queues=queues).start()
+        # arq re-runs a job whose in-progress mark outlived its timeout (+10 s): the
+        # visibility timeout is that timeout, as for Celery and Dramatiq.
+        functions = [_function(spec, settings.visibility_timeout)
+                     for spec in all_tasks().values()]
         workers = [
             Worker(
-                functions=[_function(spec) for spec in all_tasks().values()],
+                functions=functions,
                 queue_name=QUEUE_PREFIX + queue,
                 redis_settings=RedisSettings.from_dsn(settings.broker),
                 on_startup=startup,
                 max_jobs=concurrency,
                 keep_result=0,  # results live in queuebench's task record
                 poll_delay=0.05,
+                allow_abort_jobs=True,
+                job_completion_wait=round(settings.shutdown_timeout),
                 handle_signals=False,  # one handler below stops every queue's Worker
             )
             for queue in queues
         ]
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda s=sig: [w.handle_sig(s) for w in workers])
+            loop.add_signal_handler(
+                sig, lambda s=sig: [w.handle_sig_wait_for_completion(s) for w in workers])
         try:
             await asyncio.gather(*(w.async_run() for w in workers), return_exceptions=True)
         finally:

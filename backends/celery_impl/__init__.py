@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from typing import Any
 
@@ -13,23 +14,53 @@ except ModuleNotFoundError as exc:  # the loader turns this into one clear line
 
 from backends.celery_impl.app import celery_app
 from core.backend import DEFAULT_QUEUE, TaskBackend
+from core.features import Support
 from core.options import TaskOptions
 from core.records import TaskRecord
+from core.registry import get_task
 from core.settings import Settings
 from core.workers import Heartbeat
+
+# An async task's limit is enforced by core on its event loop; Celery's own (soft, then
+# hard) limits stand behind it, a little later, and alone for sync tasks.
+ASYNC_GRACE = 1.0
+HARD_GRACE = 10.0
 
 
 class Backend(TaskBackend):
     name = "celery"
-    native_options = frozenset({"countdown", "eta", "queue"})
+    features = {
+        "retries": Support.NATIVE,
+        "time_limit": Support.NATIVE,
+        "delay": Support.NATIVE,
+        "cancel_pending": Support.NATIVE,
+        "cancel_running": Support.NATIVE,
+        "queues": Support.NATIVE,
+        "priority": Support.NATIVE,
+        "redelivery": Support.NATIVE,
+        "graceful_shutdown": Support.NATIVE,
+    }
 
     async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
                       options: TaskOptions) -> None:
-        task = celery_app(self.settings).tasks[record.name]
+        app = celery_app(self.settings)
+        extra: dict[str, Any] = {}
+        if options.time_limit is not None:
+            soft = options.time_limit + (ASYNC_GRACE if get_task(record.name).is_async else 0)
+            extra.update(soft_time_limit=soft, time_limit=soft + HARD_GRACE)
+        if options.priority is not None:
+            extra["priority"] = 9 - options.priority
         await asyncio.to_thread(
-            task.apply_async, (arguments,), task_id=record.id,
-            queue=options.queue or DEFAULT_QUEUE, countdown=options.countdown, eta=options.eta,
+            app.tasks[record.name].apply_async, (arguments, self.policy(options).to_wire()),
+            task_id=record.id, queue=options.queue or DEFAULT_QUEUE,
+            countdown=options.countdown, eta=options.eta, **extra,
         )
+
+    async def revoke(self, record: TaskRecord) -> None:
+        # Celery's revoke: workers drop it if it is queued, and end the child process
+        # that runs it (prefork) if it is running.
+        await asyncio.to_thread(celery_app(self.settings).control.revoke, record.id,
+                                terminate=True)
 
 
 def run_worker(settings: Settings, concurrency: int, queues: list[str]) -> None:
@@ -39,8 +70,7 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str]) -> None:
     try:
         celery_app(settings).worker_main([
             "worker", "--loglevel=INFO", "--pool=prefork", f"--concurrency={concurrency}",
-            f"--queues={','.join(queues)}", f"--hostname=queuebench@{socket.gethostname()}",
-            "--without-gossip", "--without-mingle",
+            f"--queues={','.join(queues)}", f"--hostname=queuebench-{os.getpid()}@{socket.gethostname()}", "--without-gossip", "--without-mingle",
         ])
     finally:
         heartbeat.stop()

@@ -6,18 +6,31 @@ from functools import cache
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from core.backend import DEFAULT_QUEUE
+from core.errors import RetryTask
+from core.policy import Policy
 from core.registry import TaskSpec, all_tasks
 from core.runner import ThreadLoops
 from core.settings import Settings
 
+# kombu's Redis transport: priority 0 is served first; queuebench's 9 is the highest.
+PRIORITY_STEPS = list(range(10))
+DEFAULT_PRIORITY = 5
+
 
 def _register(app: Celery, loops: ThreadLoops, spec: TaskSpec) -> None:
-    def run(self: Task, arguments: dict[str, Any]) -> Any:
-        return loops.run(self.request.id, spec.name, arguments, attempt=self.request.retries)
+    def run(self: Task, arguments: dict[str, Any], policy: dict[str, Any] | None = None) -> Any:
+        try:
+            return loops.run(self.request.id, spec.name, arguments, Policy.from_wire(policy),
+                             attempt=self.request.retries)
+        except RetryTask as retry:
+            # Celery's own retry: the message is published again with retries + 1.
+            raise self.retry(countdown=retry.delay, exc=retry.cause) from retry.cause
 
-    app.task(name=spec.name, bind=True)(run)
+    # max_retries=None: the task's policy, not Celery's default of 3, decides.
+    app.task(name=spec.name, bind=True, max_retries=None)(run)
 
 
 @cache
@@ -28,17 +41,23 @@ def celery_app(settings: Settings) -> Celery:
         accept_content=["json"],
         task_ignore_result=True,  # results live in queuebench's task record
         task_default_queue=DEFAULT_QUEUE,
+        task_default_priority=DEFAULT_PRIORITY,
         # A task is acknowledged after it ran, so a worker that dies mid-task does not
         # lose it: Redis redelivers it after the visibility timeout.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            "priority_steps": PRIORITY_STEPS,
+            "sep": ":",
+            "queue_order_strategy": "priority",
+        },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
-    loops = ThreadLoops(settings)
+    loops = ThreadLoops(settings, time_limit_errors=(SoftTimeLimitExceeded,))
     for spec in all_tasks().values():
         _register(app, loops, spec)
     return app

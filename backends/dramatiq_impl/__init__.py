@@ -15,15 +15,28 @@ from dramatiq import Message
 
 from backends.dramatiq_impl.actors import broker
 from core.backend import DEFAULT_QUEUE, TaskBackend
+from core.features import Support
 from core.options import TaskOptions
 from core.records import TaskRecord
+from core.registry import get_task
 from core.settings import Settings
 from core.workers import Heartbeat
+
+# An async task's limit is enforced by core on its event loop; Dramatiq's TimeLimit
+# stands behind it, a little later, and alone for sync tasks.
+ASYNC_GRACE = 1.0
 
 
 class Backend(TaskBackend):
     name = "dramatiq"
-    native_options = frozenset({"countdown", "eta", "queue"})
+    features = {
+        "retries": Support.NATIVE,
+        "time_limit": Support.NATIVE,
+        "delay": Support.NATIVE,
+        "queues": Support.NATIVE,
+        "redelivery": Support.NATIVE,
+        "graceful_shutdown": Support.NATIVE,
+    }
 
     async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
                       options: TaskOptions) -> None:
@@ -31,8 +44,18 @@ class Backend(TaskBackend):
         queue = options.queue or DEFAULT_QUEUE
         if queue not in made.get_declared_queues():
             made.declare_queue(queue)
-        message = Message(queue_name=queue, actor_name=record.name, args=(arguments,),
-                          kwargs={}, options={}, message_id=record.id)
+        policy = self.policy(options)
+        dramatiq_options: dict[str, Any] = {
+            "max_retries": policy.max_retries,
+            "min_backoff": round(policy.retry_backoff * 1000),
+            "max_backoff": round(policy.backoff_cap * 1000),
+        }
+        if policy.time_limit is not None:
+            grace = ASYNC_GRACE if get_task(record.name).is_async else 0
+            dramatiq_options["time_limit"] = round((policy.time_limit + grace) * 1000)
+        message = Message(queue_name=queue, actor_name=record.name,
+                          args=(arguments, policy.to_wire()), kwargs={},
+                          options=dramatiq_options, message_id=record.id)
         await asyncio.to_thread(made.enqueue, message, delay=_delay_ms(options, record))
 
 
@@ -56,6 +79,7 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str]) -> None:
         args = make_argument_parser().parse_args([
             "backends.dramatiq_impl.actors", "--processes", str(processes),
             "--threads", str(threads), "--queues", *queues,
+            "--worker-shutdown-timeout", str(round(settings.shutdown_timeout * 1000)),
         ])
         raise SystemExit(main(args))
     finally:

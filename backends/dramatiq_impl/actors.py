@@ -11,34 +11,49 @@ from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import CurrentMessage
+from dramatiq.middleware import CurrentMessage, TimeLimitExceeded
 
 from core.backend import DEFAULT_QUEUE
+from core.errors import RetryTask
+from core.errors import TimeLimitExceeded as CoreTimeLimitExceeded
+from core.policy import Policy
 from core.registry import TaskSpec, all_tasks
 from core.runner import ThreadLoops
 from core.settings import Settings
 
 
 def _declare(broker: RedisBroker, loops: ThreadLoops, spec: TaskSpec) -> None:
-    def run(arguments: dict[str, Any]) -> None:
+    def run(arguments: dict[str, Any], policy: dict[str, Any] | None = None) -> None:
         message = CurrentMessage.get_current_message()
         assert message is not None  # CurrentMessage is in the broker's middleware
-        # The result is in queuebench's task record; returning it would only make
-        # Dramatiq warn that no Results middleware keeps it.
-        loops.run(message.message_id, spec.name, arguments,
-                  attempt=message.options.get("retries", 0))
+        try:
+            # The result is in queuebench's task record; returning it would only make
+            # Dramatiq warn that no Results middleware keeps it.
+            loops.run(message.message_id, spec.name, arguments, Policy.from_wire(policy),
+                      attempt=message.options.get("retries", 0))
+        except RetryTask as retry:
+            # Dramatiq's Retries middleware retries it, with the message's own
+            # max_retries and backoff options (set at enqueue).
+            raise retry.cause from None
 
     run.__name__ = spec.name
-    # Retries are off unless a task asks for them: Dramatiq would retry 20 times.
+    # No retries unless the task's policy asks (Dramatiq's default is 20), and a run
+    # over its time limit is a final failure, as on every backend.
     dramatiq.actor(run, actor_name=spec.name, queue_name=DEFAULT_QUEUE, broker=broker,
-                   max_retries=0)
+                   max_retries=0, throws=(TimeLimitExceeded, CoreTimeLimitExceeded))
 
 
 @cache
 def broker(settings: Settings) -> RedisBroker:
-    made = RedisBroker(url=settings.broker)
+    made = RedisBroker(
+        url=settings.broker,
+        # A worker that stops heartbeating for this long is dead: its unacked
+        # messages go back on the queue.
+        heartbeat_timeout=settings.visibility_timeout * 1000,
+        maintenance_chance=settings.dramatiq_maintenance_chance,
+    )
     made.add_middleware(CurrentMessage())
-    loops = ThreadLoops(settings)
+    loops = ThreadLoops(settings, time_limit_errors=(TimeLimitExceeded,))
     for spec in all_tasks().values():
         _declare(made, loops, spec)
     dramatiq.set_broker(made)

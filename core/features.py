@@ -1,0 +1,53 @@
+"""What each backend can do, and how: the one table behind option checks (422 for an
+option a backend cannot honour) and the generated feature matrix (docs/features.md)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Support(StrEnum):
+    NATIVE = "native"
+    CORE = "in core"
+    NONE = "not supported"
+
+
+# feature -> what it means for an API client
+FEATURES: dict[str, str] = {
+    "retries": "`max_retries` with exponential `retry_backoff` (jitter, cap); RETRY between runs",
+    "time_limit": "`time_limit`: a run over it ends FAILURE with TimeLimitExceeded",
+    "delay": "`countdown` and `eta`: the task does not start before",
+    "expiry": "`expires`: not started by then, the task ends EXPIRED without running",
+    "cancel_pending": "DELETE revokes a pending task: it never runs",
+    "cancel_running": "DELETE stops a running task",
+    "queues": "`queue` routes to a named queue (`worker --queues`)",
+    "priority": "`priority` 0-9: higher runs first",
+    "idempotency": "`idempotency_key`: a second submit returns the first task; work runs once",
+    "redelivery": "a task whose worker is killed (SIGKILL) runs again on another worker",
+    "graceful_shutdown": "SIGTERM: tasks in flight finish before the worker exits",
+}
+
+# option -> the feature it needs
+OPTION_FEATURE: dict[str, str] = {
+    "countdown": "delay",
+    "eta": "delay",
+    "expires": "expiry",
+    "max_retries": "retries",
+    "retry_backoff": "retries",
+    "time_limit": "time_limit",
+    "queue": "queues",
+    "priority": "priority",
+    "idempotency_key": "idempotency",
+}
+
+# Implemented once in core for every backend (core/records.py, core/backend.py).
+CORE_FEATURES: dict[str, Support] = {
+    "expiry": Support.CORE,
+    "idempotency": Support.CORE,
+    "cancel_pending": Support.CORE,
+}
+
+
+def supported_options(features: dict[str, Support]) -> frozenset[str]:
+    return frozenset(opt for opt, feature in OPTION_FEATURE.items()
+                     if features.get(feature, Support.NONE) is not Support.NONE)
