@@ -26,24 +26,28 @@ INDEX_KEY = "qb:tasks"
 IDEMPOTENCY_KEY = "qb:idem:{}"
 EVENTS_CHANNEL = "qb:events"
 
-# KEYS[1] record; ARGV: now, attempt, channel, worker. Returns the state it found.
+# KEYS[1] record; ARGV: now, channel, worker. Returns {state found, retries so far}.
+# Core counts retries itself (a run after RETRY is the next retry), so a redelivery
+# after a worker died is not a retry on any backend.
 _START = """
 local found = redis.call('HGET', KEYS[1], 'state')
+local retries = tonumber(redis.call('HGET', KEYS[1], 'retries') or '0') or 0
 if found == 'REVOKED' or found == 'EXPIRED' or found == 'SUCCESS' or found == 'FAILURE' then
-  return found
+  return {found, retries}
 end
+if found == 'RETRY' then retries = retries + 1 end
 local expires = tonumber(redis.call('HGET', KEYS[1], 'expires_at') or '')
 local state = 'STARTED'
 if expires and expires < tonumber(ARGV[1]) then state = 'EXPIRED' end
 if state == 'EXPIRED' then
   redis.call('HSET', KEYS[1], 'state', state, 'finished_at', ARGV[1])
 else
-  redis.call('HSET', KEYS[1], 'state', state, 'started_at', ARGV[1], 'retries', ARGV[2],
-             'worker', ARGV[4])
+  redis.call('HSET', KEYS[1], 'state', state, 'started_at', ARGV[1], 'retries', retries,
+             'worker', ARGV[3])
 end
-redis.call('PUBLISH', ARGV[3], cjson.encode({id=string.sub(KEYS[1], 9), state=state}))
-if state == 'EXPIRED' then return state end
-return found or false
+redis.call('PUBLISH', ARGV[2], cjson.encode({id=string.sub(KEYS[1], 9), state=state}))
+if state == 'EXPIRED' then return {state, retries} end
+return {found or '', retries}
 """
 
 # KEYS[1] record; ARGV: state, now, result json, error json, retries, ttl, channel.
@@ -193,13 +197,15 @@ class RecordStore:
             found = await pipe.execute()
         return [TaskRecord.from_hash(_text(d)) for d in found if d]
 
-    async def start(self, task_id: str, attempt: int, worker: str = "") -> TaskState | None:
-        """Mark STARTED; the state found before (None: no record). A final state
-        found means: do not run. EXPIRED is set here when `expires` has passed."""
-        found = await self._start(
-            keys=[TASK_KEY.format(task_id)], args=[time.time(), attempt, EVENTS_CHANNEL, worker]
+    async def start(self, task_id: str, worker: str = "") -> tuple[TaskState | None, int]:
+        """Mark STARTED; the state found before (None: no record) and the retries
+        so far. A final state found means: do not run. EXPIRED is set here when
+        `expires` has passed."""
+        found, retries = await self._start(
+            keys=[TASK_KEY.format(task_id)], args=[time.time(), EVENTS_CHANNEL, worker]
         )
-        return TaskState(_str(found)) if found else None
+        found = _str(found)
+        return (TaskState(found) if found else None), int(retries)
 
     async def finish(
         self,

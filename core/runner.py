@@ -43,12 +43,12 @@ class Runner:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     async def run(self, task_id: str, name: str, arguments: dict[str, Any],
-                  policy: Policy | None = None, *, attempt: int = 0) -> Any:
+                  policy: Policy | None = None) -> Any:
         """Run one delivery of a task. A failure is recorded and raised to the
         library: as RetryTask when the policy allows another run, as
         TimeLimitExceeded (never retried) for a run over its limit, else as is."""
         policy = policy or Policy()
-        found = await self.store.start(task_id, attempt, self.worker)
+        found, attempt = await self.store.start(task_id, self.worker)
         if found is not None and found.finished:
             log.info("task %s not run: it is %s", task_id, found.value)
             return None
@@ -111,7 +111,6 @@ class ThreadLoops:
         return made
 
     def run(self, task_id: str, name: str, arguments: dict[str, Any],
-            policy: Policy | None = None, *, attempt: int = 0) -> Any:
+            policy: Policy | None = None) -> Any:
         loop, runner = self._runner()
-        return loop.run_until_complete(runner.run(task_id, name, arguments, policy,
-                                                  attempt=attempt))
+        return loop.run_until_complete(runner.run(task_id, name, arguments, policy))

@@ -14,6 +14,7 @@ import pytest_asyncio
 import redis
 
 from core.errors import ConfigError
+from core.features import Support
 from core.loader import adapter_module
 from core.settings import BACKENDS
 from tests.support import Proc, Server, wait_until
@@ -157,3 +158,24 @@ async def client(server: Server, worker: Proc) -> AsyncIterator[httpx.AsyncClien
 @pytest.fixture
 def redis_client(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url, decode_responses=True)
+
+
+@pytest.fixture
+def feature(request: pytest.FixtureRequest, backend_name: str) -> Callable[[str], Support]:
+    """Declare which feature a test proves; its support level for this backend and
+    the outcome land in the JUnit report, from which docs/features.md is made."""
+
+    def declare(name: str) -> Support:
+        support = adapter_module(backend_name).Backend.support().get(name, Support.NONE)
+        request.node.user_properties += [("feature", name), ("support", support.value)]
+        return support
+
+    return declare
+
+
+@pytest.fixture
+def queue_name() -> str:
+    """A queue of the test's own, so its workers and tasks meet nobody else's."""
+    import uuid
+
+    return f"q-{uuid.uuid4().hex[:10]}"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -17,6 +19,7 @@ import httpx
 import pytest
 import redis
 
+from core.features import Support
 from core.states import TaskState
 from tests.support import ROOT, Proc, Server
 
@@ -208,8 +211,6 @@ async def test_two_workers_share_a_burst_none_lost_none_twice(
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    import os
-
     return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT, text=True,
                           capture_output=True, timeout=60, env={**os.environ, **env})
 
@@ -229,3 +230,235 @@ def test_redis_down_is_one_clear_line(command: str, backend_name: str) -> None:
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "REDIS_URL" in lines[0], done.stderr
+
+
+# -- task semantics (issue 4): each test declares the feature it proves -------------------
+
+Declare = Callable[[str], Support]
+
+
+async def state_seen(client: httpx.AsyncClient, task_id: str, wanted: set[str],
+                     timeout: float = 30) -> str:
+    """Poll (with a deadline) until the task is in one of `wanted`, or final."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        state = (await client.get(f"/tasks/{task_id}")).json()["state"]
+        if state in wanted or state in FINAL:
+            return str(state)
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"task {task_id} never reached {wanted}")
+
+
+async def expect_unsupported(client: httpx.AsyncClient, backend_name: str, name: str,
+                             args: list[Any], options: dict[str, Any]) -> None:
+    response = await client.post(f"/tasks/{name}", json={"args": args, "options": options})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert backend_name in detail and all(option in detail for option in options)
+
+
+def flaky_runs(redis_client: redis.Redis, key: str) -> int:
+    return int(redis_client.get(f"qb:flaky:{key}") or 0)
+
+
+async def test_retries_until_success_with_retry_state_between(
+        client: httpx.AsyncClient, feature: Declare, backend_name: str,
+        redis_client: redis.Redis) -> None:
+    options = {"max_retries": 3, "retry_backoff": 0.4}
+    if feature("retries") is Support.NONE:
+        return await expect_unsupported(client, backend_name, "flaky", [2, "k"], options)
+    key = uuid.uuid4().hex
+    task = await submit(client, "flaky", 2, key, options=options)
+    assert await state_seen(client, task["id"], {"RETRY"}) == "RETRY"
+    body = await finished(client, task["id"])
+    assert (body["state"], body["result"], body["retries"]) == ("SUCCESS", 3, 2)
+    assert flaky_runs(redis_client, key) == 3
+
+
+async def test_retries_exhausted_is_failure(client: httpx.AsyncClient, feature: Declare,
+                                            redis_client: redis.Redis) -> None:
+    if feature("retries") is Support.NONE:
+        pytest.skip("unsupported: the 422 is proved by the test above")
+    key = uuid.uuid4().hex
+    body = await run(client, "flaky", 5, key, options={"max_retries": 1, "retry_backoff": 0.05})
+    assert (body["state"], body["retries"]) == ("FAILURE", 1)
+    assert body["error"]["type"] == "RuntimeError"
+    assert flaky_runs(redis_client, key) == 2
+
+
+async def test_task_default_retries_apply_and_zero_overrides(
+        client: httpx.AsyncClient, feature: Declare, redis_client: redis.Redis) -> None:
+    if feature("retries") is Support.NONE:
+        pytest.skip("unsupported: the 422 is proved by the retries test")
+    # flaky declares max_retries=5 in core: one failure is retried without options
+    assert (await run(client, "flaky", 1, uuid.uuid4().hex))["state"] == "SUCCESS"
+    key = uuid.uuid4().hex
+    body = await run(client, "flaky", 1, key, options={"max_retries": 0})
+    assert (body["state"], body["retries"]) == ("FAILURE", 0)
+    assert flaky_runs(redis_client, key) == 1
+
+
+@pytest.mark.parametrize(("name", "args"), [("sleep", [30]), ("cpu", [10_000_000])])
+async def test_time_limit_fails_with_time_limit_exceeded_and_worker_goes_on(
+        client: httpx.AsyncClient, feature: Declare, backend_name: str, name: str,
+        args: list[Any]) -> None:
+    if feature("time_limit") is Support.NONE:
+        return await expect_unsupported(client, backend_name, name, args, {"time_limit": 0.5})
+    body = await run(client, name, *args, options={"time_limit": 0.5})
+    assert body["state"] == "FAILURE"
+    assert body["error"]["type"] == "TimeLimitExceeded"
+    assert (await run(client, "divide", 6, 3))["result"] == 2
+
+
+@pytest.mark.parametrize("how", ["countdown", "eta"])
+async def test_delay_holds_the_task_back(client: httpx.AsyncClient, feature: Declare,
+                                         backend_name: str, how: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    option: dict[str, Any] = {"countdown": 1.0} if how == "countdown" else {
+        "eta": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()}
+    if feature("delay") is Support.NONE:
+        return await expect_unsupported(client, backend_name, "add", [1, 2], option)
+    body = await run(client, "add", 1, 2, options=option)
+    assert body["state"] == "SUCCESS"
+    started = datetime.fromisoformat(body["started_at"])
+    not_before = (datetime.fromisoformat(body["submitted_at"]) + timedelta(seconds=1)
+                  if how == "countdown" else datetime.fromisoformat(option["eta"]))
+    assert started >= not_before
+
+
+async def test_expired_task_never_runs(client: httpx.AsyncClient, feature: Declare,
+                                       backend_name: str, redis_client: redis.Redis) -> None:
+    options = {"countdown": 1.0, "expires": 0.3}
+    if feature("expiry") is Support.NONE:
+        return await expect_unsupported(client, backend_name, "flaky", [0, "k"], options)
+    key = uuid.uuid4().hex
+    body = await run(client, "flaky", 0, key, options=options)
+    assert body["state"] == "EXPIRED"
+    assert body["started_at"] is None and body["result"] is None
+    assert flaky_runs(redis_client, key) == 0
+
+
+async def test_cancel_pending_task_never_runs(client: httpx.AsyncClient, feature: Declare,
+                                              redis_client: redis.Redis) -> None:
+    assert feature("cancel_pending") is not Support.NONE  # core gives it to every backend
+    key = uuid.uuid4().hex
+    task = await submit(client, "flaky", 0, key, options={"countdown": 1.0})
+    response = await client.delete(f"/tasks/{task['id']}")
+    assert response.status_code == 202
+    assert response.json()["state"] == "REVOKED"
+    # A later task on the same queue has run: the revoked one's turn has passed.
+    assert (await run(client, "add", 1, 1, options={"countdown": 1.5}))["state"] == "SUCCESS"
+    assert flaky_runs(redis_client, key) == 0
+    assert (await client.get(f"/tasks/{task['id']}")).json()["state"] == "REVOKED"
+
+
+async def test_cancel_finished_task_is_409(client: httpx.AsyncClient) -> None:
+    body = await run(client, "add", 1, 1)
+    response = await client.delete(f"/tasks/{body['id']}")
+    assert response.status_code == 409
+    assert "finished" in response.json()["detail"]
+
+
+async def test_cancel_running_task(client: httpx.AsyncClient, feature: Declare,
+                                   backend_name: str) -> None:
+    task = await submit(client, "sleep", 3)
+    assert await state_seen(client, task["id"], {"STARTED"}) == "STARTED"
+    response = await client.delete(f"/tasks/{task['id']}")
+    if feature("cancel_running") is Support.NONE:
+        assert response.status_code == 409
+        assert backend_name in response.json()["detail"]
+        assert (await finished(client, task["id"]))["state"] == "SUCCESS"
+        return
+    assert response.status_code == 202
+    assert response.json()["state"] == "REVOKED"
+    body = await finished(client, task["id"])
+    assert body["state"] == "REVOKED" and body["result"] is None
+    # the worker goes on serving
+    assert (await run(client, "add", 2, 2))["result"] == 4
+
+
+async def test_queue_routes_to_its_own_worker(client: httpx.AsyncClient, feature: Declare,
+                                              backend_name: str, queue_name: str,
+                                              start_worker: Callable[..., Proc]) -> None:
+    if feature("queues") is Support.NONE:
+        return await expect_unsupported(client, backend_name, "add", [1, 2],
+                                        {"queue": queue_name})
+    routed = await submit(client, "add", 1, 2, options={"queue": queue_name})
+    # The default queue's worker serves a later task, but not the routed one.
+    assert (await run(client, "add", 5, 5))["result"] == 10
+    assert (await client.get(f"/tasks/{routed['id']}")).json()["state"] == "PENDING"
+    own = start_worker(concurrency=1, queues=queue_name)
+    body = await finished(client, routed["id"])
+    assert (body["state"], body["result"]) == ("SUCCESS", 3)
+    own.stop()
+
+
+async def test_priority_serves_higher_first(client: httpx.AsyncClient, feature: Declare,
+                                            backend_name: str, queue_name: str,
+                                            start_worker: Callable[..., Proc]) -> None:
+    if feature("priority") is Support.NONE:
+        return await expect_unsupported(client, backend_name, "add", [1, 2], {"priority": 9})
+    low = [await submit(client, "add", i, 0, options={"queue": queue_name, "priority": 0})
+           for i in range(4)]
+    high = await submit(client, "add", 9, 9, options={"queue": queue_name, "priority": 9})
+    own = start_worker(concurrency=1, queues=queue_name)
+    bodies = [await finished(client, t["id"]) for t in [*low, high]]
+    order = sorted(bodies, key=lambda b: b["started_at"])
+    assert order[0]["id"] == high["id"], [b["args"] for b in order]
+    own.stop()
+
+
+async def test_idempotency_key_returns_first_task_and_runs_once(
+        client: httpx.AsyncClient, feature: Declare, redis_client: redis.Redis) -> None:
+    assert feature("idempotency") is not Support.NONE  # core gives it to every backend
+    key, idem = uuid.uuid4().hex, uuid.uuid4().hex
+    first = await submit(client, "flaky", 0, key, options={"idempotency_key": idem})
+    second = await submit(client, "flaky", 0, key, options={"idempotency_key": idem})
+    assert second["id"] == first["id"]
+    other = await submit(client, "flaky", 0, key, options={"idempotency_key": idem + "x"})
+    assert other["id"] != first["id"]
+    for task in (first, other):
+        await finished(client, task["id"])
+    assert flaky_runs(redis_client, key) == 2  # once for each distinct key, not three times
+
+
+# Short timeouts for the tests that kill or stop workers: redelivery after 3 s.
+FAST_REDELIVERY = {"VISIBILITY_TIMEOUT": "3", "DRAMATIQ_MAINTENANCE_CHANCE": "1000000"}
+
+
+async def test_task_survives_its_worker_being_killed(
+        client: httpx.AsyncClient, feature: Declare, queue_name: str,
+        start_worker: Callable[..., Proc]) -> None:
+    support = feature("redelivery")
+    doomed = start_worker(concurrency=1, queues=queue_name, **FAST_REDELIVERY)
+    task = await submit(client, "sleep", 1.5, options={"queue": queue_name})
+    assert await state_seen(client, task["id"], {"STARTED"}) == "STARTED"
+    doomed.signal_group(signal.SIGKILL)
+    doomed.stop()
+    if support is Support.NONE:
+        pytest.skip("this backend does not promise redelivery")
+    start_worker(concurrency=1, queues=queue_name, **FAST_REDELIVERY)
+    body = await finished(client, task["id"], timeout=90)
+    assert (body["state"], body["result"]) == ("SUCCESS", 1.5)
+    assert body["retries"] == 0  # a redelivery is not a retry
+
+
+async def test_sigterm_lets_tasks_in_flight_finish(
+        client: httpx.AsyncClient, feature: Declare, queue_name: str,
+        start_worker: Callable[..., Proc]) -> None:
+    support = feature("graceful_shutdown")
+    stopping = start_worker(concurrency=2, queues=queue_name)
+    tasks = [await submit(client, "sleep", 1.5, options={"queue": queue_name})
+             for _ in range(2)]
+    for task in tasks:
+        assert await state_seen(client, task["id"], {"STARTED"}) == "STARTED"
+    os.kill(stopping.pid, signal.SIGTERM)
+    if support is Support.NONE:
+        pytest.skip("this backend does not promise a graceful shutdown")
+    for task in tasks:
+        assert (await finished(client, task["id"]))["state"] == "SUCCESS"
+    deadline = asyncio.get_running_loop().time() + 30
+    while stopping.alive() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    assert not stopping.alive(), "the worker did not exit after SIGTERM"

@@ -84,7 +84,7 @@ def _function(spec: TaskSpec, timeout: float) -> Function:
         runner: Runner = ctx["runner"]
         try:
             return await runner.run(ctx["job_id"], spec.name, arguments,
-                                    Policy.from_wire(policy), attempt=ctx["job_try"] - 1)
+                                    Policy.from_wire(policy))
         except RetryTask as retry:
             raise Retry(defer=retry.delay) from retry.cause
 

@@ -23,8 +23,7 @@ DEFAULT_PRIORITY = 5
 def _register(app: Celery, loops: ThreadLoops, spec: TaskSpec) -> None:
     def run(self: Task, arguments: dict[str, Any], policy: dict[str, Any] | None = None) -> Any:
         try:
-            return loops.run(self.request.id, spec.name, arguments, Policy.from_wire(policy),
-                             attempt=self.request.retries)
+            return loops.run(self.request.id, spec.name, arguments, Policy.from_wire(policy))
         except RetryTask as retry:
             # Celery's own retry: the message is published again with retries + 1.
             raise self.retry(countdown=retry.delay, exc=retry.cause) from retry.cause
@@ -49,6 +48,10 @@ def celery_app(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
+            # Look for a dead worker's unacked tasks a few times per visibility timeout
+            # (kombu's default is every ~100 s whatever the timeout).
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 3)),
+            "unacked_restore_throttle": 1,
             "priority_steps": PRIORITY_STEPS,
             "sep": ":",
             "queue_order_strategy": "priority",

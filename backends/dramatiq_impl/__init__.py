@@ -71,6 +71,10 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str]) -> None:
     """Dramatiq's own CLI: processes x threads = concurrency."""
     from dramatiq.cli import main, make_argument_parser
 
+    # Worker processes consume only the queues their broker declared; they are
+    # forked from this process, so declaring here reaches them all.
+    for queue in queues:
+        broker(settings).declare_queue(queue)
     processes = max(1, min(concurrency, os.cpu_count() or 1))
     threads = max(1, concurrency // processes)
     heartbeat = Heartbeat(settings.redis_url, "dramatiq", settings.worker_heartbeat,

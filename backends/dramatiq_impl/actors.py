@@ -29,8 +29,7 @@ def _declare(broker: RedisBroker, loops: ThreadLoops, spec: TaskSpec) -> None:
         try:
             # The result is in queuebench's task record; returning it would only make
             # Dramatiq warn that no Results middleware keeps it.
-            loops.run(message.message_id, spec.name, arguments, Policy.from_wire(policy),
-                      attempt=message.options.get("retries", 0))
+            loops.run(message.message_id, spec.name, arguments, Policy.from_wire(policy))
         except RetryTask as retry:
             # Dramatiq's Retries middleware retries it, with the message's own
             # max_retries and backoff options (set at enqueue).
