@@ -8,6 +8,7 @@ same for every backend, built on the record store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from abc import ABC, abstractmethod
 from datetime import datetime
@@ -47,7 +48,7 @@ class TaskBackend(ABC):
                       options: TaskOptions) -> None:
         """Hand the task to the library; must not block the event loop."""
 
-    async def revoke(self, record: TaskRecord) -> None:
+    async def revoke(self, record: TaskRecord) -> None:  # noqa: B027 (optional hook)
         """Tell the library to drop or stop `record`'s task. The record is already
         REVOKED, and the runner will not start it; this is for what runs already."""
 
@@ -133,10 +134,8 @@ class TaskBackend(ABC):
             record = await self.get(task_id)
             if record.state in FINISHED:
                 return record
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(finished.wait(), timeout)
-            except TimeoutError:
-                pass
         return await self.get(task_id)
 
     async def health(self) -> dict[str, Any]:

@@ -41,7 +41,7 @@ class TimeLimitExceeded(Exception):
     """A run took longer than its task's `time_limit`."""
 
 
-class RetryTask(Exception):  # noqa: N818 (an instruction, as Celery's Retry and arq's Retry)
+class RetryTask(Exception):  # an instruction, named as Celery's Retry and arq's Retry
     """Raised by the runner to an adapter: run the task again after `delay` seconds."""
 
     def __init__(self, delay: float, cause: BaseException) -> None:

@@ -22,14 +22,16 @@ QueueName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 class TaskOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    countdown: float | None = Field(None, ge=0, description="seconds to wait before the task may start")
+    countdown: float | None = Field(None, ge=0,
+                                    description="seconds to wait before the task may start")
     eta: Annotated[datetime | None, AfterValidator(_aware)] = Field(
         None, description="the task does not start before this time")
     expires: Annotated[float | datetime | None, AfterValidator(_aware)] = Field(
         None, description="seconds from submission, or a time; not started by then: EXPIRED"
     )
     max_retries: int | None = Field(None, ge=0, le=100)
-    retry_backoff: float | None = Field(None, ge=0, description="base seconds of exponential backoff")
+    retry_backoff: float | None = Field(None, ge=0,
+                                        description="base seconds of exponential backoff")
     time_limit: float | None = Field(None, gt=0, description="seconds a run may take")
     queue: QueueName | None = None
     priority: int | None = Field(None, ge=0, le=9, description="0 (lowest) to 9 (highest)")

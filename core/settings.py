@@ -31,9 +31,11 @@ class Settings(BaseSettings):
     records_kept: int = Field(100_000, description="newest task ids kept in the listing index")
     worker_heartbeat: float = Field(2.0, description="seconds between worker heartbeats")
     # Redelivery of a task whose worker died: how long a started task may go unacknowledged.
-    visibility_timeout: int = Field(3_600, description="seconds before an unacked task is redelivered")
+    visibility_timeout: int = Field(3_600, ge=1,
+                                    description="seconds before an unacked task is redelivered")
     retry_backoff_max: float = Field(600.0, description="cap of a retry's backoff, seconds")
-    shutdown_timeout: float = Field(60.0, description="seconds a stopping worker waits for its tasks")
+    shutdown_timeout: float = Field(60.0,
+                                    description="seconds a stopping worker waits for its tasks")
     # Dramatiq looks for a dead worker's messages on this many commands in a million.
     dramatiq_maintenance_chance: int = Field(1_000, ge=1, le=1_000_000)
 

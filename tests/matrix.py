@@ -60,7 +60,7 @@ def _cell(results: list[tuple[str, str, str]]) -> str:
     tests = sorted({r[0] for r in results})
     links = ", ".join(f"[{i + 1}](../tests/test_conformance.py#L{_line_of(t)})"
                       for i, t in enumerate(tests))
-    proof = "422 proved" if support == Support.NONE and outcome == "passed" else outcome
+    proof = "refusal proved" if support == Support.NONE and outcome == "passed" else outcome
     return f"{ICON[outcome]} **{support}** ({proof}; tests {links})"
 
 

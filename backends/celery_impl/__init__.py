@@ -70,7 +70,9 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str]) -> None:
     try:
         celery_app(settings).worker_main([
             "worker", "--loglevel=INFO", "--pool=prefork", f"--concurrency={concurrency}",
-            f"--queues={','.join(queues)}", f"--hostname=queuebench-{os.getpid()}@{socket.gethostname()}", "--without-gossip", "--without-mingle",
+            f"--queues={','.join(queues)}",
+            f"--hostname=queuebench-{os.getpid()}@{socket.gethostname()}",
+            "--without-gossip", "--without-mingle",
         ])
     finally:
         heartbeat.stop()
