@@ -16,8 +16,8 @@ import redis
 from core.errors import ConfigError
 from core.features import Support
 from core.loader import adapter_module
+from core.procs import Proc, Server, wait_until
 from core.settings import BACKENDS
-from tests.support import Proc, Server, wait_until
 
 # Each backend's tests use their own Redis database, flushed at the start.
 REDIS_DB = {"celery": 11, "arq": 12, "dramatiq": 13}

@@ -20,8 +20,8 @@ import pytest
 import redis
 
 from core.features import Support
+from core.procs import ROOT, Proc, Server
 from core.states import TaskState
-from tests.support import ROOT, Proc, Server
 
 FINAL = {s.value for s in TaskState if s.finished}
 
@@ -224,7 +224,7 @@ def test_unknown_backend_is_one_clear_line() -> None:
 
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_redis_down_is_one_clear_line(command: str, backend_name: str) -> None:
-    from tests.support import free_port
+    from core.procs import free_port
 
     done = _cli(command, "--backend", backend_name, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     assert done.returncode != 0

@@ -1,4 +1,6 @@
-"""Real processes for the tests: `queuebench worker` and `queuebench serve` subprocesses."""
+"""`queuebench worker` and `queuebench serve` as subprocesses, for the tests, the
+demo and the benchmark. `python` picks the interpreter: a backend's own virtualenv
+(`.venv/<backend>/bin/python`) or this one."""
 
 from __future__ import annotations
 
@@ -10,13 +12,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def venv_python(backend: str) -> str:
+    """The interpreter of a backend's own environment (see README, Environments)."""
+    return str(ROOT / ".venv" / backend / "bin" / "python")
 
 
 def free_port() -> int:
@@ -41,12 +47,14 @@ def wait_until(check: Callable[[], Any], timeout: float = 30, every: float = 0.0
 class Proc:
     """A queuebench subprocess whose output goes to a file, shown if a test fails."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], python: str | None = None) -> None:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in stop)
             prefix="qb-", suffix=".log", delete=False)
         self.args = args
+        self.env = env
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", *args], cwd=ROOT, env={**os.environ, **env},
+            [python or sys.executable, "-m", "core.cli", *args], cwd=ROOT,
+            env={**os.environ, **env},
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -78,17 +86,19 @@ class Proc:
 
 
 class Server(Proc):
-    def __init__(self, backend: str, env: dict[str, str]) -> None:
+    def __init__(self, backend: str, env: dict[str, str], python: str | None = None,
+                 *extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(["serve", "--backend", backend, "--port", str(self.port),
-                          "--no-access-log", "--log-level", "warning"], env)
+                          "--no-access-log", "--log-level", "warning", *extra], env, python)
         wait_until(self._ready, timeout=30, what=f"server {self.url}")
 
     def _ready(self) -> bool:
         if not self.alive():
             raise RuntimeError(f"server exited:\n{self.output()}")
         try:
-            return httpx.get(f"{self.url}/openapi.json", timeout=1).status_code == 200
-        except httpx.HTTPError:
+            with urllib.request.urlopen(f"{self.url}/openapi.json", timeout=1) as answer:
+                return bool(answer.status == 200)
+        except OSError:
             return False
