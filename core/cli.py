@@ -60,6 +60,12 @@ def cmd_worker(args: argparse.Namespace) -> None:
     module.run_worker(settings, args.concurrency, queues)
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from core.demo import main as demo_main
+
+    demo_main(args.rest)
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from bench.cli import main as bench_main
 
@@ -84,6 +90,11 @@ def parser() -> argparse.ArgumentParser:
                         help="tasks in flight at once (processes, threads or max_jobs)")
     worker.add_argument("--queues", default=DEFAULT_QUEUE, help="comma-separated queue names")
     worker.set_defaults(run=cmd_worker)
+
+    demo = sub.add_parser("demo", help="each backend's worker and API, a few tasks, a table",
+                          add_help=False)
+    demo.add_argument("rest", nargs=argparse.REMAINDER)
+    demo.set_defaults(run=cmd_demo)
 
     bench = sub.add_parser("bench", help="the side-by-side benchmark", add_help=False)
     bench.add_argument("rest", nargs=argparse.REMAINDER)
