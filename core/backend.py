@@ -16,9 +16,11 @@ from typing import Any, ClassVar
 
 from redis.asyncio import Redis
 
+from core.db import ping
 from core.errors import AlreadyFinished, QueuebenchError, TaskNotFound, UnsupportedOption
 from core.events import EventHub
 from core.features import CORE_FEATURES, Support, supported_options
+from core.history import HistoryStore, TaskFilter, recent
 from core.options import TaskOptions
 from core.policy import Policy
 from core.records import RecordStore, TaskRecord, error_of, new_task_id
@@ -39,8 +41,11 @@ class TaskBackend(ABC):
     def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
         self.settings = settings
         self.redis = redis or Redis.from_url(settings.redis_url)
-        self.store = RecordStore(self.redis, ttl=settings.record_ttl, kept=settings.records_kept)
+        self.store = RecordStore(self.redis, ttl=settings.record_ttl, kept=settings.records_kept,
+                                 history=settings.history_enabled)
         self.events = EventHub(self.redis)
+        # Where finished tasks are found after Redis has let them go (core/history.py).
+        self.history = HistoryStore(settings.database_url) if settings.history_enabled else None
 
     # -- what an adapter implements -------------------------------------------------
     @abstractmethod
@@ -98,28 +103,25 @@ class TaskBackend(ABC):
 
     async def get(self, task_id: str) -> TaskRecord:
         record = await self.store.get(task_id)
+        if record is None and self.history is not None:
+            record = await self.history.get(task_id)
         if record is None:
             raise TaskNotFound(f"no task {task_id!r}")
         return record
 
     async def list(self, *, state: TaskState | None = None, name: str | None = None,
-                   limit: int = 50) -> list[TaskRecord]:
-        found: list[TaskRecord] = []
-        offset, page = 0, max(limit, 200)
-        while len(found) < limit:
-            batch = await self.store.recent(offset=offset, count=page)
-            if not batch:
-                break
-            found += [r for r in batch if (state is None or r.state == state)
-                      and (name is None or r.name == name)]
-            offset += page
-        return found[:limit]
+                   backend: str | None = None, since: datetime | None = None,
+                   until: datetime | None = None, limit: int = 50,
+                   offset: int = 0) -> list[TaskRecord]:
+        """Newest first, from Redis and the history table (see core/history.py)."""
+        where = TaskFilter(state=state, name=name, backend=backend, since=since, until=until)
+        return await recent(self.store, self.history, where, limit, offset)
 
     async def cancel(self, task_id: str) -> TaskRecord:
         can_stop = self.support().get("cancel_running", Support.NONE) is not Support.NONE
         found = await self.store.revoke(task_id, running_too=can_stop)
-        if found is None:
-            raise TaskNotFound(f"no task {task_id!r}")
+        if found is None:  # Redis has no record: the history may have it, finished
+            found = (await self.get(task_id)).state
         if found in FINISHED:
             raise AlreadyFinished(f"task {task_id!r} has already finished: {found.value}")
         if found is TaskState.STARTED and not can_stop:
@@ -147,6 +149,7 @@ class TaskBackend(ABC):
             checks["workers"] = len(workers)
         except Exception:  # a down service is a 503, not a traceback
             checks["redis"], checks["workers"] = False, 0
+        checks["database"] = await ping(self.settings.database_url)
         return checks
 
 

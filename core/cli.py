@@ -40,6 +40,12 @@ def check_redis(settings: Settings) -> None:
             raise ConfigError(f"{name}={url}: Redis does not answer ({exc})") from None
 
 
+def check_database(settings: Settings) -> None:
+    from core.db.migrate import check_migrated
+
+    check_migrated(settings.database_url)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -48,6 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     settings = load_settings(args.backend)
     adapter_module(settings.queue_backend)
     check_redis(settings)
+    check_database(settings)
     uvicorn.run(create_app(settings), host=args.host, port=args.port,
                 log_level=args.log_level, access_log=args.access_log)
 
@@ -58,6 +65,32 @@ def cmd_worker(args: argparse.Namespace) -> None:
     check_redis(settings)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] or [DEFAULT_QUEUE]
     module.run_worker(settings, args.concurrency, queues)
+
+
+def cmd_db(args: argparse.Namespace) -> None:
+    from core.db import migrate, safe_url
+
+    url = load_settings(None).database_url
+    if args.action == "current":
+        at = migrate.current(url)
+        heads = migrate.heads()
+        print(", ".join(f"{rev}{' (head)' if rev in heads else ''}" for rev in sorted(at))
+              or f"{safe_url(url)}: not migrated")
+    elif args.action == "upgrade":
+        migrate.upgrade(url, args.revision or "head")
+    else:
+        migrate.downgrade(url, args.revision)
+
+
+def cmd_history(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from core.history import run_standalone
+
+    settings = load_settings(None)
+    check_redis(settings)
+    check_database(settings)
+    asyncio.run(run_standalone(settings))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -91,6 +124,18 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", default=DEFAULT_QUEUE, help="comma-separated queue names")
     worker.set_defaults(run=cmd_worker)
 
+    db = sub.add_parser("db", help="database migrations (Alembic) for DATABASE_URL")
+    db_sub = db.add_subparsers(dest="action", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="migrate up to REVISION (default: head)")
+    upgrade.add_argument("revision", nargs="?")
+    downgrade = db_sub.add_parser("downgrade", help="migrate down to REVISION ('base': empty)")
+    downgrade.add_argument("revision")
+    db_sub.add_parser("current", help="the revision the database is at")
+    db.set_defaults(run=cmd_db)
+
+    history = sub.add_parser("history", help="run the task history writer on its own")
+    history.set_defaults(run=cmd_history)
+
     demo = sub.add_parser("demo", help="each backend's worker and API, a few tasks, a table",
                           add_help=False)
     demo.add_argument("rest", nargs=argparse.REMAINDER)
@@ -105,6 +150,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Alembic announces its plugins at INFO whenever it is imported.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     try:
         args.run(args)
     except ConfigError as exc:

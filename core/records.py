@@ -25,8 +25,12 @@ TASK_KEY = "qb:task:{}"
 INDEX_KEY = "qb:tasks"
 IDEMPOTENCY_KEY = "qb:idem:{}"
 EVENTS_CHANNEL = "qb:events"
+# Ids of tasks that reached a final state, for the history writer (core/history.py).
+HISTORY_STREAM = "qb:history"
+HISTORY_MAXLEN = 1_000_000
 
-# KEYS[1] record; ARGV: now, channel, worker. Returns {state found, retries so far}.
+# KEYS[1] record, KEYS[2] history stream; ARGV: now, channel, worker, history maxlen
+# (0: history off). Returns {state found, retries so far}.
 # Core counts retries itself (a run after RETRY is the next retry), so a redelivery
 # after a worker died is not a retry on any backend.
 _START = """
@@ -41,6 +45,9 @@ local state = 'STARTED'
 if expires and expires < tonumber(ARGV[1]) then state = 'EXPIRED' end
 if state == 'EXPIRED' then
   redis.call('HSET', KEYS[1], 'state', state, 'finished_at', ARGV[1])
+  if ARGV[4] ~= '0' then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'id', string.sub(KEYS[1], 9))
+  end
 else
   redis.call('HSET', KEYS[1], 'state', state, 'started_at', ARGV[1], 'retries', retries,
              'worker', ARGV[3])
@@ -50,7 +57,8 @@ if state == 'EXPIRED' then return {state, retries} end
 return {found or '', retries}
 """
 
-# KEYS[1] record; ARGV: state, now, result json, error json, retries, ttl, channel.
+# KEYS[1] record, KEYS[2] history stream; ARGV: state, now, result json, error json,
+# retries, ttl, channel, history maxlen (0: history off).
 # A REVOKED or EXPIRED record stays so: a cancel that could not stop a run wins.
 _FINISH = """
 local found = redis.call('HGET', KEYS[1], 'state')
@@ -61,12 +69,16 @@ if ARGV[1] ~= 'RETRY' then
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ARGV[6])
+if ARGV[1] ~= 'RETRY' and ARGV[8] ~= '0' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'id', string.sub(KEYS[1], 9))
+end
 redis.call('PUBLISH', ARGV[7], cjson.encode({id=string.sub(KEYS[1], 9), state=ARGV[1]}))
 return found or false
 """
 
-# KEYS[1] record; ARGV: now, channel, running_too. Cancel unless final (or running and
-# running_too is 0); returns the state found.
+# KEYS[1] record, KEYS[2] history stream; ARGV: now, channel, running_too, history
+# maxlen (0: history off). Cancel unless final (or running and running_too is 0);
+# returns the state found.
 _REVOKE = """
 local found = redis.call('HGET', KEYS[1], 'state')
 if not found then return false end
@@ -76,6 +88,9 @@ end
 if found == 'STARTED' and ARGV[3] == '0' then return found end
 redis.call('HSET', KEYS[1], 'state', 'REVOKED', 'finished_at', ARGV[1])
 redis.call('PUBLISH', ARGV[2], cjson.encode({id=string.sub(KEYS[1], 9), state='REVOKED'}))
+if ARGV[4] ~= '0' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'id', string.sub(KEYS[1], 9))
+end
 return found
 """
 
@@ -164,10 +179,14 @@ def error_of(exc: BaseException) -> dict[str, str]:
 class RecordStore:
     """Reads and moves task records. One per event loop (redis.asyncio is loop-bound)."""
 
-    def __init__(self, redis: Redis, *, ttl: int = 86_400, kept: int = 100_000) -> None:
+    def __init__(self, redis: Redis, *, ttl: int = 86_400, kept: int = 100_000,
+                 history: bool = True) -> None:
         self.redis = redis
         self.ttl = ttl
         self.kept = kept
+        # Final states are streamed for the history writer, inside the same scripts:
+        # no extra round trip on the worker's path. 0 tells the scripts not to.
+        self.history_maxlen = HISTORY_MAXLEN if history else 0
         self._start = redis.register_script(_START)
         self._finish = redis.register_script(_FINISH)
         self._revoke = redis.register_script(_REVOKE)
@@ -189,11 +208,15 @@ class RecordStore:
     async def recent(self, *, offset: int = 0, count: int = 100) -> list[TaskRecord]:
         """Records newest first, as the index holds them (expired ones left out)."""
         ids = await self.redis.zrevrange(INDEX_KEY, offset, offset + count - 1)
-        if not ids:
+        return await self.get_many([_str(task_id) for task_id in ids])
+
+    async def get_many(self, task_ids: list[str]) -> list[TaskRecord]:
+        """The records of `task_ids` that Redis still has, in that order; one round trip."""
+        if not task_ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hgetall(TASK_KEY.format(_str(task_id)))
+            for task_id in task_ids:
+                pipe.hgetall(TASK_KEY.format(task_id))
             found = await pipe.execute()
         return [TaskRecord.from_hash(_text(d)) for d in found if d]
 
@@ -202,7 +225,8 @@ class RecordStore:
         so far. A final state found means: do not run. EXPIRED is set here when
         `expires` has passed."""
         found, retries = await self._start(
-            keys=[TASK_KEY.format(task_id)], args=[time.time(), EVENTS_CHANNEL, worker]
+            keys=[TASK_KEY.format(task_id), HISTORY_STREAM],
+            args=[time.time(), EVENTS_CHANNEL, worker, self.history_maxlen],
         )
         found = _str(found)
         return (TaskState(found) if found else None), int(retries)
@@ -217,14 +241,15 @@ class RecordStore:
         retries: int = 0,
     ) -> None:
         await self._finish(
-            keys=[TASK_KEY.format(task_id)],
+            keys=[TASK_KEY.format(task_id), HISTORY_STREAM],
             args=[state.value, time.time(), dumps(result), dumps(error), retries, self.ttl,
-                  EVENTS_CHANNEL],
+                  EVENTS_CHANNEL, self.history_maxlen],
         )
 
     async def revoke(self, task_id: str, *, running_too: bool = True) -> TaskState | None:
-        found = await self._revoke(keys=[TASK_KEY.format(task_id)],
-                                   args=[time.time(), EVENTS_CHANNEL, int(running_too)])
+        found = await self._revoke(keys=[TASK_KEY.format(task_id), HISTORY_STREAM],
+                                   args=[time.time(), EVENTS_CHANNEL, int(running_too),
+                                         self.history_maxlen])
         return TaskState(_str(found)) if found else None
 
     async def claim_idempotency(self, key: str, task_id: str) -> str | None:

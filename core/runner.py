@@ -36,7 +36,8 @@ class Runner:
                  time_limit_errors: LimitErrors = ()) -> None:
         self.settings = settings
         self.redis = redis
-        self.store = RecordStore(redis, ttl=settings.record_ttl, kept=settings.records_kept)
+        self.store = RecordStore(redis, ttl=settings.record_ttl, kept=settings.records_kept,
+                                 history=settings.history_enabled)
         self.offload_sync = offload_sync
         # A library's own time-limit exception (raised into a sync task) counts as ours.
         self.limit_errors: LimitErrors = (TimeLimitExceeded, *time_limit_errors)

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
                                     description="seconds a stopping worker waits for its tasks")
     # Dramatiq looks for a dead worker's messages on this many commands in a million.
     dramatiq_maintenance_chance: int = Field(1_000, ge=1, le=1_000_000)
+    # Durable task history (core/history.py): finished tasks are streamed to the database.
+    history_enabled: bool = Field(True, description="keep finished tasks in the database")
+    history_batch: int = Field(500, ge=1, le=10_000,
+                               description="task ids the history writer reads at once")
 
     @property
     def broker(self) -> str:

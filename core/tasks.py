@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+from core import db
 from core.context import current_task
+from core.db.users import add_welcome
 from core.registry import task
 
 
@@ -61,3 +63,11 @@ async def flaky(fail_times: int, key: str) -> int:
 def fail(message: str) -> None:
     """Always raises RuntimeError(message)."""
     raise RuntimeError(message)
+
+
+@task()
+async def welcome(user_id: int) -> int:
+    """Writes a new user's welcome notification; its id. It opens its own session on
+    the worker's event loop, as any task that uses the database does."""
+    async with db.session() as session:
+        return await add_welcome(session, user_id, current_task().task_id)

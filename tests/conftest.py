@@ -19,6 +19,9 @@ from core.loader import adapter_module
 from core.procs import Proc, Server, wait_until
 from core.settings import BACKENDS
 
+# Databases and the stacks that use them (tests/test_db.py, test_history.py, test_users.py).
+pytest_plugins = ("tests.support_db",)
+
 # Each backend's tests use their own Redis database, flushed at the start.
 REDIS_DB = {"celery": 11, "arq": 12, "dramatiq": 13}
 SPARE_DB = 14  # a Redis database where no worker runs

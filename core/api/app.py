@@ -7,9 +7,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
-from core.api.routers import health, tasks
+from core.api.routers import health, tasks, users
+from core.db import dispose_all
 from core.errors import QueuebenchError
+from core.history import writing
 from core.loader import adapter_module
 from core.settings import Settings
 
@@ -24,15 +27,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         backend = adapter_module(settings.queue_backend).Backend(settings)
         app.state.backend = backend
         try:
-            yield
+            async with writing(settings, backend.redis):  # the history writer
+                yield
         finally:
             await backend.aclose()
+            await dispose_all()
 
     app = FastAPI(title="queuebench", version="0.1.0", lifespan=lifespan,
                   description="One task API; the queue behind it is a setting.")
     app.state.settings = settings
     app.include_router(tasks.router)
     app.include_router(health.router)
+    app.include_router(users.router)
 
     @app.exception_handler(QueuebenchError)
     async def known_error(request: Request, exc: QueuebenchError) -> JSONResponse:
@@ -42,5 +48,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
         log.warning("redis error on %s: %s", request.url.path, exc)
         return JSONResponse({"detail": f"redis unavailable: {exc}"}, status_code=503)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def database_down(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        log.warning("database error on %s: %s", request.url.path, exc)
+        return JSONResponse({"detail": f"database unavailable: {type(exc).__name__}"},
+                            status_code=503)
 
     return app

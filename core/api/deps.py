@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.backend import TaskBackend
+from core.db import session
 
 
 def get_backend(request: Request) -> TaskBackend:
@@ -13,3 +16,11 @@ def get_backend(request: Request) -> TaskBackend:
 
 
 BackendDep = Annotated[TaskBackend, Depends(get_backend)]
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with session(request.app.state.settings.database_url) as made:
+        yield made
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from pydantic import AwareDatetime
 
 from core.api.deps import BackendDep
 from core.api.schemas import TaskPublic, TaskSubmit, submit_model
@@ -46,10 +47,17 @@ async def submit_unknown(name: str) -> None:
 
 
 @router.get("", response_model=list[TaskPublic])
-async def list_tasks(backend: BackendDep, state: TaskState | None = None,
-                     name: str | None = None,
-                     limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
-    return [r.body() for r in await backend.list(state=state, name=name, limit=limit)]
+async def list_tasks(
+    backend: BackendDep, state: TaskState | None = None, name: str | None = None,
+    backend_name: Annotated[str | None, Query(alias="backend")] = None,
+    since: Annotated[AwareDatetime | None, Query(description="submitted at or after")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="submitted before")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> list[dict[str, Any]]:
+    found = await backend.list(state=state, name=name, backend=backend_name, since=since,
+                               until=until, limit=limit, offset=offset)
+    return [r.body() for r in found]
 
 
 @router.get("/{task_id}", response_model=TaskPublic)
