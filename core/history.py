@@ -221,14 +221,18 @@ class HistoryWriter:
         return len(entries)
 
     async def _read(self) -> list[Entry]:
-        start = "0" if self._own_pending else ">"
-        reply = await self.redis.xreadgroup(
-            GROUP, self.consumer, {HISTORY_STREAM: start}, count=self.batch,
-            block=None if self._own_pending else self.block_ms)
-        entries: list[Entry] = reply[0][1] if reply else []
-        if self._own_pending and not entries:
+        """Our own unacknowledged entries while there are any, else new ones."""
+        if self._own_pending:
+            entries = await self._read_from("0", block=None)
+            if entries:
+                return entries
             self._own_pending = False
-        return entries
+        return await self._read_from(">", block=self.block_ms)
+
+    async def _read_from(self, start: str, block: int | None) -> list[Entry]:
+        reply = await self.redis.xreadgroup(GROUP, self.consumer, {HISTORY_STREAM: start},
+                                            count=self.batch, block=block)
+        return list(reply[0][1]) if reply else []
 
     async def _claim_abandoned(self) -> list[Entry]:
         """Entries another writer read and never acknowledged (it died)."""

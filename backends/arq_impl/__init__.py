@@ -14,6 +14,8 @@ try:
 except ModuleNotFoundError as exc:  # the loader turns this into one clear line
     raise ModuleNotFoundError(exc.msg, name="arq") from None
 
+from redis.asyncio import Redis
+
 from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import RetryTask
 from core.features import Support
@@ -96,7 +98,9 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str]) -> None:
     """arq's own Worker, one per queue, in one process and one event loop."""
 
     async def startup(ctx: dict[str, Any]) -> None:
-        ctx["runner"] = Runner(settings, ctx["redis"], offload_sync=True)
+        # Records live in REDIS_URL, which need not be arq's broker (BROKER_URL).
+        records = Redis.from_url(settings.redis_url)
+        ctx["runner"] = Runner(settings, records, offload_sync=True)
 
     async def main() -> None:
         heartbeat = Heartbeat(settings.redis_url, "arq", settings.worker_heartbeat,

@@ -1,0 +1,256 @@
+"""Durable task history: final bodies kept in the database, read back after Redis
+has lost them, listed with filters and pages; the writer's stream, its group and its
+recovery; and history switched off."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import redis
+from redis.asyncio import Redis
+
+from core.api.schemas import TaskPublic
+from core.db import dispose_all
+from core.errors import TaskNotFound
+from core.history import GROUP, HistoryStore, HistoryWriter
+from core.loader import adapter_module
+from core.records import HISTORY_STREAM, RecordStore, TaskRecord, new_task_id
+from core.settings import Settings
+from core.states import TaskState
+from tests.support_db import Stack, prepare_database
+from tests.test_conformance import finished, submit
+
+BACKENDS = ("celery", "arq", "dramatiq")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.url, timeout=60) as client:
+        yield client
+
+
+async def stored(database_url: str, ids: list[str], timeout: float = 30) -> dict[str, Any]:
+    """The history rows of `ids` as task bodies, once all are there."""
+    history = HistoryStore(database_url)
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        while True:
+            found = [await history.get(i) for i in ids]
+            if all(found) or asyncio.get_running_loop().time() > deadline:
+                missing = [i for i, r in zip(ids, found, strict=True) if r is None]
+                assert not missing, f"not in the history after {timeout}s: {missing}"
+                return {r.id: as_json(r) for r in found if r}
+            await asyncio.sleep(0.05)
+    finally:
+        await dispose_all()
+
+
+def as_json(record: TaskRecord) -> dict[str, Any]:
+    """The body as the API sends it."""
+    return TaskPublic.model_validate(record.body()).model_dump(mode="json")
+
+
+async def run_all(http: httpx.AsyncClient, *calls: tuple[str, list[Any]]) -> list[dict[str, Any]]:
+    tasks = [await submit(http, name, *args) for name, args in calls]
+    return [await finished(http, t["id"]) for t in tasks]
+
+
+async def test_final_bodies_survive_a_redis_flushdb(http: httpx.AsyncClient,
+                                                    stack: Stack) -> None:
+    bodies = await run_all(http, ("divide", [1, 4]), ("divide", [1, 0]), ("add", [2, 3]))
+    ids = [b["id"] for b in bodies]
+    assert await stored(stack.database_url, ids) == {b["id"]: b for b in bodies}
+
+    redis.Redis.from_url(stack.redis_url).flushdb()  # the records are gone; the broker stays
+
+    for body in bodies:
+        assert (await http.get(f"/tasks/{body['id']}")).json() == body
+    listed = (await http.get("/tasks", params={"limit": 1000})).json()
+    assert [b for b in listed if b["id"] in ids] == sorted(
+        bodies, key=lambda b: b["submitted_at"], reverse=True)
+    assert (await http.delete(f"/tasks/{ids[0]}")).status_code == 409  # finished, not lost
+    assert (await http.get(f"/tasks/{uuid.uuid4()}")).status_code == 404
+
+
+async def test_the_writer_carries_on_after_a_flushdb(http: httpx.AsyncClient,
+                                                     stack: Stack) -> None:
+    redis.Redis.from_url(stack.redis_url).flushdb()  # the stream and its group go too
+    [body] = await run_all(http, ("add", [1, 1]))
+    assert await stored(stack.database_url, [body["id"]]) == {body["id"]: body}
+
+
+async def test_listing_filters_by_state_name_backend_and_time(
+        http: httpx.AsyncClient, stack: Stack, backend_name: str) -> None:
+    before = datetime.fromisoformat((await submit(http, "noop"))["submitted_at"])
+    bodies = await run_all(http, ("divide", [1, 0]), ("add", [1, 2]), ("noop", ["x"]))
+    ids = {b["id"] for b in bodies}
+    await stored(stack.database_url, list(ids))
+    redis.Redis.from_url(stack.redis_url).flushdb()
+
+    async def listed(**params: Any) -> set[str]:
+        found = (await http.get("/tasks", params={"limit": 1000, **params})).json()
+        return {b["id"] for b in found} & ids
+
+    since = (before + timedelta(microseconds=1)).isoformat()
+    assert await listed(since=since) == ids
+    assert await listed(until=since) == set()
+    assert await listed(state="FAILURE", since=since) == {bodies[0]["id"]}
+    assert await listed(name="add", since=since) == {bodies[1]["id"]}
+    assert await listed(backend=backend_name, since=since) == ids
+    other = next(b for b in BACKENDS if b != backend_name)
+    assert await listed(backend=other) == set()
+    bad = await http.get("/tasks", params={"since": "yesterday"})
+    assert bad.status_code == 422
+
+
+async def test_pages_are_newest_first_and_do_not_overlap(http: httpx.AsyncClient,
+                                                         stack: Stack) -> None:
+    name = "add"
+    bodies = await run_all(http, *[(name, [i, 0]) for i in range(7)])
+    await stored(stack.database_url, [b["id"] for b in bodies[:4]])
+    since = bodies[0]["submitted_at"]
+    # A task that stays PENDING lives in Redis only: the listing merges it in first.
+    pending = await submit(http, name, 100, 0, options={"countdown": 3600})
+
+    pages = [(await http.get("/tasks", params={"name": name, "since": since, "limit": 3,
+                                                "offset": offset})).json()
+             for offset in (0, 3, 6)]
+    ids = [b["id"] for page in pages for b in page]
+    assert [len(p) for p in pages] == [3, 3, 2]
+    assert ids == [pending["id"], *[b["id"] for b in reversed(bodies)]]
+    await http.delete(f"/tasks/{pending['id']}")
+
+
+async def test_revoked_and_expired_tasks_are_kept(http: httpx.AsyncClient,
+                                                  stack: Stack) -> None:
+    revoked = await submit(http, "noop", options={"countdown": 3600})
+    assert (await http.delete(f"/tasks/{revoked['id']}")).status_code == 202
+    expired = await submit(http, "noop", options={"countdown": 0.5, "expires": 0.1})
+    assert (await finished(http, expired["id"]))["state"] == "EXPIRED"
+    rows = await stored(stack.database_url, [revoked["id"], expired["id"]])
+    assert rows[revoked["id"]]["state"] == "REVOKED"
+    assert rows[expired["id"]]["state"] == "EXPIRED"
+
+
+async def test_a_retried_task_is_kept_once_with_its_final_state(http: httpx.AsyncClient,
+                                                                stack: Stack) -> None:
+    [body] = await run_all(http, ("flaky", [1, uuid.uuid4().hex]))
+    assert (body["state"], body["retries"]) == ("SUCCESS", 1)
+    assert (await stored(stack.database_url, [body["id"]]))[body["id"]] == body
+
+
+# -- the stream and the writer, in-process against a Redis database of their own -------
+
+@pytest.fixture
+def history_db(tmp_path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'history.db'}"
+    prepare_database(url)
+    return url
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def spare(spare_redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(spare_redis_url)
+    await client.delete(HISTORY_STREAM)
+    yield client
+    await client.delete(HISTORY_STREAM)
+    await client.aclose()
+
+
+async def finish_some(store: RecordStore, n: int) -> list[str]:
+    ids = [new_task_id() for _ in range(n)]
+    for task_id in ids:
+        await store.create(TaskRecord(id=task_id, name="noop", backend="arq"))
+        await store.start(task_id)
+        await store.finish(task_id, TaskState.SUCCESS, result=task_id)
+    return ids
+
+
+async def written(history: HistoryStore, ids: list[str]) -> list[Any]:
+    return [r.result if r else None for r in [await history.get(i) for i in ids]]
+
+
+async def test_final_states_are_streamed_only_when_history_is_on(spare: Redis) -> None:
+    await finish_some(RecordStore(spare, history=False), 3)
+    assert await spare.xlen(HISTORY_STREAM) == 0
+    on = RecordStore(spare)
+    [task_id] = await finish_some(on, 1)
+    retried = new_task_id()
+    await on.create(TaskRecord(id=retried, name="noop", backend="arq"))
+    await on.finish(retried, TaskState.RETRY)  # not final: not streamed
+    [(_, fields)] = await spare.xrange(HISTORY_STREAM)
+    assert fields == {b"id": task_id.encode()}
+
+
+async def test_the_writer_stores_acknowledges_and_trims(spare: Redis, history_db: str) -> None:
+    store, history = RecordStore(spare), HistoryStore(history_db)
+    writer = HistoryWriter(store, history, batch=2, block=0.1)
+    await writer.ensure_group()
+    ids = await finish_some(store, 5)
+    while await writer.step():
+        pass
+    assert await written(history, ids) == ids
+    assert await spare.xlen(HISTORY_STREAM) == 0
+    assert (await spare.xpending(HISTORY_STREAM, GROUP))["pending"] == 0
+    await dispose_all()
+
+
+async def test_a_dead_writers_entries_are_claimed_by_another(spare: Redis,
+                                                             history_db: str) -> None:
+    store, history = RecordStore(spare), HistoryStore(history_db)
+    alive = HistoryWriter(store, history, block=0.1, claim_idle=0.2, consumer="alive")
+    await alive.ensure_group()
+    ids = await finish_some(store, 3)
+    # Another consumer reads them, then dies before writing: they stay pending.
+    await spare.xreadgroup(GROUP, "dead", {HISTORY_STREAM: ">"})
+    assert await alive.step() == 0  # too soon to call the dead one dead
+    await asyncio.sleep(0.3)
+    assert await alive.step() == 3
+    assert await written(history, ids) == ids
+    assert (await spare.xpending(HISTORY_STREAM, GROUP))["pending"] == 0
+    await dispose_all()
+
+
+async def test_the_writer_keeps_entries_while_the_database_is_down(
+        spare: Redis, history_db: str, tmp_path: Path) -> None:
+    store = RecordStore(spare)
+    down = HistoryWriter(store, HistoryStore(f"sqlite+aiosqlite:///{tmp_path}/no/such.db"),
+                         block=0.1, consumer="w")
+    await down.ensure_group()
+    ids = await finish_some(store, 2)
+    stop = asyncio.Event()
+    running = asyncio.create_task(down.run(stop))
+    await asyncio.sleep(0.3)  # it fails, logs, and waits to retry
+    stop.set()
+    await running
+    assert (await spare.xpending(HISTORY_STREAM, GROUP))["pending"] == 2
+    up = HistoryWriter(store, HistoryStore(history_db), block=0.1, consumer="w")
+    assert await up.step() == 2  # its own pending entries first
+    assert await written(HistoryStore(history_db), ids) == ids
+    await dispose_all()
+
+
+async def test_with_history_off_the_backend_never_asks_the_database(
+        spare: Redis, spare_redis_url: str, backend_name: str) -> None:
+    settings = Settings(redis_url=spare_redis_url, history_enabled=False,
+                        database_url="postgresql+asyncpg://nobody@127.0.0.1:1/nowhere")
+    backend = adapter_module(backend_name).Backend(settings)
+    record = TaskRecord(id=new_task_id(), name="noop", backend=backend_name)
+    await backend.store.create(record)
+    await backend.store.finish(record.id, TaskState.SUCCESS)
+    try:
+        assert (await backend.get(record.id)).state == TaskState.SUCCESS
+        assert record.id in [r.id for r in await backend.list(name="noop")]
+        with pytest.raises(TaskNotFound):
+            await backend.get(new_task_id())
+        assert await spare.xlen(HISTORY_STREAM) == 0
+    finally:
+        await backend.aclose()
