@@ -1,0 +1,168 @@
+"""The benchmark's maths: percentiles of one run, and the summary, ratios and saturation
+points over many runs (the `runs` list of results.json).
+
+Plain functions over plain dicts so that results.json round-trips through them; any
+figure may be None and is then left out, never counted as zero."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+PERCENTILES = ("p50", "p95", "p99")
+LATENCY_KINDS = ("submit", "queue_wait", "end_to_end")
+# A sustained rate counts as kept up with when the queue finishes this share of it.
+SUSTAINED_SHARE = 0.95
+
+
+def _quantiles(values: Sequence[float], points: int = 101) -> list[float]:
+    """The quantiles at `points` evenly spaced probabilities from 0 to 1, interpolated
+    linearly between closest ranks.
+
+    statistics.quantiles(method="inclusive") is numpy's default "linear" method; it
+    needs two points on 3.11, and a single value is its own every quantile."""
+    if points < 2:
+        raise ValueError(f"a CDF needs at least 2 points, not {points}")
+    data = sorted(float(v) for v in values)
+    if len(data) == 1:
+        return data * points
+    inner = statistics.quantiles(data, n=points - 1, method="inclusive") if points > 2 else []
+    return [data[0], *inner, data[-1]]
+
+
+def percentiles(values: Sequence[float]) -> dict[str, Any]:
+    """p50, p95, p99, max, mean and count of one run's samples; all None when empty."""
+    if not values:
+        return {"p50": None, "p95": None, "p99": None, "max": None, "mean": None, "count": 0}
+    cuts = _quantiles(values)
+    return {"p50": cuts[50], "p95": cuts[95], "p99": cuts[99], "max": cuts[100],
+            "mean": statistics.fmean(values), "count": len(values)}
+
+
+def cdf_points(values: Sequence[float], points: int = 101) -> list[float]:
+    """The quantiles at evenly spaced probabilities from 0 to 1 (101 points: every
+    percent), a CDF chart's y being index / (points - 1); [] when empty."""
+    return _quantiles(values, points) if values else []
+
+
+def _present(values: Iterable[Any]) -> list[float]:
+    return [v for v in values if v is not None]
+
+
+def _median(values: Iterable[Any]) -> float | None:
+    present = _present(values)
+    return statistics.median(present) if present else None
+
+
+def _spread(values: Iterable[Any]) -> dict[str, float | None]:
+    present = _present(values)
+    if not present:
+        return {"median": None, "min": None, "max": None}
+    return {"median": statistics.median(present), "min": min(present), "max": max(present)}
+
+
+def _total(values: Iterable[Any]) -> float | None:
+    present = _present(values)
+    return sum(present) if present else None
+
+
+def _latency(run: dict[str, Any], kind: str, name: str) -> Any:
+    return ((run.get("latency_ms") or {}).get(kind) or {}).get(name)
+
+
+def _group(runs: Iterable[dict[str, Any]], fields: Sequence[str]) -> dict[tuple, list[dict]]:
+    # dicts keep insertion order, so groups come out in order of first appearance.
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(tuple(run.get(f) for f in fields), []).append(run)
+    return groups
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (backend, workload, mode, phase, offered_rate): the repeats' median,
+    min and max of throughput and submit rate, the median of each latency percentile,
+    and the sums of errors, lost and tasks.
+
+    offered_rate is part of the group so that a sustained sweep gives one row per rate
+    instead of a median over different loads; burst runs (rate None) group as one."""
+    keys = ("backend", "workload", "mode", "phase", "offered_rate")
+    summary = []
+    for key, group in _group(runs, keys).items():
+        kinds = [k for k in LATENCY_KINDS if any(_latency(r, k, "p50") is not None
+                                                 or _latency(r, k, "p95") is not None
+                                                 or _latency(r, k, "p99") is not None
+                                                 for r in group)]
+        summary.append({
+            **dict(zip(keys[:4], key[:4], strict=True)),
+            "repeats": len(group),
+            "throughput_tasks_per_s": _spread(r.get("throughput_tasks_per_s") for r in group),
+            "submit_rps": _spread(r.get("submit_rps") for r in group),
+            "latency_ms": {k: {p: _median(_latency(r, k, p) for r in group) for p in PERCENTILES}
+                           for k in kinds},
+            "errors": _total(r.get("errors") for r in group),
+            "lost": _total(r.get("lost") for r in group),
+            "tasks": _total(r.get("tasks") for r in group),
+            "offered_rate": _median(r.get("offered_rate") for r in group),
+        })
+    return summary
+
+
+def _ratio(top: float | None, bottom: float | None) -> float | None:
+    return top / bottom if top is not None and bottom else None
+
+
+def _figure(row: dict[str, Any] | None, figure: str) -> float | None:
+    return ((row or {}).get(figure) or {}).get("median")
+
+
+def _ceiling(summary: list[dict[str, Any]], workload: Any) -> dict[str, Any] | None:
+    """The load generator's own submit ceiling: the row of the same workload first, then
+    any (the ceiling is measured once, usually on noop); burst rows before others."""
+    rows = [r for r in summary if r.get("backend") == "ceiling" and r.get("mode") == "ceiling"]
+    rows.sort(key=lambda r: (r.get("workload") != workload, r.get("phase") != "burst"))
+    return rows[0] if rows else None
+
+
+def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (backend, workload) in the burst phase: direct and http throughput over raw,
+    and the http submit rate over the load generator's ceiling. Missing parts: None."""
+    burst = [r for r in summary if r.get("phase") == "burst" and r.get("backend") != "ceiling"]
+    result = []
+    for (backend, workload), rows in _group(burst, ("backend", "workload")).items():
+        by_mode: dict[Any, dict[str, Any]] = {}
+        for row in rows:
+            by_mode.setdefault(row.get("mode"), row)
+        raw = _figure(by_mode.get("raw"), "throughput_tasks_per_s")
+        ceiling = _figure(_ceiling(summary, workload), "submit_rps")
+        result.append({
+            "backend": backend,
+            "workload": workload,
+            "direct_vs_raw": _ratio(_figure(by_mode.get("direct"), "throughput_tasks_per_s"), raw),
+            "http_vs_raw": _ratio(_figure(by_mode.get("http"), "throughput_tasks_per_s"), raw),
+            "http_submit_vs_ceiling": _ratio(_figure(by_mode.get("http"), "submit_rps"), ceiling),
+        })
+    return result
+
+
+def saturation(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (backend, mode, workload) of the sustained sweep: every offered rate with the
+    repeats' median achieved throughput and median p95 end-to-end latency, and the highest
+    rate the queue kept up with (achieved >= 95% of offered and nothing lost)."""
+    sustained = [r for r in runs
+                 if r.get("phase") == "sustained" and r.get("offered_rate") is not None]
+    result = []
+    for (backend, mode, workload), group in _group(sustained,
+                                                   ("backend", "mode", "workload")).items():
+        points = []
+        best: float | None = None
+        for (rate,), at_rate in sorted(_group(group, ("offered_rate",)).items()):
+            achieved = _median(r.get("throughput_tasks_per_s") for r in at_rate)
+            p95 = _median(_latency(r, "end_to_end", "p95") for r in at_rate)
+            points.append((rate, achieved, p95))
+            lost = _total(r.get("lost") for r in at_rate) or 0
+            if achieved is not None and achieved >= SUSTAINED_SHARE * rate and lost == 0:
+                best = rate
+        result.append({"backend": backend, "mode": mode, "workload": workload,
+                       "max_sustained_rate": best, "points": points})
+    return result

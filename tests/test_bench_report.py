@@ -1,0 +1,297 @@
+"""bench/stats.py and bench/report.py on hand-computed and synthetic results: no services."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from bench.report import ratios_table, render, summary_table, verdict
+from bench.stats import cdf_points, percentiles, ratios, saturation, summarise
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- percentiles
+
+
+def test_percentiles_of_1_to_100_interpolate_between_closest_ranks() -> None:
+    # numpy "linear": position q * (n - 1) in the sorted data, so p95 of 1..100 sits
+    # at 94.05 -> 95 + 0.05 * (96 - 95) = 95.05, p99 at 98.01 -> 99.01.
+    result = percentiles([float(v) for v in range(100, 0, -1)])
+    assert result["p50"] == pytest.approx(50.5)
+    assert result["p95"] == pytest.approx(95.05)
+    assert result["p99"] == pytest.approx(99.01)
+    assert result["max"] == 100.0
+    assert result["mean"] == pytest.approx(50.5)
+    assert result["count"] == 100
+
+
+def test_percentiles_of_a_small_uneven_sample() -> None:
+    # [1, 2, 4, 10]: p50 at position 1.5 -> 3; p95 at 2.85 -> 4 + 0.85 * 6 = 9.1;
+    # p99 at 2.97 -> 4 + 0.97 * 6 = 9.82.
+    result = percentiles([10.0, 1.0, 4.0, 2.0])
+    assert result["p50"] == pytest.approx(3.0)
+    assert result["p95"] == pytest.approx(9.1)
+    assert result["p99"] == pytest.approx(9.82)
+    assert result["mean"] == pytest.approx(4.25)
+
+
+def test_percentiles_of_a_single_value_are_that_value() -> None:
+    assert percentiles([7.5]) == {"p50": 7.5, "p95": 7.5, "p99": 7.5, "max": 7.5,
+                                  "mean": 7.5, "count": 1}
+
+
+def test_percentiles_of_nothing_are_none() -> None:
+    assert percentiles([]) == {"p50": None, "p95": None, "p99": None, "max": None,
+                               "mean": None, "count": 0}
+
+
+def test_cdf_points_run_from_min_to_max_every_percent() -> None:
+    values = [float(v) for v in (5, 1, 9, 3, 3, 7, 100)]
+    points = cdf_points(values)
+    assert len(points) == 101
+    assert points[0] == 1.0
+    assert points[-1] == 100.0
+    assert points == sorted(points)
+    assert points[50] == pytest.approx(percentiles(values)["p50"])
+
+
+def test_cdf_points_with_other_counts_and_edge_cases() -> None:
+    # 0, 25, 50, 75, 100% of 0..4 (positions 0, 1, 2, 3, 4).
+    assert cdf_points([4.0, 0.0, 2.0, 1.0, 3.0], points=5) == pytest.approx([0, 1, 2, 3, 4])
+    assert cdf_points([2.0], points=3) == [2.0, 2.0, 2.0]
+    assert cdf_points([]) == []
+
+
+# ---------------------------------------------------------------- summary
+
+
+def run(backend: str, workload: str, mode: str, phase: str = "burst", repeat: int = 0,
+        throughput: float | None = 100.0, submit: float | None = 200.0, e2e_p50: float = 5.0,
+        lost: int = 0, offered: float | None = None, **extra: Any) -> dict[str, Any]:
+    """One run as bench/cli.py writes it."""
+    latency = {"p50": e2e_p50, "p95": e2e_p50 * 3, "p99": e2e_p50 * 6, "max": e2e_p50 * 9,
+               "mean": e2e_p50 * 1.5, "count": 100}
+    cdf = [e2e_p50 * 0.2 + e2e_p50 * 6 * (i / 100) ** 3 for i in range(101)]
+    return {"backend": backend, "workload": workload, "mode": mode, "phase": phase,
+            "repeat": repeat, "round": repeat, "tasks": 100, "offered_rate": offered,
+            "throughput_tasks_per_s": throughput, "submit_rps": submit,
+            "latency_ms": {"submit": {**latency, "p50": 1.0, "p95": 2.0, "p99": 3.0},
+                           "end_to_end": latency},
+            "latency_cdf_ms": {"end_to_end": cdf},
+            "errors": 0, "lost": lost, "duration_s": 1.0, **extra}
+
+
+def test_summarise_takes_median_min_max_over_repeats() -> None:
+    runs = [run("arq", "noop", "raw", repeat=i, throughput=t, submit=s, e2e_p50=p)
+            for i, (t, s, p) in enumerate([(90.0, 300.0, 4.0), (110.0, 100.0, 8.0),
+                                           (100.0, 200.0, 5.0)])]
+    [row] = summarise(runs)
+    assert row["backend"] == "arq" and row["mode"] == "raw" and row["phase"] == "burst"
+    assert row["repeats"] == 3
+    assert row["throughput_tasks_per_s"] == {"median": 100.0, "min": 90.0, "max": 110.0}
+    assert row["submit_rps"] == {"median": 200.0, "min": 100.0, "max": 300.0}
+    assert row["latency_ms"]["end_to_end"] == {"p50": 5.0, "p95": 15.0, "p99": 30.0}
+    assert set(row["latency_ms"]) == {"submit", "end_to_end"}  # no queue_wait measured
+    assert (row["errors"], row["lost"], row["tasks"]) == (0, 0, 300)
+    assert row["offered_rate"] is None
+
+
+def test_summarise_ignores_none_and_keeps_first_appearance_order() -> None:
+    runs = [run("dramatiq", "noop", "http", throughput=None),
+            run("arq", "noop", "http", throughput=None, lost=2),
+            run("dramatiq", "noop", "http", repeat=1, throughput=50.0),
+            run("arq", "noop", "http", repeat=1, throughput=None, lost=1),
+            {"backend": "ceiling", "workload": "noop", "mode": "ceiling", "phase": "burst",
+             "throughput_tasks_per_s": None, "submit_rps": 900.0, "latency_ms": None,
+             "errors": None, "lost": None, "tasks": 500}]
+    dramatiq, arq, ceiling = summarise(runs)
+    assert dramatiq["backend"] == "dramatiq" and dramatiq["repeats"] == 2
+    assert dramatiq["throughput_tasks_per_s"] == {"median": 50.0, "min": 50.0, "max": 50.0}
+    assert arq["throughput_tasks_per_s"] == {"median": None, "min": None, "max": None}
+    assert arq["lost"] == 3
+    assert ceiling["submit_rps"]["median"] == 900.0
+    assert ceiling["latency_ms"] == {}
+    assert ceiling["errors"] is None and ceiling["lost"] is None
+
+
+def test_summarise_keeps_each_offered_rate_of_a_sweep_apart() -> None:
+    runs = [run("arq", "noop", "http", "sustained", offered=rate, repeat=i)
+            for rate in (100.0, 200.0) for i in range(2)]
+    rows = summarise(runs)
+    assert [(r["offered_rate"], r["repeats"]) for r in rows] == [(100.0, 2), (200.0, 2)]
+
+
+# ---------------------------------------------------------------- ratios and saturation
+
+
+def test_ratios_against_raw_and_the_ceiling() -> None:
+    runs = [run("celery", "noop", "raw", throughput=200.0),
+            run("celery", "noop", "direct", throughput=190.0),
+            run("celery", "noop", "http", throughput=100.0, submit=300.0),
+            run("arq", "noop", "raw", throughput=400.0),
+            run("arq", "noop", "http", throughput=100.0, submit=300.0),  # no direct run
+            run("celery", "sleep", "http", throughput=10.0, submit=50.0),  # no raw run
+            run("ceiling", "noop", "ceiling", throughput=None, submit=1000.0)]
+    celery_noop, arq_noop, celery_sleep = ratios(summarise(runs))
+    assert celery_noop == {"backend": "celery", "workload": "noop",
+                           "direct_vs_raw": pytest.approx(0.95), "http_vs_raw": 0.5,
+                           "http_submit_vs_ceiling": pytest.approx(0.3)}
+    assert arq_noop["direct_vs_raw"] is None
+    assert arq_noop["http_vs_raw"] == 0.25
+    assert celery_sleep["direct_vs_raw"] is None and celery_sleep["http_vs_raw"] is None
+    # No ceiling measured on sleep: the noop ceiling stands in.
+    assert celery_sleep["http_submit_vs_ceiling"] == pytest.approx(0.05)
+
+
+def test_ratios_prefer_the_ceiling_of_the_same_workload() -> None:
+    runs = [run("arq", "sleep", "http", submit=100.0),
+            run("ceiling", "noop", "ceiling", throughput=None, submit=1000.0),
+            run("ceiling", "sleep", "ceiling", throughput=None, submit=200.0)]
+    [row] = ratios(summarise(runs))
+    assert row["http_submit_vs_ceiling"] == pytest.approx(0.5)
+
+
+def test_ratios_without_a_ceiling_are_none() -> None:
+    [row] = ratios(summarise([run("arq", "noop", "http")]))
+    assert row["http_submit_vs_ceiling"] is None
+
+
+def test_saturation_picks_the_highest_rate_kept_up_with() -> None:
+    def at(rate: float, achieved: float, repeat: int = 0, lost: int = 0) -> dict[str, Any]:
+        return run("arq", "noop", "http", "sustained", repeat=repeat, throughput=achieved,
+                   offered=rate, lost=lost, e2e_p50=rate / 100)
+
+    runs = [at(400.0, 300.0), at(100.0, 99.0), at(100.0, 100.0, repeat=1),
+            at(200.0, 192.0), at(200.0, 190.0, repeat=1),  # median 191 >= 190: kept up
+            at(300.0, 299.0, lost=1),  # fast enough but lost a task
+            run("arq", "noop", "http", "burst")]  # not part of the sweep
+    [group] = saturation(runs)
+    assert group["max_sustained_rate"] == 200.0
+    assert [p[0] for p in group["points"]] == [100.0, 200.0, 300.0, 400.0]
+    assert group["points"][0] == (100.0, 99.5, pytest.approx(3.0))
+    assert group["points"][1][1] == 191.0
+
+
+def test_saturation_with_no_rate_kept_up_with_is_none() -> None:
+    [group] = saturation([run("arq", "noop", "http", "sustained", throughput=10.0,
+                              offered=100.0)])
+    assert group["max_sustained_rate"] is None
+
+
+# ---------------------------------------------------------------- report
+
+
+BACKENDS = ("celery", "arq", "dramatiq")
+
+
+def synthetic_results() -> dict[str, Any]:
+    runs = []
+    for b_index, backend in enumerate(BACKENDS):
+        for workload, base in (("noop", 1000.0), ("sleep", 80.0)):
+            for m_index, mode in enumerate(("raw", "direct", "http")):
+                for repeat in range(2):
+                    runs.append(run(backend, workload, mode, repeat=repeat,
+                                    throughput=base * (1 + b_index) * (1.0, 0.97, 0.6)[m_index]
+                                    + repeat * 5,
+                                    submit=None if mode == "raw" else 500.0 + 100 * b_index,
+                                    e2e_p50=2.0 + b_index + m_index,
+                                    lost=3 if (backend, mode, repeat) == ("dramatiq", "http", 1)
+                                    else 0))
+        for rate in (100.0, 400.0):
+            runs.append(run(backend, "noop", "http", "sustained", throughput=rate * 0.99
+                            if rate == 100.0 or backend == "arq" else 250.0, offered=rate,
+                            e2e_p50=1.0 + b_index))
+    runs.append(run("ceiling", "noop", "ceiling", throughput=None, submit=2000.0))
+    runs[0]["latency_ms"]["end_to_end"]["p99"] = None  # a missing figure
+    summary = summarise(runs)
+    return {"meta": {"started": "2026-11-25T22:30:00Z", "finished": "2026-11-25T22:40:00Z",
+                     "profile": "quick", "command": "queuebench bench --profile quick",
+                     "machine": {"platform": "Linux", "python": "3.11.2", "cpus": 2,
+                                 "memory_gb": 24.0, "redis": "7.0.15"},
+                     "versions": {"celery": {"celery": "5.7.0", "kombu": "5.7.0"},
+                                  "arq": {"arq": "0.28.0"},
+                                  "dramatiq": {"dramatiq": "2.2.0"}},
+                     "settings": {"processes": 2, "concurrency": 8, "users": 32},
+                     "mapping": {"celery": "2 worker processes x threads pool of 4",
+                                 "arq": "2 worker processes x max_jobs 8",
+                                 "dramatiq": "2 processes x 4 threads"}},
+            "runs": runs, "summary": summary, "ratios": ratios(summary),
+            "saturation": saturation(runs)}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    # Drawing takes a few seconds: once for the tests that only read the output.
+    return render(synthetic_results(), tmp_path_factory.mktemp("report"))
+
+
+def test_render_writes_every_file(rendered: list[Path]) -> None:
+    written = rendered
+    names = {p.name for p in written}
+    assert names == {"report.md", "report.html", "throughput.png", "latency.png", "cdf.png",
+                     "saturation.png"}
+    for path in written:
+        assert path.exists() and path.stat().st_size > 0
+        if path.suffix == ".png":
+            assert path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_render_html_is_self_contained(rendered: list[Path]) -> None:
+    page = rendered[0].with_name("report.html").read_text(encoding="utf-8")
+    assert 'src="http' not in page and "<link" not in page
+    assert page.count("data:image/png;base64,") == 4
+    assert "2 worker processes x threads pool of 4" in page
+    assert 'class="num bad">⚠ 3 lost<' in page
+
+
+def test_render_markdown_highlights_lost_and_shows_the_meta(rendered: list[Path]) -> None:
+    text = rendered[0].with_name("report.md").read_text(encoding="utf-8")
+    assert "**⚠ 3 lost**" in text
+    assert "2 worker processes x max_jobs 8" in text
+    assert "kombu 5.7.0" in text and "profile" in text
+    assert "![throughput](throughput.png)" in text
+    assert "direct/raw ok" in text
+    assert "ok, generator not the bottleneck" in text
+    assert "sustained @ 400/s" in text
+
+
+def test_render_survives_a_json_round_trip_and_nulls(tmp_path: Path) -> None:
+    # Tuples become lists in results.json; the report reads either.
+    results = json.loads(json.dumps(synthetic_results()))
+    results["summary"][0]["throughput_tasks_per_s"] = None
+    results["ratios"][0]["direct_vs_raw"] = None
+    assert len(render(results, tmp_path)) == 6
+
+
+def test_render_of_runs_alone_and_of_nothing(tmp_path: Path) -> None:
+    results = synthetic_results()
+    only_runs = {"meta": results["meta"], "runs": results["runs"]}
+    assert len(render(only_runs, tmp_path / "runs")) == 6
+    empty = render({}, tmp_path / "empty")
+    assert {p.name for p in empty} == {"report.md", "report.html", "throughput.png",
+                                       "latency.png", "cdf.png"}
+
+
+def test_verdicts() -> None:
+    assert verdict({"direct_vs_raw": 0.96, "http_submit_vs_ceiling": 0.5}) == (
+        "direct/raw ok; ok, generator not the bottleneck", False)
+    text, warn = verdict({"direct_vs_raw": 0.9, "http_submit_vs_ceiling": 0.85})
+    assert "below 95%" in text and "near ceiling" in text and warn
+    assert verdict({}) == ("\u2013", False)
+
+
+def test_rich_tables_render() -> None:
+    results = synthetic_results()
+    console = Console(record=True, width=200)
+    console.print(summary_table(results))
+    console.print(ratios_table(results))
+    text = console.export_text()
+    assert "dramatiq" in text and "ceiling" in text
+    # Brackets as text, not read as rich markup.
+    assert "1,002 [1,000\u20131,005]" in text and "[min\u2013max]" in text
+    assert "near ceiling" not in text and "direct/raw" in text
