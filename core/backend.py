@@ -23,7 +23,7 @@ from core.features import CORE_FEATURES, Support, supported_options
 from core.history import HistoryStore, TaskFilter, recent
 from core.options import TaskOptions
 from core.policy import Policy
-from core.records import RecordStore, TaskRecord, error_of, new_task_id
+from core.records import RecordStore, TaskRecord, connect, error_of, new_task_id
 from core.registry import get_task
 from core.settings import Settings
 from core.states import FINISHED, TaskState
@@ -40,7 +40,7 @@ class TaskBackend(ABC):
 
     def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
         self.settings = settings
-        self.redis = redis or Redis.from_url(settings.redis_url)
+        self.redis = redis or connect(settings.redis_url, settings.redis_max_connections)
         self.store = RecordStore(self.redis, ttl=settings.record_ttl, kept=settings.records_kept,
                                  history=settings.history_enabled)
         self.events = EventHub(self.redis)

@@ -64,7 +64,9 @@ def cmd_worker(args: argparse.Namespace) -> None:
     module = adapter_module(settings.queue_backend)
     check_redis(settings)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] or [DEFAULT_QUEUE]
-    module.run_worker(settings, args.concurrency, queues)
+    if args.processes is not None and args.processes < 1:
+        raise ConfigError("--processes must be at least 1")
+    module.run_worker(settings, args.concurrency, queues, args.processes)
 
 
 def cmd_db(args: argparse.Namespace) -> None:
@@ -96,13 +98,18 @@ def cmd_history(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from core.demo import main as demo_main
 
-    demo_main(args.rest)
+    demo_main(_rest(args))
+
+
+def _rest(args: argparse.Namespace) -> list[str]:
+    rest = list(args.rest)
+    return rest[1:] if rest[:1] == ["--"] else rest
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from bench.cli import main as bench_main
 
-    bench_main(args.rest)
+    bench_main(_rest(args))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -122,6 +129,10 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=os.cpu_count() or 2,
                         help="tasks in flight at once (processes, threads or max_jobs)")
     worker.add_argument("--queues", default=DEFAULT_QUEUE, help="comma-separated queue names")
+    worker.add_argument("--processes", type=int, default=None,
+                        help="OS processes the concurrency is spread over (default: Celery "
+                        "prefork, one per slot; Dramatiq min(concurrency, CPUs); arq 1); "
+                        "1 gives Celery's threads pool and one Dramatiq process")
     worker.set_defaults(run=cmd_worker)
 
     db = sub.add_parser("db", help="database migrations (Alembic) for DATABASE_URL")
@@ -148,6 +159,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("bench", "demo"):
+        # Their own parsers take every argument (argparse's REMAINDER drops a leading
+        # option such as `bench --profile full`).
+        argv = [argv[0], "--", *argv[1:]]
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # Alembic announces its plugins at INFO whenever it is imported.

@@ -33,7 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
 from core.db import TaskHistory, session
-from core.records import HISTORY_STREAM, RecordStore, TaskRecord
+from core.records import HISTORY_STREAM, RecordStore, TaskRecord, connect
 from core.settings import Settings
 from core.states import TaskState
 
@@ -296,7 +296,7 @@ async def run_standalone(settings: Settings) -> None:
     """`queuebench history`: the writer alone, until SIGINT or SIGTERM."""
     import signal
 
-    redis = Redis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url, settings.redis_max_connections)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

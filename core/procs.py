@@ -47,13 +47,14 @@ def wait_until(check: Callable[[], Any], timeout: float = 30, every: float = 0.0
 class Proc:
     """A queuebench subprocess whose output goes to a file, shown if a test fails."""
 
-    def __init__(self, args: list[str], env: dict[str, str], python: str | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], python: str | None = None,
+                 module: str = "core.cli") -> None:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in stop)
             prefix="qb-", suffix=".log", delete=False)
         self.args = args
         self.env = env
         self.popen = subprocess.Popen(
-            [python or sys.executable, "-m", "core.cli", *args], cwd=ROOT,
+            [python or sys.executable, "-m", module, *args], cwd=ROOT,
             env={**os.environ, **env},
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import to_jsonable_python
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from core.states import TaskState
 
@@ -93,6 +93,14 @@ if ARGV[4] ~= '0' then
 end
 return found
 """
+
+
+def connect(url: str, max_connections: int = 200) -> Redis:
+    """An asyncio client whose pool waits for a free connection when all are busy: a
+    burst of submits then queues up instead of failing (redis-py 6+ caps a plain pool
+    at 100 and raises "Too many connections" beyond)."""
+    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30)
+    return Redis(connection_pool=pool)
 
 
 def new_task_id() -> str:

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from core.context import TaskContext, reset_current, set_current
 from core.errors import RetryTask, TimeLimitExceeded
 from core.policy import Policy
-from core.records import RecordStore, error_of
+from core.records import RecordStore, connect, error_of
 from core.registry import TaskSpec, get_task
 from core.settings import Settings
 from core.states import TaskState
@@ -106,8 +106,9 @@ class ThreadLoops:
         if made is None:
             loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
-            runner = Runner(self.settings, Redis.from_url(self.settings.redis_url),
-                            offload_sync=False, time_limit_errors=self.time_limit_errors)
+            redis = connect(self.settings.redis_url, self.settings.redis_max_connections)
+            runner = Runner(self.settings, redis, offload_sync=False,
+                            time_limit_errors=self.time_limit_errors)
             made = self._local.made = (loop, runner)
         return made
 

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
 
     record_ttl: int = Field(86_400, description="seconds a task record is kept in Redis")
     records_kept: int = Field(100_000, description="newest task ids kept in the listing index")
+    redis_max_connections: int = Field(
+        200, ge=1, description="connections a process opens to REDIS_URL at most; "
+        "more concurrent calls wait for one")
     worker_heartbeat: float = Field(2.0, description="seconds between worker heartbeats")
     # Redelivery of a task whose worker died: how long a started task may go unacknowledged.
     visibility_timeout: int = Field(3_600, ge=1,

@@ -186,9 +186,14 @@ async def test_health_is_200_with_a_worker(client: httpx.AsyncClient, backend_na
 
 async def test_health_is_503_without_a_worker(start_server: Callable[..., Server],
                                               spare_redis_url: str) -> None:
-    lonely = start_server(REDIS_URL=spare_redis_url)
-    async with httpx.AsyncClient(base_url=lonely.url) as http:
-        response = await http.get("/health")
+    # No history writer: it would consume the spare database's stream under
+    # test_history's feet; and stopped at once, for the same reason.
+    lonely = start_server(REDIS_URL=spare_redis_url, HISTORY_ENABLED="false")
+    try:
+        async with httpx.AsyncClient(base_url=lonely.url) as http:
+            response = await http.get("/health")
+    finally:
+        lonely.stop()
     assert response.status_code == 503
     assert "workers" in response.json()["detail"]
 

@@ -14,14 +14,12 @@ try:
 except ModuleNotFoundError as exc:  # the loader turns this into one clear line
     raise ModuleNotFoundError(exc.msg, name="arq") from None
 
-from redis.asyncio import Redis
-
 from core.backend import DEFAULT_QUEUE, TaskBackend
-from core.errors import RetryTask
+from core.errors import ConfigError, RetryTask
 from core.features import Support
 from core.options import TaskOptions
 from core.policy import Policy
-from core.records import TaskRecord
+from core.records import TaskRecord, connect
 from core.registry import TaskSpec, all_tasks
 from core.runner import Runner
 from core.settings import Settings
@@ -94,12 +92,15 @@ def _function(spec: TaskSpec, timeout: float) -> Function:
     return func(run, name=spec.name, timeout=timeout, max_tries=MAX_TRIES)
 
 
-def run_worker(settings: Settings, concurrency: int, queues: list[str]) -> None:
+def run_worker(settings: Settings, concurrency: int, queues: list[str],
+               processes: int | None = None) -> None:
     """arq's own Worker, one per queue, in one process and one event loop."""
+    if processes not in (None, 1):
+        raise ConfigError("arq runs in one process: start more workers instead of --processes")
 
     async def startup(ctx: dict[str, Any]) -> None:
         # Records live in REDIS_URL, which need not be arq's broker (BROKER_URL).
-        records = Redis.from_url(settings.redis_url)
+        records = connect(settings.redis_url, settings.redis_max_connections)
         ctx["runner"] = Runner(settings, records, offload_sync=True)
 
     async def main() -> None:
@@ -129,7 +130,11 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str]) -> None:
             loop.add_signal_handler(
                 sig, lambda s=sig: [w.handle_sig_wait_for_completion(s) for w in workers])
         try:
-            await asyncio.gather(*(w.async_run() for w in workers), return_exceptions=True)
+            ended = await asyncio.gather(*(w.async_run() for w in workers),
+                                         return_exceptions=True)
+            failed = [e for e in ended if isinstance(e, Exception)]
+            if failed:  # not a signal's cancellation: say why before exiting
+                raise failed[0]
         finally:
             for w in workers:
                 await w.close()

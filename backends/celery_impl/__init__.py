@@ -14,6 +14,7 @@ except ModuleNotFoundError as exc:  # the loader turns this into one clear line
 
 from backends.celery_impl.app import celery_app
 from core.backend import DEFAULT_QUEUE, TaskBackend
+from core.errors import ConfigError
 from core.features import Support
 from core.options import TaskOptions
 from core.records import TaskRecord
@@ -63,13 +64,19 @@ class Backend(TaskBackend):
                                 terminate=True)
 
 
-def run_worker(settings: Settings, concurrency: int, queues: list[str]) -> None:
-    """`celery worker` with the prefork pool, one child process per task in flight."""
+def run_worker(settings: Settings, concurrency: int, queues: list[str],
+               processes: int | None = None) -> None:
+    """`celery worker`: the prefork pool, one child process per task in flight; or, with
+    one process, the threads pool (so in-flight tasks can match Dramatiq's and arq's)."""
+    if processes not in (None, 1, concurrency):
+        raise ConfigError("celery: --processes is 1 (threads pool) or --concurrency (prefork)")
+    # (A threads pool cannot terminate a running task: cancel then only marks it REVOKED.)
+    pool = "threads" if processes == 1 else "prefork"
     heartbeat = Heartbeat(settings.redis_url, "celery", settings.worker_heartbeat,
                           concurrency=concurrency, queues=queues).start()
     try:
         celery_app(settings).worker_main([
-            "worker", "--loglevel=INFO", "--pool=prefork", f"--concurrency={concurrency}",
+            "worker", "--loglevel=INFO", f"--pool={pool}", f"--concurrency={concurrency}",
             f"--queues={','.join(queues)}",
             f"--hostname=queuebench-{os.getpid()}@{socket.gethostname()}",
             "--without-gossip", "--without-mingle",

@@ -67,7 +67,8 @@ def _delay_ms(options: TaskOptions, record: TaskRecord) -> int | None:
     return round(delay * 1000) if delay > 0 else None
 
 
-def run_worker(settings: Settings, concurrency: int, queues: list[str]) -> None:
+def run_worker(settings: Settings, concurrency: int, queues: list[str],
+               processes: int | None = None) -> None:
     """Dramatiq's own CLI: processes x threads = concurrency."""
     from dramatiq.cli import main, make_argument_parser
 
@@ -75,7 +76,7 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str]) -> None:
     # forked from this process, so declaring here reaches them all.
     for queue in queues:
         broker(settings).declare_queue(queue)
-    processes = max(1, min(concurrency, os.cpu_count() or 1))
+    processes = processes or max(1, min(concurrency, os.cpu_count() or 1))
     threads = max(1, concurrency // processes)
     heartbeat = Heartbeat(settings.redis_url, "dramatiq", settings.worker_heartbeat,
                           concurrency=processes * threads, queues=queues).start()

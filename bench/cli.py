@@ -1,0 +1,241 @@
+"""`queuebench bench`: Celery, arq and Dramatiq side by side, in one run.
+
+Every (backend, mode, workload) is one session (bench/session.py) in that backend's
+own environment, with its Redis database flushed and fresh worker processes. Rounds
+repeat the whole grid; within a round the backends are interleaved and their order
+rotates, so a slow minute of the machine does not land on one backend.
+
+    queuebench bench --profile quick          # all backends and modes, about 2 minutes
+    queuebench bench --profile full           # 3 repeats, every workload, a load sweep
+
+Writes results.json, report.md, report.html and PNG charts to --out
+(default bench/results/<timestamp>/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bench import report, stats
+from bench.session import WARMUP, Spec
+from core.procs import ROOT, venv_python
+from core.settings import BACKENDS
+
+MODES = ("raw", "direct", "http")
+WORKLOADS = ("noop", "sleep", "cpu")
+LIBRARIES = {"celery": ("celery", "kombu", "redis"), "arq": ("arq", "redis"),
+             "dramatiq": ("dramatiq", "redis")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    workloads: tuple[str, ...]
+    repeats: int
+    tasks: dict[str, int]            # burst size per workload
+    rates: dict[str, list[float]]    # sustained rates per workload (the sweep)
+    seconds: float                   # per sustained rate
+
+
+PROFILES = {
+    "quick": Profile(workloads=("noop",), repeats=1, tasks={"noop": 2000},
+                     rates={"noop": [200.0]}, seconds=2.0),
+    "full": Profile(workloads=WORKLOADS, repeats=3,
+                    tasks={"noop": 5000, "sleep": 3000, "cpu": 1500},
+                    rates={"noop": [100.0, 250.0, 500.0, 1000.0, 2000.0],
+                           "sleep": [200.0], "cpu": [100.0]},
+                    seconds=3.0),
+}
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="queuebench bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    p.add_argument("--backends", default=",".join(BACKENDS))
+    p.add_argument("--modes", default=",".join(MODES), help="raw,direct,http (and the "
+                   "ceiling, measured whenever http is)")
+    p.add_argument("--workloads", default=None, help="default: the profile's")
+    p.add_argument("--repeats", type=int, default=None, help="default: the profile's")
+    p.add_argument("--tasks", type=int, default=None, help="burst size (default: profile's)")
+    p.add_argument("--rates", default=None,
+                   help="sustained rates, comma-separated tasks/s (default: profile's; "
+                   "'' for none)")
+    p.add_argument("--seconds", type=float, default=None, help="per sustained rate")
+    p.add_argument("--processes", type=int, default=2, help="worker processes per backend")
+    p.add_argument("--concurrency", type=int, default=8,
+                   help="tasks in flight per backend, over all its worker processes")
+    p.add_argument("--users", type=int, default=32, help="Locust users (http, ceiling)")
+    p.add_argument("--submitters", type=int, default=16,
+                   help="concurrent submit calls in direct mode (and raw, where async)")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/9",
+                   help="a Redis database the benchmark may flush")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    args.backends = _names(args.backends, BACKENDS, "backend", p)
+    args.modes = _names(args.modes, MODES, "mode", p)
+    profile = PROFILES[args.profile]
+    args.workloads = _names(args.workloads, WORKLOADS, "workload", p) if args.workloads \
+        else list(profile.workloads)
+    if args.concurrency % args.processes:
+        p.error("--concurrency must be a multiple of --processes (the same slots per process)")
+    return args
+
+
+def _names(text: str, allowed: Sequence[str], what: str, p: argparse.ArgumentParser
+           ) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        if name not in allowed:
+            p.error(f"unknown {what} {name!r} (choose from {', '.join(allowed)})")
+    return names
+
+
+def plan(args: argparse.Namespace, database_url: str) -> list[Spec]:
+    """Every session, round by round; backends interleaved, their order rotating."""
+    profile = PROFILES[args.profile]
+    repeats = args.repeats or profile.repeats
+    specs: list[Spec] = []
+    for repeat in range(repeats):
+        order = args.backends[repeat % len(args.backends):] + \
+            args.backends[:repeat % len(args.backends)]
+        for workload in args.workloads:
+            rates = profile.rates.get(workload, []) if args.rates is None else \
+                [float(r) for r in args.rates.split(",") if r.strip()]
+            common = dict(workload=workload, redis_url=args.redis, database_url=database_url,
+                          tasks=args.tasks or profile.tasks.get(workload, 1000),
+                          seconds=args.seconds or profile.seconds, processes=args.processes,
+                          concurrency=args.concurrency, users=args.users,
+                          submitters=args.submitters, repeat=repeat, round=repeat)
+            for mode in args.modes:
+                specs.extend(Spec(backend=b, mode=mode, rates=rates, **common) for b in order)
+            if "http" in args.modes:
+                specs.append(Spec(backend="ceiling", mode="ceiling", **common))
+    return specs
+
+
+def run_session(spec: Spec) -> list[dict[str, Any]]:
+    python = sys.executable if spec.mode == "ceiling" else venv_python(spec.backend)
+    done = subprocess.run([python, "-m", "bench.session", json.dumps(dataclasses.asdict(spec))],
+                          cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip()
+                           else f"exit code {done.returncode}")
+    return list(json.loads(done.stdout))
+
+
+def meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]:
+    import redis
+
+    info = redis.Redis.from_url(args.redis).info("server")
+    slots = args.concurrency // args.processes
+    return {
+        "started": _now(), "profile": args.profile,
+        "command": " ".join(["queuebench bench", *(argv or sys.argv[1:])]),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "cpus": os.cpu_count(), "memory_gb": _memory_gb(),
+                    "redis": info.get("redis_version")},
+        "versions": {b: _versions(b) for b in args.backends},
+        "settings": {"processes": args.processes, "concurrency": args.concurrency,
+                     "users": args.users, "submitters": args.submitters,
+                     "repeats": args.repeats or PROFILES[args.profile].repeats,
+                     "workloads": args.workloads, "modes": args.modes,
+                     "warm_up_excluded": f"first {WARMUP:.0%} of a burst's completions"},
+        "mapping": {
+            "celery": f"{args.processes} x `celery worker --pool threads --concurrency {slots}`"
+                      " (acks late, prefetch 1)",
+            "dramatiq": f"{args.processes} x dramatiq worker, 1 process x {slots} threads",
+            "arq": f"{args.processes} x arq Worker, max_jobs {slots} (poll delay 0.05 s)",
+        },
+    }
+
+
+def _versions(backend: str) -> dict[str, str]:
+    code = ("import json, sys; from importlib.metadata import version; "
+            "print(json.dumps({n: version(n) for n in sys.argv[1:]}))")
+    done = subprocess.run([venv_python(backend), "-c", code, *LIBRARIES[backend]],
+                          capture_output=True, text=True, check=False)
+    return dict(json.loads(done.stdout)) if done.returncode == 0 else {"error": done.stderr}
+
+
+def _memory_gb() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        return None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _check(args: argparse.Namespace) -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(args.redis, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        raise SystemExit(f"queuebench bench: error: Redis at {args.redis} does not answer "
+                         f"({exc}); start it (./run services redis) or pass --redis") from None
+    missing = [b for b in args.backends if not Path(venv_python(b)).exists()]
+    if missing:
+        raise SystemExit(f"queuebench bench: error: no environment for {', '.join(missing)}; "
+                         "run ./run envs (or use ./run bench)")
+
+
+def _migrated_database(folder: Path) -> str:
+    """The API refuses an unmigrated database; the benchmark keeps no history in it."""
+    from core.db import migrate
+
+    url = f"sqlite+aiosqlite:///{folder / 'bench.db'}"
+    migrate.upgrade(url)
+    return url
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse(argv)
+    _check(args)
+    out: Path = args.out or ROOT / "bench" / "results" / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    console = Console()
+    results: dict[str, Any] = {"meta": meta(args, argv), "runs": [], "failures": []}
+    with tempfile.TemporaryDirectory(prefix="qb-bench-") as scratch:
+        specs = plan(args, _migrated_database(Path(scratch)))
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as progress:
+            bar = progress.add_task("starting", total=len(specs))
+            for spec in specs:
+                name = f"round {spec.round + 1}: {spec.backend} {spec.mode} {spec.workload}"
+                progress.update(bar, description=name)
+                try:
+                    results["runs"].extend(run_session(spec))
+                except Exception as exc:  # one broken session must not lose the others
+                    results["failures"].append({"session": name, "error": str(exc)})
+                    progress.console.print(f"[red]{name}: failed: {exc}")
+                progress.advance(bar)
+    results["meta"]["finished"] = _now()
+    results["summary"] = stats.summarise(results["runs"])
+    results["ratios"] = stats.ratios(results["summary"])
+    results["saturation"] = stats.saturation(results["runs"])
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    written = report.render(results, out)
+    console.print(report.summary_table(results))
+    console.print(report.ratios_table(results))
+    console.print(f"results: {out / 'results.json'}; report: "
+                  f"{', '.join(p.name for p in written)}")
+    if results["failures"] or any(r.get("lost") for r in results["runs"]):
+        raise SystemExit(1)

@@ -1,0 +1,80 @@
+"""arq alone: its client, its Worker (`arq bench.raw.arq_app.WorkerSettings`), results
+kept by arq; the same poll delay as queuebench's arq adapter, max_jobs from
+RAW_MAX_JOBS, sync work (cpu) in a thread as queuebench does it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from arq.jobs import Job
+
+from bench import workloads
+
+URL = os.environ.get("RAW_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+
+async def noop(ctx: dict[str, Any], payload: Any = None) -> list[float]:
+    started = time.time()
+    workloads.noop(payload)
+    return [started, time.time()]
+
+
+async def sleep(ctx: dict[str, Any], seconds: float) -> list[float]:
+    started = time.time()
+    await workloads.sleep_async(seconds)
+    return [started, time.time()]
+
+
+async def cpu(ctx: dict[str, Any], n: int) -> list[float]:
+    started = time.time()
+    await asyncio.to_thread(workloads.cpu, n)
+    return [started, time.time()]
+
+
+class WorkerSettings:
+    functions = [noop, sleep, cpu]
+    redis_settings = RedisSettings.from_dsn(URL)
+    max_jobs = int(os.environ.get("RAW_MAX_JOBS", "8"))
+    poll_delay = 0.05
+
+
+def worker_command(concurrency: int) -> tuple[str, list[str], dict[str, str]]:
+    """(module, arguments, environment) of one worker process with `concurrency` slots."""
+    return "arq", ["bench.raw.arq_app.WorkerSettings"], {"RAW_MAX_JOBS": str(concurrency)}
+
+
+class Client:
+    """arq's own async producer: `enqueue_job` on an ArqRedis pool."""
+
+    def __init__(self) -> None:
+        self._pool: ArqRedis | None = None
+
+    async def submit(self, workload: str, arg: Any) -> Job:
+        if self._pool is None:
+            self._pool = await create_pool(RedisSettings.from_dsn(URL))
+        job = await self._pool.enqueue_job(workload, arg)
+        assert job is not None  # None only for a duplicate job id, which we never give
+        return job
+
+    async def outcomes(self, handles: list[Job], quiet: float
+                       ) -> list[tuple[bool, float, float] | None]:
+        out: list[tuple[bool, float, float] | None] = []
+        for job in handles:
+            try:
+                started, finished = await job.result(timeout=quiet, poll_delay=0.1)
+                out.append((True, started, finished))
+            except TimeoutError:
+                out.append(None)
+                quiet = 0.1  # the rest had as long: no more waiting
+            except Exception:  # the job raised
+                out.append((False, 0.0, 0.0))
+        return out
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()

@@ -1,0 +1,84 @@
+"""Celery alone: its client, `celery worker` (threads pool, so in-flight tasks match the
+other libraries), results in its Redis result backend; acks late and a prefetch of 1,
+as queuebench's Celery adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from celery import Celery
+from celery.result import AsyncResult
+
+from bench import workloads
+
+URL = os.environ.get("RAW_REDIS_URL", "redis://127.0.0.1:6379/9")
+app = Celery("rawbench", broker=URL, backend=URL)
+app.conf.update(
+    task_serializer="json", result_serializer="json", accept_content=["json"],
+    task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True, worker_hijack_root_logger=False,
+)
+
+
+@app.task(name="noop")
+def noop(payload: Any = None) -> list[float]:
+    started = time.time()
+    workloads.noop(payload)
+    return [started, time.time()]
+
+
+@app.task(name="sleep")
+def sleep(seconds: float) -> list[float]:
+    started = time.time()
+    workloads.sleep_sync(seconds)
+    return [started, time.time()]
+
+
+@app.task(name="cpu")
+def cpu(n: int) -> list[float]:
+    started = time.time()
+    workloads.cpu(n)
+    return [started, time.time()]
+
+
+def worker_command(concurrency: int) -> tuple[str, list[str], dict[str, str]]:
+    """(module, arguments, environment) of one worker process with `concurrency` slots."""
+    return "celery", ["-A", "bench.raw.celery_app", "worker", "--pool", "threads",
+                      f"--concurrency={concurrency}", "--without-gossip", "--without-mingle",
+                      "--loglevel=WARNING"], {}
+
+
+class Client:
+    """Celery's own producer: `apply_async`, blocking, as Celery users call it."""
+
+    async def submit(self, workload: str, arg: Any) -> AsyncResult:
+        return app.tasks[workload].apply_async((arg,))
+
+    async def outcomes(self, handles: list[AsyncResult], quiet: float
+                       ) -> list[tuple[bool, float, float] | None]:
+        """(succeeded, started, finished) per handle; None for one that never finished."""
+        return await asyncio.to_thread(self._outcomes, handles, quiet)
+
+    def _outcomes(self, handles: list[AsyncResult], quiet: float
+                  ) -> list[tuple[bool, float, float] | None]:
+        # Tasks finish in about the order they were sent: follow the oldest unfinished.
+        waiting, moved = 0, time.monotonic()
+        while waiting < len(handles) and time.monotonic() - moved < quiet:
+            if handles[waiting].ready():
+                waiting, moved = waiting + 1, time.monotonic()
+            else:
+                time.sleep(0.05)
+        out: list[tuple[bool, float, float] | None] = []
+        for handle in handles:
+            if handle.successful():
+                started, finished = handle.result
+                out.append((True, started, finished))
+            else:
+                out.append((False, 0.0, 0.0) if handle.failed() else None)
+        return out
+
+    async def aclose(self) -> None:
+        app.close()

@@ -1,0 +1,79 @@
+"""Dramatiq alone: its client, its worker (one process of N threads per worker
+command), results kept by its Results middleware in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.results import Results, ResultTimeout
+from dramatiq.results.backends import RedisBackend
+
+from bench import workloads
+
+URL = os.environ.get("RAW_REDIS_URL", "redis://127.0.0.1:6379/9")
+broker = RedisBroker(url=URL)
+broker.add_middleware(Results(backend=RedisBackend(url=URL)))
+dramatiq.set_broker(broker)
+
+
+@dramatiq.actor(actor_name="noop", max_retries=0, store_results=True)
+def noop(payload: Any = None) -> list[float]:
+    started = time.time()
+    workloads.noop(payload)
+    return [started, time.time()]
+
+
+@dramatiq.actor(actor_name="sleep", max_retries=0, store_results=True)
+def sleep(seconds: float) -> list[float]:
+    started = time.time()
+    workloads.sleep_sync(seconds)
+    return [started, time.time()]
+
+
+@dramatiq.actor(actor_name="cpu", max_retries=0, store_results=True)
+def cpu(n: int) -> list[float]:
+    started = time.time()
+    workloads.cpu(n)
+    return [started, time.time()]
+
+
+ACTORS = {"noop": noop, "sleep": sleep, "cpu": cpu}
+
+
+def worker_command(concurrency: int) -> tuple[str, list[str], dict[str, str]]:
+    """(module, arguments, environment) of one worker process with `concurrency` slots."""
+    return "dramatiq", ["bench.raw.dramatiq_app", "--processes", "1",
+                        "--threads", str(concurrency)], {}
+
+
+class Client:
+    """Dramatiq's own producer: `actor.send`, blocking."""
+
+    async def submit(self, workload: str, arg: Any) -> dramatiq.Message[Any]:
+        return ACTORS[workload].send(arg)
+
+    async def outcomes(self, handles: list[dramatiq.Message[Any]], quiet: float
+                       ) -> list[tuple[bool, float, float] | None]:
+        return await asyncio.to_thread(self._outcomes, handles, quiet)
+
+    def _outcomes(self, handles: list[dramatiq.Message[Any]], quiet: float
+                  ) -> list[tuple[bool, float, float] | None]:
+        out: list[tuple[bool, float, float] | None] = []
+        for message in handles:
+            try:
+                started, finished = message.get_result(block=True, timeout=int(quiet * 1000))
+                out.append((True, started, finished))
+            except ResultTimeout:
+                out.append(None)
+                quiet = 0.1  # the rest had as long: no more waiting
+            except Exception:  # the actor raised: a result of failure
+                out.append((False, 0.0, 0.0))
+        return out
+
+    async def aclose(self) -> None:
+        broker.close()

@@ -1,0 +1,433 @@
+"""One benchmark session, run in the backend's own environment:
+
+    .venv/<backend>/bin/python -m bench.session '<Spec as JSON>'
+
+flushes its Redis database, then for one backend, mode and workload:
+
+- burst: `tasks` submissions with no worker running (the submit figures), then the
+  workers start and drain them (completed tasks/s, warm-up excluded);
+- sustained: for each offered rate, submissions at that rate for `seconds` with the
+  workers running (latency at a known load; achieved against offered rate).
+
+It prints its runs as one JSON list on stdout (the fields of results.json). Modes:
+raw (the library alone, bench/raw), direct (queuebench's core interface), http
+(queuebench's API under Locust) and ceiling (Locust on bench/ceiling.py, no worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis as sync_redis
+
+from bench.stats import cdf_points, percentiles
+from core.loader import adapter_module
+from core.procs import ROOT, Proc, Server, free_port, wait_until
+from core.records import INDEX_KEY, TASK_KEY, RecordStore, connect
+from core.settings import Settings
+from core.states import FINISHED, TaskState
+
+#: submissions that count as warm-up in a drain: the first completions, excluded
+WARMUP = 0.05
+ARGUMENTS: dict[str, Any] = {"noop": None, "sleep": 0.01, "cpu": 20_000}
+Outcome = tuple[bool, float, float] | None  # (succeeded, started, finished); None: never
+
+
+@dataclasses.dataclass
+class Spec:
+    backend: str
+    mode: str
+    workload: str
+    redis_url: str
+    database_url: str = ""
+    tasks: int = 2000
+    rates: list[float] = dataclasses.field(default_factory=list)
+    seconds: float = 3.0
+    processes: int = 2
+    concurrency: int = 8
+    users: int = 32          # Locust users (http, ceiling)
+    submitters: int = 16     # concurrent submit calls (direct, and raw where async)
+    quiet: float = 20.0      # seconds without progress before the rest counts as lost
+    repeat: int = 0
+    round: int = 0
+    arg: Any = None
+
+    @property
+    def argument(self) -> Any:
+        return ARGUMENTS[self.workload] if self.arg is None else self.arg
+
+
+@dataclasses.dataclass
+class Phase:
+    """What one burst or sustained phase submitted."""
+
+    submitted: list[float]          # time.time() of each accepted submission
+    handles: list[Any]              # what outcomes() needs: ids or the library's handles
+    submit_ms: list[float]          # latency of each submit call
+    seconds: float                  # from first to last submission
+    rejected: int = 0               # submissions the API refused (http)
+    accepted: int | None = None     # what the API said it accepted (http, ceiling)
+
+    @property
+    def count(self) -> int:
+        return len(self.handles) if self.accepted is None else self.accepted
+
+
+# -- the ways of submitting -----------------------------------------------------------
+
+class Driver:
+    """Submits one workload; tells what became of the submissions."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+
+    async def submit(self) -> tuple[Any, float]:
+        """One submission: (handle, its submitted time)."""
+        raise NotImplementedError
+
+    async def outcomes(self, phase: Phase) -> list[Outcome]:
+        raise NotImplementedError
+
+    async def burst(self, tasks: int) -> Phase:
+        return await self._run(tasks, rate=0.0)
+
+    async def sustained(self, rate: float, seconds: float) -> Phase:
+        return await self._run(round(rate * seconds), rate)
+
+    async def _run(self, tasks: int, rate: float) -> Phase:
+        handles: list[Any] = [None] * tasks
+        submitted = [0.0] * tasks
+        submit_ms = [0.0] * tasks
+
+        async def one(i: int) -> None:
+            start = time.perf_counter()
+            handles[i], submitted[i] = await self.submit()
+            submit_ms[i] = (time.perf_counter() - start) * 1000
+
+        start = time.perf_counter()
+        await (_paced(one, tasks, rate) if rate else _flat_out(one, tasks, self.spec.submitters))
+        return Phase(submitted, handles, submit_ms, time.perf_counter() - start)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def _flat_out(one: Callable[[int], Awaitable[None]], tasks: int, concurrency: int) -> None:
+    """`tasks` calls, `concurrency` at a time (a blocking client makes that one)."""
+    counter = iter(range(tasks))
+
+    async def loop() -> None:
+        for i in counter:
+            await one(i)
+
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+
+
+async def _paced(one: Callable[[int], Awaitable[None]], tasks: int, rate: float) -> None:
+    """Open loop: call i starts at i / rate, whether or not earlier ones have returned."""
+    start = time.perf_counter()
+    running: set[asyncio.Task[None]] = set()
+    for i in range(tasks):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0.001:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(i))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    await asyncio.gather(*running)
+
+
+class RawDriver(Driver):
+    """The library's own client (bench/raw/<backend>_app.py)."""
+
+    def __init__(self, spec: Spec) -> None:
+        super().__init__(spec)
+        self.client = raw_module(spec.backend).Client()
+
+    async def submit(self) -> tuple[Any, float]:
+        now = time.time()
+        return await self.client.submit(self.spec.workload, self.spec.argument), now
+
+    async def outcomes(self, phase: Phase) -> list[Outcome]:
+        return list(await self.client.outcomes(phase.handles, self.spec.quiet))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class RecordDriver(Driver):
+    """Outcomes from queuebench's task records in Redis (direct and http)."""
+
+    def __init__(self, spec: Spec) -> None:
+        super().__init__(spec)
+        self.redis = connect(spec.redis_url)
+        self.store = RecordStore(self.redis)
+
+    async def outcomes(self, phase: Phase) -> list[Outcome]:
+        await _wait_final(self.redis, phase.handles, self.spec.quiet)
+        found = {}
+        for first in range(0, len(phase.handles), 1000):
+            found.update({r.id: r for r in
+                          await self.store.get_many(phase.handles[first:first + 1000])})
+        out: list[Outcome] = []
+        for task_id in phase.handles:
+            record = found.get(task_id)  # None: Redis lost it
+            if record is None or record.state not in FINISHED:
+                out.append(None)
+            else:
+                out.append((record.state is TaskState.SUCCESS, record.started_at or 0.0,
+                            record.finished_at or 0.0))
+        return out
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+
+async def _wait_final(redis: Any, ids: list[str], quiet: float) -> None:
+    """Until every id is final, or nothing moved for `quiet` seconds. Tasks finish in
+    about the order they were sent, so only the oldest unfinished ones are read."""
+    final = {s.value for s in FINISHED}
+    remaining = list(ids)
+    moved = time.monotonic()
+    while remaining:
+        chunk = remaining[:500]
+        async with redis.pipeline(transaction=False) as pipe:
+            for task_id in chunk:
+                pipe.hget(TASK_KEY.format(task_id), "state")
+            states = await pipe.execute()
+        left = [i for i, s in zip(chunk, states, strict=True) if (s or b"").decode() not in final]
+        if len(left) < len(chunk):
+            moved = time.monotonic()
+        remaining = left + remaining[len(chunk):]
+        if left:
+            if time.monotonic() - moved > quiet:
+                return
+            await asyncio.sleep(0.1)
+
+
+class DirectDriver(RecordDriver):
+    """queuebench's core interface, in process: `Backend.submit`."""
+
+    def __init__(self, spec: Spec) -> None:
+        super().__init__(spec)
+        settings = Settings(queue_backend=spec.backend, redis_url=spec.redis_url,
+                            history_enabled=False)
+        self.backend = adapter_module(spec.backend).Backend(settings, self.redis)
+
+    async def submit(self) -> tuple[Any, float]:
+        record = await self.backend.submit(self.spec.workload, [self.spec.argument])
+        return record.id, record.submitted_at or time.time()
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+        await super().aclose()
+
+
+class LocustDriver(RecordDriver):
+    """Locust (bench/locustfile.py, FastHttpUser) against a server at `url`; the ids
+    are the records the API made, read back from its index."""
+
+    url = ""
+
+    async def _run(self, tasks: int, rate: float) -> Phase:
+        since = time.time()
+        args = ["--qb-workload", self.spec.workload, "--qb-tasks", str(tasks)]
+        if self.spec.arg is not None:
+            args += ["--qb-arg", str(self.spec.arg)]
+        if rate:
+            args += ["--qb-rate", str(rate)]
+        stats = await asyncio.to_thread(locust, self.url, self.spec.users, args,
+                                        run_time=max(60.0, 10 * tasks / max(rate, 50.0)))
+        entry = next(s for s in stats if s["name"].startswith("/tasks/"))
+        submit_ms = _expand(entry["response_times"])
+        seconds = entry["last_request_timestamp"] - entry["start_time"]
+        ids, submitted = await self._ids_since(since)
+        accepted = entry["num_requests"] - entry["num_failures"]
+        return Phase(submitted, ids, submit_ms, seconds, rejected=entry["num_failures"],
+                     accepted=accepted)
+
+    async def _ids_since(self, since: float) -> tuple[list[str], list[float]]:
+        pairs = await self.redis.zrangebyscore(INDEX_KEY, since, "+inf", withscores=True)
+        return [i.decode() for i, _ in pairs], [float(s) for _, s in pairs]
+
+
+def locust(url: str, users: int, extra: list[str], run_time: float) -> list[dict[str, Any]]:
+    """Locust headless; its final statistics (--json)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"),
+         "--headless", "--users", str(users), "--spawn-rate", str(users), "--host", url,
+         "--run-time", f"{round(run_time)}s", "--json", "--skip-log", "--only-summary",
+         "--exit-code-on-error", "0", *extra],
+        capture_output=True, text=True, cwd=ROOT, check=False)
+    try:
+        return list(json.loads(done.stdout))
+    except json.JSONDecodeError:
+        raise RuntimeError(f"locust failed ({done.returncode}): {done.stderr[-2000:]}") from None
+
+
+def _expand(histogram: dict[str, int]) -> list[float]:
+    """Locust's response-time histogram (rounded ms -> count) as a list of values."""
+    return [float(ms) for ms, count in sorted(histogram.items(), key=lambda kv: float(kv[0]))
+            for _ in range(count)]
+
+
+def raw_module(backend: str) -> Any:
+    return importlib.import_module(f"bench.raw.{backend}_app")
+
+
+# -- processes -------------------------------------------------------------------------
+
+@contextmanager
+def workers(spec: Spec, env: dict[str, str]) -> Iterator[list[Proc]]:
+    """`processes` worker processes of `concurrency // processes` slots each."""
+    slots = max(1, spec.concurrency // spec.processes)
+    procs: list[Proc] = []
+    try:
+        for _ in range(spec.processes):
+            if spec.mode == "raw":
+                module, args, extra = raw_module(spec.backend).worker_command(slots)
+                procs.append(Proc(args, {**env, **extra}, module=module))
+            else:
+                procs.append(Proc(["worker", "--backend", spec.backend, "--concurrency",
+                                   str(slots), "--processes", "1"], env))
+        yield procs
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+@contextmanager
+def server(spec: Spec, env: dict[str, str]) -> Iterator[str]:
+    if spec.mode == "http":
+        api = Server(spec.backend, env)
+        try:
+            yield api.url
+        finally:
+            api.stop()
+        return
+    port = free_port()
+    bare = Proc(["bench.ceiling:app", "--port", str(port), "--no-access-log",
+                 "--log-level", "warning"], env, module="uvicorn")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(f"{url}/health", bare), timeout=30, what="ceiling app")
+        yield url
+    finally:
+        bare.stop()
+
+
+def _answers(url: str, proc: Proc) -> bool:
+    if not proc.alive():
+        raise RuntimeError(f"exited:\n{proc.output()}")
+    try:
+        with urllib.request.urlopen(url, timeout=1) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+# -- figures -----------------------------------------------------------------------------
+
+def figures(spec: Spec, phase: Phase, outcomes: list[Outcome], kind: str,
+            rate: float | None) -> dict[str, Any]:
+    done = [(s, o) for s, o in zip(phase.submitted, outcomes, strict=True) if o is not None]
+    ok = [(s, o[1], o[2]) for s, o in done if o is not None and o[0]]
+    wait = [(start - sub) * 1000 for sub, start, _ in ok]
+    e2e = [(end - sub) * 1000 for sub, _, end in ok]
+    run: dict[str, Any] = {
+        "backend": spec.backend, "workload": spec.workload, "mode": spec.mode, "phase": kind,
+        "repeat": spec.repeat, "round": spec.round, "tasks": phase.count,
+        "offered_rate": rate, "duration_s": round(phase.seconds, 3),
+        "submit_rps": phase.count / phase.seconds if phase.seconds > 0 else None,
+        "throughput_tasks_per_s": _throughput(ok, kind),
+        "latency_ms": {"submit": percentiles(phase.submit_ms), "queue_wait": percentiles(wait),
+                       "end_to_end": percentiles(e2e)},
+        "latency_cdf_ms": {"end_to_end": cdf_points(e2e), "queue_wait": cdf_points(wait)},
+        "errors": phase.rejected + len(done) - len(ok),
+        # Accepted but never finished, including any the API accepted without a record.
+        "lost": max(phase.count, len(outcomes)) - len(done),
+    }
+    return run
+
+
+def _throughput(ok: list[tuple[float, float, float]], kind: str) -> float | None:
+    """burst: completions per second once warm (the first WARMUP of them excluded);
+    sustained: completions per second from the first submission to the last finish."""
+    if len(ok) < 2:
+        return None
+    ends = sorted(end for _, _, end in ok)
+    if kind == "burst":
+        skip = max(1, int(len(ends) * WARMUP))
+        span = ends[-1] - ends[skip - 1]
+        return (len(ends) - skip) / span if span > 0 else None
+    span = ends[-1] - min(sub for sub, _, _ in ok)
+    return len(ends) / span if span > 0 else None
+
+
+def ceiling_run(spec: Spec, phase: Phase) -> dict[str, Any]:
+    return {
+        "backend": "ceiling", "workload": spec.workload, "mode": "ceiling", "phase": "burst",
+        "repeat": spec.repeat, "round": spec.round, "tasks": phase.count,
+        "offered_rate": None, "duration_s": round(phase.seconds, 3),
+        "submit_rps": phase.count / phase.seconds if phase.seconds > 0 else None,
+        "throughput_tasks_per_s": None,
+        "latency_ms": {"submit": percentiles(phase.submit_ms)},
+        "latency_cdf_ms": {}, "errors": phase.rejected, "lost": None,
+    }
+
+
+# -- the session -------------------------------------------------------------------------
+
+async def run(spec: Spec) -> list[dict[str, Any]]:
+    sync_redis.Redis.from_url(spec.redis_url).flushdb()
+    env = {"REDIS_URL": spec.redis_url, "RAW_REDIS_URL": spec.redis_url,
+           "QUEUE_BACKEND": spec.backend if spec.backend != "ceiling" else "arq",
+           "DATABASE_URL": spec.database_url, "HISTORY_ENABLED": "false",
+           "ENVIRONMENT": "production"}
+    os.environ.update(env)  # raw modules read RAW_REDIS_URL at import
+    if spec.mode in ("http", "ceiling"):
+        with server(spec, env) as url:
+            return await _session(spec, env, url)
+    return await _session(spec, env, "")
+
+
+async def _session(spec: Spec, env: dict[str, str], url: str) -> list[dict[str, Any]]:
+    driver: Driver
+    if spec.mode in ("http", "ceiling"):
+        driver = LocustDriver(spec)
+        driver.url = url
+    else:
+        driver = RawDriver(spec) if spec.mode == "raw" else DirectDriver(spec)
+    try:
+        burst = await driver.burst(spec.tasks)
+        if spec.mode == "ceiling":
+            return [ceiling_run(spec, burst)]
+        with workers(spec, env):
+            runs = [figures(spec, burst, await driver.outcomes(burst), "burst", None)]
+            for rate in spec.rates:
+                phase = await driver.sustained(rate, spec.seconds)
+                runs.append(figures(spec, phase, await driver.outcomes(phase), "sustained",
+                                    rate))
+        return runs
+    finally:
+        await driver.aclose()
+
+
+def main() -> None:
+    spec = Spec(**json.loads(sys.argv[1]))
+    print(json.dumps(asyncio.run(run(spec))))
+
+
+if __name__ == "__main__":
+    main()
