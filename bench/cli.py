@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -52,7 +53,7 @@ class Profile:
 
 
 PROFILES = {
-    "quick": Profile(workloads=("noop",), repeats=1, tasks={"noop": 2000},
+    "quick": Profile(workloads=("noop",), repeats=1, tasks={"noop": 1500},
                      rates={"noop": [200.0]}, seconds=2.0),
     "full": Profile(workloads=WORKLOADS, repeats=3,
                     tasks={"noop": 5000, "sleep": 3000, "cpu": 1500},
@@ -209,9 +210,10 @@ def _migrated_database(folder: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse(argv)
     _check(args)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     out: Path = args.out or ROOT / "bench" / "results" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    console = Console()
+    console = Console(width=max(Console().width, 150))
     results: dict[str, Any] = {"meta": meta(args, argv), "runs": [], "failures": []}
     with tempfile.TemporaryDirectory(prefix="qb-bench-") as scratch:
         specs = plan(args, _migrated_database(Path(scratch)))

@@ -9,6 +9,7 @@ published on one channel, which `/wait` and dashboards listen to.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 import uuid
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import to_jsonable_python
+from redis import Redis as SyncRedis
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from core.states import TaskState
@@ -187,7 +189,7 @@ def error_of(exc: BaseException) -> dict[str, str]:
 class RecordStore:
     """Reads and moves task records. One per event loop (redis.asyncio is loop-bound)."""
 
-    def __init__(self, redis: Redis, *, ttl: int = 86_400, kept: int = 100_000,
+    def __init__(self, redis: Redis | SyncRedis, *, ttl: int = 86_400, kept: int = 100_000,
                  history: bool = True) -> None:
         self.redis = redis
         self.ttl = ttl
@@ -232,10 +234,10 @@ class RecordStore:
         """Mark STARTED; the state found before (None: no record) and the retries
         so far. A final state found means: do not run. EXPIRED is set here when
         `expires` has passed."""
-        found, retries = await self._start(
+        found, retries = await _reply(self._start(
             keys=[TASK_KEY.format(task_id), HISTORY_STREAM],
             args=[time.time(), EVENTS_CHANNEL, worker, self.history_maxlen],
-        )
+        ))
         found = _str(found)
         return (TaskState(found) if found else None), int(retries)
 
@@ -248,11 +250,11 @@ class RecordStore:
         error: dict[str, str] | None = None,
         retries: int = 0,
     ) -> None:
-        await self._finish(
+        await _reply(self._finish(
             keys=[TASK_KEY.format(task_id), HISTORY_STREAM],
             args=[state.value, time.time(), dumps(result), dumps(error), retries, self.ttl,
                   EVENTS_CHANNEL, self.history_maxlen],
-        )
+        ))
 
     async def revoke(self, task_id: str, *, running_too: bool = True) -> TaskState | None:
         found = await self._revoke(keys=[TASK_KEY.format(task_id), HISTORY_STREAM],
@@ -267,6 +269,11 @@ class RecordStore:
             return None
         existing = await self.redis.get(redis_key)
         return _str(existing) if existing else None
+
+
+async def _reply(reply: Any) -> Any:
+    """A script's reply from an asyncio client (awaited) or a blocking one (as is)."""
+    return await reply if inspect.isawaitable(reply) else reply
 
 
 def _str(value: str | bytes) -> str:

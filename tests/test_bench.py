@@ -1,0 +1,111 @@
+"""The benchmark harness end to end: a tiny run of every mode for the backend under
+test, through `queuebench bench` itself, writes the results folder with nothing lost.
+(Speed is the benchmark's business: nothing here asserts a figure's size.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import redis
+
+from bench import workloads
+from bench.cli import MODES
+from bench.cli import main as bench_main
+from core.registry import get_task
+from tests.conftest import redis_base, service_down
+
+BENCH_DB = 15  # flushed by every session: no test worker may live there
+KINDS = ("submit", "queue_wait", "end_to_end")
+
+
+@pytest.fixture(scope="module")
+def bench_redis() -> str:
+    url = f"{redis_base()}/{BENCH_DB}"
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.RedisError as exc:
+        service_down(f"Redis at {url} does not answer: {exc}")
+    return url
+
+
+@pytest.fixture(scope="module")
+def results(backend_name: str, bench_redis: str, tmp_path_factory: pytest.TempPathFactory
+            ) -> tuple[dict, Path]:  # type: ignore[type-arg]
+    out = tmp_path_factory.mktemp("bench") / "out"
+    bench_main(["--backends", backend_name, "--tasks", "40", "--rates", "20", "--seconds",
+                "1", "--users", "4", "--submitters", "4", "--redis", bench_redis,
+                "--out", str(out)])
+    return json.loads((out / "results.json").read_text()), out
+
+
+def test_every_mode_runs_both_phases(results: tuple[dict, Path], backend_name: str) -> None:
+    data, _ = results
+    assert data["failures"] == []
+    mine = {(r["mode"], r["phase"]) for r in data["runs"] if r["backend"] == backend_name}
+    assert mine == {(m, p) for m in MODES for p in ("burst", "sustained")}
+    assert [r["mode"] for r in data["runs"] if r["backend"] == "ceiling"] == ["ceiling"]
+
+
+def test_nothing_is_lost_and_nothing_fails(results: tuple[dict, Path], backend_name: str
+                                           ) -> None:
+    runs = [r for r in results[0]["runs"] if r["backend"] == backend_name]
+    for run in runs:
+        assert (run["lost"], run["errors"]) == (0, 0), run
+        assert run["tasks"] == (40 if run["phase"] == "burst" else 20), run
+
+
+def test_runs_carry_the_documented_fields(results: tuple[dict, Path], backend_name: str
+                                          ) -> None:
+    for run in results[0]["runs"]:
+        for field in ("backend", "workload", "mode", "phase", "throughput_tasks_per_s",
+                      "submit_rps", "latency_ms", "lost", "errors", "tasks"):
+            assert field in run, (field, run)
+        assert run["submit_rps"] > 0
+        if run["backend"] == "ceiling":
+            continue
+        assert run["throughput_tasks_per_s"] > 0
+        for kind in KINDS:
+            figures = run["latency_ms"][kind]
+            assert figures["count"] > 0
+            assert 0 <= figures["p50"] <= figures["p95"] <= figures["p99"] <= figures["max"]
+        assert len(run["latency_cdf_ms"]["end_to_end"]) == 101
+
+
+def test_summary_ratios_and_meta(results: tuple[dict, Path], backend_name: str) -> None:
+    data, _ = results
+    modes = {row["mode"] for row in data["summary"] if row["backend"] == backend_name}
+    assert modes == set(MODES)
+    [ratio] = [r for r in data["ratios"] if r["backend"] == backend_name]
+    assert ratio["direct_vs_raw"] > 0 and ratio["http_vs_raw"] > 0
+    assert ratio["http_submit_vs_ceiling"] > 0
+    meta = data["meta"]
+    assert backend_name in meta["versions"] and backend_name in meta["mapping"]
+    assert meta["machine"]["cpus"] and meta["machine"]["redis"]
+
+
+def test_the_report_folder_is_written(results: tuple[dict, Path]) -> None:
+    _, out = results
+    for name in ("results.json", "report.md", "report.html", "throughput.png",
+                 "latency.png", "cdf.png"):
+        assert (out / name).stat().st_size > 0, name
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html
+
+
+def test_raw_mode_does_the_shared_tasks_work() -> None:
+    assert workloads.cpu(500) == get_task("cpu").fn(500)
+    assert workloads.noop({"a": [1]}) == {"a": [1]}
+    assert workloads.sleep_sync(0.0) == 0.0
+
+
+def test_bad_arguments_and_a_down_redis_are_one_clear_line(capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main(["--backends", "rabbit"])
+    assert exit_info.value.code == 2
+    assert "unknown backend 'rabbit'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main(["--redis", "redis://127.0.0.1:1/0"])
+    assert str(exit_info.value.code).startswith("queuebench bench: error: Redis at")
