@@ -56,7 +56,7 @@ PROFILES = {
     "quick": Profile(workloads=("noop",), repeats=1, tasks={"noop": 1500},
                      rates={"noop": [200.0]}, seconds=2.0),
     "full": Profile(workloads=WORKLOADS, repeats=3,
-                    tasks={"noop": 5000, "sleep": 3000, "cpu": 1500},
+                    tasks={"noop": 3000, "sleep": 2000, "cpu": 1000},
                     rates={"noop": [100.0, 250.0, 500.0, 1000.0, 2000.0],
                            "sleep": [200.0], "cpu": [100.0]},
                     seconds=3.0),

@@ -40,6 +40,8 @@ from core.states import FINISHED, TaskState
 
 #: submissions that count as warm-up in a drain: the first completions, excluded
 WARMUP = 0.05
+#: a sweep stops at the first rate whose achieved throughput falls below this share
+SATURATED = 0.9
 ARGUMENTS: dict[str, Any] = {"noop": None, "sleep": 0.01, "cpu": 20_000}
 Outcome = tuple[bool, float, float] | None  # (succeeded, started, finished); None: never
 
@@ -415,10 +417,12 @@ async def _session(spec: Spec, env: dict[str, str], url: str) -> list[dict[str, 
             return [ceiling_run(spec, burst)]
         with workers(spec, env):
             runs = [figures(spec, burst, await driver.outcomes(burst), "burst", None)]
-            for rate in spec.rates:
+            for rate in sorted(spec.rates):
                 phase = await driver.sustained(rate, spec.seconds)
-                runs.append(figures(spec, phase, await driver.outcomes(phase), "sustained",
-                                    rate))
+                run = figures(spec, phase, await driver.outcomes(phase), "sustained", rate)
+                runs.append(run)
+                if (run["throughput_tasks_per_s"] or 0) < SATURATED * rate:
+                    break  # saturated: higher rates would only queue up
         return runs
     finally:
         await driver.aclose()

@@ -36,13 +36,14 @@ HISTORY_MAXLEN = 1_000_000
 # Core counts retries itself (a run after RETRY is the next retry), so a redelivery
 # after a worker died is not a retry on any backend.
 _START = """
-local found = redis.call('HGET', KEYS[1], 'state')
-local retries = tonumber(redis.call('HGET', KEYS[1], 'retries') or '0') or 0
+local fields = redis.call('HMGET', KEYS[1], 'state', 'retries', 'expires_at')
+local found = fields[1]
+local retries = tonumber(fields[2] or '0') or 0
 if found == 'REVOKED' or found == 'EXPIRED' or found == 'SUCCESS' or found == 'FAILURE' then
   return {found, retries}
 end
 if found == 'RETRY' then retries = retries + 1 end
-local expires = tonumber(redis.call('HGET', KEYS[1], 'expires_at') or '')
+local expires = tonumber(fields[3] or '')
 local state = 'STARTED'
 if expires and expires < tonumber(ARGV[1]) then state = 'EXPIRED' end
 if state == 'EXPIRED' then

@@ -4,7 +4,7 @@ reports (one per backend: `pytest --backend B --junitxml build/junit-B.xml`).
 Each semantics test declares the feature it proves and the backend's support level
 (tests/conftest.py `feature`); a cell shows that level and whether its test passed.
 
-    python -m tests.matrix build/junit-*.xml [--out docs/features.md]
+    python -m tests.matrix build/junit-*.xml [--out docs/features.md] [--readme README.md]
 """
 
 from __future__ import annotations
@@ -84,14 +84,49 @@ def render(cells: dict[tuple[str, str], list[tuple[str, str, str]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+README_START, README_END = "<!-- features:start -->", "<!-- features:end -->"
+
+
+def summary(cells: dict[tuple[str, str], list[tuple[str, str, str]]]) -> str:
+    """The matrix without links, for the README (between its feature markers)."""
+    backends = [b for b in BACKENDS if any(key[1] == b for key in cells)]
+    lines = ["| feature | " + " | ".join(backends) + " |",
+             "| --- | " + " | ".join("---" for _ in backends) + " |"]
+    for feature in FEATURES:
+        row = []
+        for b in backends:
+            results = cells.get((feature, b), [])
+            cell = _cell(results).split(" (")[0] if results else "not run"
+            if results and results[0][1] == Support.NONE and "✅" in cell:
+                cell = f"🚫 **{Support.NONE}** (refused, as tested)"
+            row.append(cell)
+        lines.append(f"| {feature} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, table: str) -> bool:
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_START}\n{table}{README_END}{tail}")
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "features.md")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md",
+                        help="whose feature section (between its markers) gets the summary")
     args = parser.parse_args(argv)
+    cells = read_reports(args.reports)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(read_reports(args.reports)))
+    args.out.write_text(render(cells))
     print(f"wrote {args.out}")
+    if update_readme(args.readme, summary(cells)):
+        print(f"updated {args.readme}")
 
 
 if __name__ == "__main__":
