@@ -56,10 +56,10 @@ PROFILES = {
     "quick": Profile(workloads=("noop",), repeats=1, tasks={"noop": 1500},
                      rates={"noop": [200.0]}, seconds=2.0),
     "full": Profile(workloads=WORKLOADS, repeats=3,
-                    tasks={"noop": 3000, "sleep": 2000, "cpu": 1000},
-                    rates={"noop": [100.0, 250.0, 500.0, 1000.0, 2000.0],
+                    tasks={"noop": 2500, "sleep": 1500, "cpu": 800},
+                    rates={"noop": [250.0, 500.0, 1000.0, 2000.0],
                            "sleep": [200.0], "cpu": [100.0]},
-                    seconds=3.0),
+                    seconds=2.0),
 }
 
 
