@@ -56,7 +56,7 @@ PROFILES = {
     "quick": Profile(workloads=("noop",), repeats=1, tasks={"noop": 1500},
                      rates={"noop": [200.0]}, seconds=2.0),
     "full": Profile(workloads=WORKLOADS, repeats=3,
-                    tasks={"noop": 2500, "sleep": 1500, "cpu": 800},
+                    tasks={"noop": 2000, "sleep": 1000, "cpu": 600},
                     rates={"noop": [250.0, 500.0, 1000.0, 2000.0],
                            "sleep": [200.0], "cpu": [100.0]},
                     seconds=2.0),
@@ -165,6 +165,16 @@ def meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
     }
 
 
+def _headline(runs: list[dict[str, Any]]) -> str:
+    burst = runs[0]
+    done = burst.get("throughput_tasks_per_s")
+    return ", ".join(part for part in (
+        f"{done:.0f} tasks/s" if done else "",
+        f"submit {burst['submit_rps']:.0f}/s" if burst.get("submit_rps") else "",
+        f"lost {sum(r.get('lost') or 0 for r in runs)}" if burst.get("lost") is not None else "",
+    ) if part)
+
+
 def _versions(backend: str) -> dict[str, str]:
     code = ("import json, sys; from importlib.metadata import version; "
             "print(json.dumps({n: version(n) for n in sys.argv[1:]}))")
@@ -220,14 +230,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as progress:
             bar = progress.add_task("starting", total=len(specs))
-            for spec in specs:
+            for number, spec in enumerate(specs, 1):
                 name = f"round {spec.round + 1}: {spec.backend} {spec.mode} {spec.workload}"
                 progress.update(bar, description=name)
+                started = time.monotonic()
                 try:
-                    results["runs"].extend(run_session(spec))
+                    runs = run_session(spec)
                 except Exception as exc:  # one broken session must not lose the others
                     results["failures"].append({"session": name, "error": str(exc)})
                     progress.console.print(f"[red]{name}: failed: {exc}")
+                else:
+                    results["runs"].extend(runs)
+                    if not console.is_terminal:  # a log (CI, a pipe): a line per session
+                        console.print(f"[{number}/{len(specs)}] {name}: "
+                                      f"{_headline(runs)} ({time.monotonic() - started:.0f} s)")
                 progress.advance(bar)
     results["meta"]["finished"] = _now()
     results["summary"] = stats.summarise(results["runs"])

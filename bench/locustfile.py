@@ -44,7 +44,8 @@ class TaskSubmitter(FastHttpUser):
         rate = options.qb_rate if options else 0.0
         if not rate:
             return 0.0
-        users = max(1, self.environment.runner.user_count if self.environment.runner else 1)
+        # The users asked for, not those spawned so far: the first ones would overshoot.
+        users = max(1, options.num_users or 1)
         return float(constant_throughput(rate / users)(self))
 
     @task
