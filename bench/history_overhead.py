@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from core.db import TaskHistory, dispose_all, migrate, session
 from core.loader import adapter_module
 from core.procs import Proc, venv_python, wait_until
-from core.records import EVENTS_CHANNEL
+from core.records import EVENTS_CHANNEL, HISTORY_STREAM
 from core.settings import Settings
 from core.states import FINISHED
 
@@ -78,6 +78,13 @@ async def rows(database_url: str) -> int:
         await dispose_all()
 
 
+def _writer_reading(client: redis.Redis) -> bool:
+    try:
+        return any(group["consumers"] for group in client.xinfo_groups(HISTORY_STREAM))
+    except redis.ResponseError:  # no stream yet
+        return False
+
+
 def one_run(args: argparse.Namespace, history: bool, database_url: str) -> dict[str, float]:
     redis.Redis.from_url(args.redis).flushdb()
     env = {"REDIS_URL": args.redis, "DATABASE_URL": database_url, "QUEUE_BACKEND": args.backend,
@@ -93,6 +100,8 @@ def one_run(args: argparse.Namespace, history: bool, database_url: str) -> dict[
                    timeout=60, what="worker heartbeat")
         if history:
             procs.append(Proc(["history"], env, python))
+            # Timed once the writer reads (its start-up is not its steady cost).
+            wait_until(lambda: _writer_reading(client), timeout=60, what="history writer")
         before = asyncio.run(rows(database_url))
         settings = Settings(redis_url=args.redis, database_url=database_url,
                             queue_backend=args.backend, history_enabled=history)

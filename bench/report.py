@@ -371,7 +371,7 @@ def throughput_chart(summary: list[dict[str, Any]]) -> Figure:
                    ceilings[0] if ceilings else None)
     if ceiling and _median_of(ceiling, "submit_rps") is not None:
         ax.axhline(_median_of(ceiling, "submit_rps"), color="black", linestyle="--",
-                   linewidth=1, label="ceiling (generator alone)")
+                   linewidth=1, label="ceiling (Locust on bare FastAPI + LPUSH)")
     ax.set_title(f"{submit_workload}: submit rate (burst)")
     ax.set_ylabel("requests/s")
     _legend(ax, fontsize="small")

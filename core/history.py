@@ -172,9 +172,13 @@ class HistoryWriter:
     """Moves finished tasks from the Redis stream into the history table."""
 
     def __init__(self, store: RecordStore, history: HistoryStore, *, batch: int = 500,
-                 block: float = 1.0, claim_idle: float = 30.0,
+                 block: float = 1.0, claim_idle: float = 30.0, interval: float = 0.0,
                  consumer: str | None = None) -> None:
         self.store = store
+        # Once caught up, wait this long before reading on: under load a batch then
+        # holds many tasks, and the database sees a few large transactions instead of
+        # one per task (each commit costs the workers' CPU on a shared machine).
+        self.interval = interval
         self.redis = store.redis
         self.history = history
         self.batch = batch
@@ -189,7 +193,8 @@ class HistoryWriter:
     @classmethod
     def from_settings(cls, settings: Settings, redis: Redis) -> HistoryWriter:
         store = RecordStore(redis, ttl=settings.record_ttl, kept=settings.records_kept)
-        return cls(store, HistoryStore(settings.database_url), batch=settings.history_batch)
+        return cls(store, HistoryStore(settings.database_url), batch=settings.history_batch,
+                   interval=settings.history_interval)
 
     async def ensure_group(self) -> None:
         # From id 0: what finished while no writer ran is written too.
@@ -200,7 +205,10 @@ class HistoryWriter:
         """Write batches until `stop` is set; a failure is logged and retried."""
         while not stop.is_set():
             try:
-                await self.step()
+                handled = await self.step()
+                if 0 < handled < self.batch and self.interval:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.interval)
             except Exception as exc:  # database or Redis away: keep the entries, retry
                 if isinstance(exc, ResponseError) and str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     # Redis lost the stream and its group (a restart, FLUSHDB).

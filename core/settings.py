@@ -43,8 +43,11 @@ class Settings(BaseSettings):
     dramatiq_maintenance_chance: int = Field(1_000, ge=1, le=1_000_000)
     # Durable task history (core/history.py): finished tasks are streamed to the database.
     history_enabled: bool = Field(True, description="keep finished tasks in the database")
-    history_batch: int = Field(500, ge=1, le=10_000,
+    history_batch: int = Field(2_000, ge=1, le=10_000,
                                description="task ids the history writer reads at once")
+    history_interval: float = Field(
+        1.0, ge=0, le=60, description="seconds the history writer lets finished tasks "
+        "gather once it has caught up (fewer, larger database transactions)")
 
     @property
     def broker(self) -> str:
