@@ -13,7 +13,7 @@ import inspect
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -142,7 +142,9 @@ class TaskRecord:
 
     def to_hash(self) -> dict[str, str]:
         out: dict[str, str] = {}
-        for key, value in asdict(self).items():
+        # Not dataclasses.asdict: its deep copy of args and result costs more than the rest.
+        for key in _RECORD_FIELDS:
+            value = getattr(self, key)
             if key in self._JSON:
                 out[key] = dumps(value)
             elif value is not None:
@@ -181,6 +183,9 @@ class TaskRecord:
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
         }
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(TaskRecord))
 
 
 def error_of(exc: BaseException) -> dict[str, str]:
