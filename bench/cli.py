@@ -34,6 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bench import report, stats
 from bench.session import WARMUP, Spec
+from core.db import migrate
 from core.procs import ROOT, venv_python
 from core.settings import BACKENDS
 
@@ -208,15 +209,6 @@ def _check(args: argparse.Namespace) -> None:
                          "run ./run envs (or use ./run bench)")
 
 
-def _migrated_database(folder: Path) -> str:
-    """The API refuses an unmigrated database; the benchmark keeps no history in it."""
-    from core.db import migrate
-
-    url = f"sqlite+aiosqlite:///{folder / 'bench.db'}"
-    migrate.upgrade(url)
-    return url
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse(argv)
     _check(args)
@@ -226,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     console = Console(width=max(Console().width, 150))
     results: dict[str, Any] = {"meta": meta(args, argv), "runs": [], "failures": []}
     with tempfile.TemporaryDirectory(prefix="qb-bench-") as scratch:
-        specs = plan(args, _migrated_database(Path(scratch)))
+        specs = plan(args, migrate.scratch_sqlite(Path(scratch) / "bench.db"))
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as progress:
             bar = progress.add_task("starting", total=len(specs))

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
+from core.db import migrate
 from core.procs import Proc, Server, venv_python
 from core.settings import BACKENDS
 
@@ -66,8 +70,9 @@ async def measure(url: str, seconds: float, clients: int, round_trips: int) -> d
     return {"samples": samples, "divide_ms": statistics.median(trips), "submit_rps": rate}
 
 
-def run_backend(backend: str, redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    env = {"REDIS_URL": redis_url, "QUEUE_BACKEND": backend}
+def run_backend(backend: str, redis_url: str, database_url: str, args: argparse.Namespace
+                ) -> dict[str, Any]:
+    env = {"REDIS_URL": redis_url, "QUEUE_BACKEND": backend, "DATABASE_URL": database_url}
     python = venv_python(backend)
     worker = Proc(["worker", "--backend", backend, "--concurrency", str(args.concurrency)],
                   env, python)
@@ -91,12 +96,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import redis
 
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     console = Console()
     results: dict[str, dict[str, Any]] = {}
-    for backend in args.backends.split(","):
-        redis.Redis.from_url(args.redis).flushdb()
-        with console.status(f"{backend}: worker, API, tasks..."):
-            results[backend] = run_backend(backend, args.redis, args)
+    with tempfile.TemporaryDirectory(prefix="qb-demo-") as scratch:
+        database_url = migrate.scratch_sqlite(Path(scratch) / "demo.db")
+        for backend in args.backends.split(","):
+            redis.Redis.from_url(args.redis).flushdb()
+            with console.status(f"{backend}: worker, API, tasks..."):
+                results[backend] = run_backend(backend, args.redis, database_url, args)
     console.print(_tasks_table(results))
     console.print(_rates_table(results, args))
 

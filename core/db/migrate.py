@@ -52,6 +52,14 @@ def upgrade(url: str, revision: str = "head") -> None:
     _without_loop(command.upgrade, alembic_config(url), revision)
 
 
+def scratch_sqlite(path: Path) -> str:
+    """A new SQLite database at `path`, migrated to head: what the demo and the benchmark
+    give the API, which refuses an unmigrated database."""
+    url = f"sqlite+aiosqlite:///{path}"
+    upgrade(url)
+    return url
+
+
 def downgrade(url: str, revision: str) -> None:
     check_reachable(url)
     _without_loop(command.downgrade, alembic_config(url), revision)
