@@ -60,9 +60,15 @@ def redis_url(backend_name: str) -> str:
         adapter_module(backend_name)
     except ConfigError as exc:
         pytest.fail(f"backend {backend_name} was asked for but cannot load: {exc.detail}")
-    url = f"{redis_base()}/{REDIS_DB[backend_name]}"
+    return redis_database(REDIS_DB[backend_name], flush=True)
+
+
+def redis_database(db: int, *, flush: bool) -> str:
+    """The URL of Redis database `db`, once it answers (flushed if asked)."""
+    url = f"{redis_base()}/{db}"
     try:
-        redis.Redis.from_url(url).flushdb()
+        client = redis.Redis.from_url(url)
+        client.flushdb() if flush else client.ping()
     except redis.RedisError as exc:
         service_down(f"Redis at {url} does not answer: {exc}")
     return url

@@ -8,13 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-import redis
 
 from bench import workloads
 from bench.cli import MODES
 from bench.cli import main as bench_main
 from core.registry import get_task
-from tests.conftest import redis_base, service_down
+from tests.conftest import redis_database
 
 BENCH_DB = 15  # flushed by every session: no test worker may live there
 KINDS = ("submit", "queue_wait", "end_to_end")
@@ -22,12 +21,7 @@ KINDS = ("submit", "queue_wait", "end_to_end")
 
 @pytest.fixture(scope="module")
 def bench_redis() -> str:
-    url = f"{redis_base()}/{BENCH_DB}"
-    try:
-        redis.Redis.from_url(url).ping()
-    except redis.RedisError as exc:
-        service_down(f"Redis at {url} does not answer: {exc}")
-    return url
+    return redis_database(BENCH_DB, flush=False)
 
 
 @pytest.fixture(scope="module")
