@@ -13,10 +13,10 @@ import uuid
 from typing import Any
 
 from fastapi import Body, FastAPI
-from redis.asyncio import BlockingConnectionPool, Redis
 
-redis = Redis(connection_pool=BlockingConnectionPool.from_url(
-    os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/9"), max_connections=200))
+from core.records import connect  # the API's own Redis client factory: same pool, same limits
+
+redis = connect(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/9"))
 app = FastAPI(title="queuebench ceiling")
 
 
