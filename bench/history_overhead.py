@@ -96,7 +96,7 @@ def one_run(args: argparse.Namespace, history: bool, database_url: str) -> dict[
     try:
         client = redis.Redis.from_url(args.redis)
         wait_until(lambda: any(k.decode().endswith(f":{worker.pid}")
-                               for k in client.scan_iter(match="qb:worker:*")),
+                               for k in client.zrange("qb:workers:seen", 0, -1)),
                    timeout=60, what="worker heartbeat")
         if history:
             procs.append(Proc(["history"], env, python))

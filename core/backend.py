@@ -17,7 +17,13 @@ from typing import Any, ClassVar
 from redis.asyncio import Redis
 
 from core.db import ping
-from core.errors import AlreadyFinished, QueuebenchError, TaskNotFound, UnsupportedOption
+from core.errors import (
+    AlreadyFinished,
+    QueuebenchError,
+    TaskNotFound,
+    Unavailable,
+    UnsupportedOption,
+)
 from core.events import EventHub
 from core.features import CORE_FEATURES, Support, supported_options
 from core.history import HistoryStore, TaskFilter, recent
@@ -30,6 +36,10 @@ from core.states import FINISHED, TaskState
 from core.workers import live_workers
 
 DEFAULT_QUEUE = "default"
+# The options a redelivery sends again (the delay, expiry and key have done their work).
+REDELIVERED = {"max_retries", "retry_backoff", "time_limit", "queue", "priority"}
+# Seconds a read may take when the answer is owed now (the end of /wait).
+READ_TIMEOUT = 5.0
 
 
 class TaskBackend(ABC):
@@ -42,7 +52,8 @@ class TaskBackend(ABC):
         self.settings = settings
         self.redis = redis or connect(settings.redis_url, settings.redis_max_connections)
         self.store = RecordStore(self.redis, ttl=settings.record_ttl, kept=settings.records_kept,
-                                 history=settings.history_enabled)
+                                 history=settings.history_enabled,
+                                 lease=settings.redelivery_after)
         self.events = EventHub(self.redis)
         # Where finished tasks are found after Redis has let them go (core/history.py).
         self.history = HistoryStore(settings.database_url) if settings.history_enabled else None
@@ -51,7 +62,15 @@ class TaskBackend(ABC):
     @abstractmethod
     async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
                       options: TaskOptions) -> None:
-        """Hand the task to the library; must not block the event loop."""
+        """Hand the task to the library; must not block the event loop. The message's
+        id is `record.delivery_id`; beside the arguments it carries `meta(...)`."""
+
+    async def redeliver(self, record: TaskRecord) -> None:
+        """Send a task again whose run was lost (core/reaper.py): its record's
+        arguments and options, under a new delivery id."""
+        spec = get_task(record.name)
+        options = TaskOptions.model_validate(record.options or {})
+        await self.enqueue(record, spec.bind(record.args, record.kwargs), options)
 
     async def revoke(self, record: TaskRecord) -> None:  # noqa: B027 (optional hook)
         """Tell the library to drop or stop `record`'s task. The record is already
@@ -76,6 +95,11 @@ class TaskBackend(ABC):
     def policy(self, options: TaskOptions) -> Policy:
         return options.policy(self.settings.retry_backoff_max)
 
+    def meta(self, record: TaskRecord, options: TaskOptions) -> dict[str, Any]:
+        """What a message carries beside the task's arguments: the task's id (the
+        message's own id changes on a redelivery) and its policy (core/runner.py)."""
+        return {"task_id": record.id, **self.policy(options).to_wire()}
+
     async def submit(self, name: str, args: list[Any] | None = None,
                      kwargs: dict[str, Any] | None = None,
                      options: TaskOptions | None = None) -> TaskRecord:
@@ -85,19 +109,27 @@ class TaskBackend(ABC):
         requested = options or TaskOptions()
         self.check_options(requested)
         opts = requested.merged_over(spec.defaults)
+        submitted = time.time()
         record = TaskRecord(id=new_task_id(), name=name, backend=self.name, args=args,
-                            kwargs=kwargs, submitted_at=time.time(), queue=opts.queue)
-        if opts.idempotency_key:
-            first = await self.store.claim_idempotency(opts.idempotency_key, record.id)
-            if first is not None:
-                return await self.get(first)
-        record.expires_at = _expires_at(opts.expires, record.submitted_at or time.time())
-        await self.store.create(record)
+                            kwargs=kwargs, submitted_at=submitted, queue=opts.queue,
+                            expires_at=_expires_at(opts.expires, submitted),
+                            options=opts.model_dump(mode="json", include=REDELIVERED,
+                                                    exclude_none=True))
+        stands = await self.store.create(record, idempotency_key=opts.idempotency_key,
+                                         not_before=_not_before(opts, submitted))
+        if stands != record.id:  # the idempotency key is bound to an earlier task
+            return await self.get(stands)
         try:
             await self.enqueue(record, arguments, opts)
-        except Exception as exc:
-            # Never a silent drop: the record says it failed to reach the queue.
-            await self.store.finish(record.id, TaskState.FAILURE, error=error_of(exc))
+        except BaseException as exc:
+            # Never a silent drop, nor a record left PENDING for ever (a cancelled
+            # request included): it says it failed to reach the queue, and no
+            # worker will run it.
+            error = error_of(exc) if isinstance(exc, Exception) else {
+                "type": "NotQueued", "message": f"submission interrupted ({type(exc).__name__})"}
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.finish(record.id, TaskState.FAILURE,
+                                                       error=error))
             raise
         return record
 
@@ -132,25 +164,36 @@ class TaskBackend(ABC):
         return record
 
     async def wait(self, task_id: str, timeout: float) -> TaskRecord:
-        async with self.events.watch(task_id) as finished:
-            record = await self.get(task_id)
-            if record.state in FINISHED:
-                return record
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), timeout)
-        return await self.get(task_id)
+        """The record once final, or after `timeout` seconds: never later than that
+        (plus one bounded read), whatever Redis does meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout), self.events.watch(task_id) as finished:
+                record = await self.get(task_id)
+                if record.state in FINISHED:
+                    return record
+                await finished.wait()
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                return await self.get(task_id)
+        except TimeoutError:
+            raise Unavailable(f"redis did not answer within {READ_TIMEOUT}s") from None
 
     async def health(self) -> dict[str, Any]:
         checks: dict[str, Any] = {"backend": self.name}
         try:
             await self.redis.ping()
             checks["redis"] = True
-            workers = await live_workers(self.redis, self.name)
+            workers = await live_workers(self.redis, self.name, self.settings.worker_heartbeat)
             checks["workers"] = len(workers)
         except Exception:  # a down service is a 503, not a traceback
             checks["redis"], checks["workers"] = False, 0
         checks["database"] = await ping(self.settings.database_url)
         return checks
+
+
+def _not_before(options: TaskOptions, submitted: float) -> float:
+    start = submitted + (options.countdown or 0)
+    return max(start, options.eta.timestamp()) if options.eta else start
 
 
 def _expires_at(expires: float | datetime | None, submitted: float) -> float | None:

@@ -33,6 +33,12 @@ class AlreadyFinished(QueuebenchError):
     status = 409
 
 
+class Unavailable(QueuebenchError):
+    """A service did not answer in time: 503."""
+
+    status = 503
+
+
 class ConfigError(QueuebenchError):
     """A setting that stops the process from starting; printed as one line."""
 

@@ -23,7 +23,8 @@ FEATURES: dict[str, str] = {
     "queues": "`queue` routes to a named queue (`worker --queues`)",
     "priority": "`priority` 0-9: higher runs first",
     "idempotency": "`idempotency_key`: a second submit returns the first task; work runs once",
-    "redelivery": "a task whose worker is killed (SIGKILL) runs again on another worker",
+    "redelivery": "a task whose worker is killed (SIGKILL) runs again on another worker, "
+                  "once, within REDELIVERY_AFTER (default 30 s) and a reaper's pass",
     "graceful_shutdown": "SIGTERM: tasks in flight finish before the worker exits",
 }
 
@@ -45,6 +46,7 @@ CORE_FEATURES: dict[str, Support] = {
     "expiry": Support.CORE,
     "idempotency": Support.CORE,
     "cancel_pending": Support.CORE,
+    "redelivery": Support.CORE,  # core/reaper.py; the library's own stays behind it
 }
 
 

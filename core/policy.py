@@ -7,7 +7,7 @@ TimeLimit, arq's Retry)."""
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 DEFAULT_BACKOFF = 1.0
@@ -35,4 +35,8 @@ class Policy:
 
     @classmethod
     def from_wire(cls, data: dict[str, Any] | None) -> Policy:
-        return cls(**(data or {}))
+        """From a message's meta, which carries more than the policy (the task id)."""
+        return cls(**{k: v for k, v in (data or {}).items() if k in _FIELDS})
+
+
+_FIELDS = frozenset(f.name for f in fields(Policy))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field, fields
@@ -25,77 +26,167 @@ from core.states import TaskState
 
 TASK_KEY = "qb:task:{}"
 INDEX_KEY = "qb:tasks"
-IDEMPOTENCY_KEY = "qb:idem:{}"
+IDEMPOTENCY_KEY = "qb:idem:{}:{}"  # task name, client's key
 EVENTS_CHANNEL = "qb:events"
 # Ids of tasks that reached a final state, for the history writer (core/history.py).
 HISTORY_STREAM = "qb:history"
 HISTORY_MAXLEN = 1_000_000
+# Task ids with an `expires`, scored by it: the reaper expires those no worker took.
+EXPIRING_KEY = "qb:expiring"
+# Task ids a worker process runs now (its lease is its heartbeat, core/workers.py).
+OWNED_KEY = "qb:owned:{}"
+# Task ids whose run was interrupted in a live process (cancelled): the reaper runs
+# them again as it does a dead worker's.
+ORPHANS_KEY = "qb:orphans"
+# Every worker process's last heartbeat (core/workers.py), a sorted set by time.
+WORKERS_SEEN_KEY = "qb:workers:seen"
 
-# KEYS[1] record, KEYS[2] history stream; ARGV: now, channel, worker, history maxlen
-# (0: history off). Returns {state found, retries so far}.
+# Lua helpers shared by the scripts. A record without a name is no record: Redis lost
+# it (TTL, FLUSHDB, eviction), and no script ever writes a partial one back.
+_LIB = """
+local function is_final(s)
+  return s == 'SUCCESS' or s == 'FAILURE' or s == 'REVOKED' or s == 'EXPIRED'
+end
+local function task_id(key) return string.sub(key, 9) end
+local function announce(key, state, maxlen, channel)
+  if is_final(state) then
+    redis.call('ZREM', 'qb:expiring', task_id(key))
+    if maxlen ~= '0' then
+      redis.call('XADD', 'qb:history', 'MAXLEN', '~', maxlen, '*', 'id', task_id(key))
+    end
+  end
+  redis.call('PUBLISH', channel, cjson.encode({id=task_id(key), state=state}))
+end
+"""
+
+# KEYS: record, index, idempotency key. ARGV: ttl, kept, channel, submitted,
+# idempotent (0/1), expires_at ('' for none), then the record's field/value pairs.
+# Claim and create are one step: a second submit with the key finds the first record,
+# never a key bound to nothing. Returns the id of the task that stands.
+_CREATE = _LIB + """
+local id = task_id(KEYS[1])
+if ARGV[5] == '1' then
+  local first = redis.call('GET', KEYS[3])
+  if first and redis.call('HEXISTS', 'qb:task:' .. first, 'name') == 1 then return first end
+  redis.call('SET', KEYS[3], id, 'EX', ARGV[1])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[4], id)
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[2]) - 1)
+if ARGV[6] ~= '' then redis.call('ZADD', 'qb:expiring', ARGV[6], id) end
+redis.call('PUBLISH', ARGV[3], cjson.encode({id=id, state='PENDING'}))
+return id
+"""
+
+# KEYS: record, owned set of this worker, workers' heartbeats.
+# ARGV: now, channel, worker, history maxlen (0: off), lease seconds.
+# Returns {state found, retries so far}; 'LOST' (no record: do not run) or 'BUSY'
+# (STARTED by a worker whose heartbeat is fresh, this one included: do not run).
+# A STARTED record whose owner's heartbeat lapsed is taken over: that delivery died.
 # Core counts retries itself (a run after RETRY is the next retry), so a redelivery
 # after a worker died is not a retry on any backend.
-_START = """
-local fields = redis.call('HMGET', KEYS[1], 'state', 'retries', 'expires_at')
-local found = fields[1]
-local retries = tonumber(fields[2] or '0') or 0
-if found == 'REVOKED' or found == 'EXPIRED' or found == 'SUCCESS' or found == 'FAILURE' then
-  return {found, retries}
+_START = _LIB + """
+local id = task_id(KEYS[1])
+local f = redis.call('HMGET', KEYS[1], 'state', 'retries', 'expires_at', 'worker', 'name')
+if not f[5] then return {'LOST', 0} end
+local found = f[1]
+local retries = tonumber(f[2] or '0') or 0
+if is_final(found) then return {found, retries} end
+local now = tonumber(ARGV[1])
+if found == 'STARTED' and f[4] then
+  local seen = redis.call('ZSCORE', KEYS[3], f[4])
+  if seen and tonumber(seen) >= now - tonumber(ARGV[5]) then return {'BUSY', retries} end
+  redis.call('SREM', 'qb:owned:' .. f[4], id)
 end
+redis.call('SREM', 'qb:orphans', id)
 if found == 'RETRY' then retries = retries + 1 end
-local expires = tonumber(fields[3] or '')
-local state = 'STARTED'
-if expires and expires < tonumber(ARGV[1]) then state = 'EXPIRED' end
-if state == 'EXPIRED' then
-  redis.call('HSET', KEYS[1], 'state', state, 'finished_at', ARGV[1])
-  if ARGV[4] ~= '0' then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'id', string.sub(KEYS[1], 9))
-  end
-else
-  redis.call('HSET', KEYS[1], 'state', state, 'started_at', ARGV[1], 'retries', retries,
-             'worker', ARGV[3])
+local expires = tonumber(f[3] or '')
+if expires and expires < now then
+  redis.call('HSET', KEYS[1], 'state', 'EXPIRED', 'finished_at', ARGV[1])
+  announce(KEYS[1], 'EXPIRED', ARGV[4], ARGV[2])
+  return {'EXPIRED', retries}
 end
-redis.call('PUBLISH', ARGV[2], cjson.encode({id=string.sub(KEYS[1], 9), state=state}))
-if state == 'EXPIRED' then return {state, retries} end
+redis.call('HSET', KEYS[1], 'state', 'STARTED', 'started_at', ARGV[1], 'retries', retries,
+           'worker', ARGV[3])
+redis.call('SADD', KEYS[2], id)
+announce(KEYS[1], 'STARTED', ARGV[4], ARGV[2])
 return {found or '', retries}
 """
 
-# KEYS[1] record, KEYS[2] history stream; ARGV: state, now, result json, error json,
-# retries, ttl, channel, history maxlen (0: history off).
-# A REVOKED or EXPIRED record stays so: a cancel that could not stop a run wins.
-_FINISH = """
-local found = redis.call('HGET', KEYS[1], 'state')
-if found == 'REVOKED' or found == 'EXPIRED' then return found end
+# KEYS: record, owned set of this worker. ARGV: state, now, result json, error
+# json, retries, ttl, channel, history maxlen (0: off).
+# The first final state wins: a REVOKED or EXPIRED record stays so (a cancel that could
+# not stop a run wins), and a second delivery cannot overwrite a finished one.
+_FINISH = _LIB + """
+redis.call('SREM', KEYS[2], task_id(KEYS[1]))
+local f = redis.call('HMGET', KEYS[1], 'state', 'name')
+if not f[2] then return 'LOST' end
+if is_final(f[1]) then return f[1] end
 local fields = {'state', ARGV[1], 'result', ARGV[3], 'error', ARGV[4], 'retries', ARGV[5]}
 if ARGV[1] ~= 'RETRY' then
   table.insert(fields, 'finished_at'); table.insert(fields, ARGV[2])
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ARGV[6])
-if ARGV[1] ~= 'RETRY' and ARGV[8] ~= '0' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'id', string.sub(KEYS[1], 9))
-end
-redis.call('PUBLISH', ARGV[7], cjson.encode({id=string.sub(KEYS[1], 9), state=ARGV[1]}))
-return found or false
+announce(KEYS[1], ARGV[1], ARGV[8], ARGV[7])
+return f[1] or false
 """
 
-# KEYS[1] record, KEYS[2] history stream; ARGV: now, channel, running_too, history
-# maxlen (0: history off). Cancel unless final (or running and running_too is 0);
-# returns the state found.
-_REVOKE = """
-local found = redis.call('HGET', KEYS[1], 'state')
-if not found then return false end
-if found == 'SUCCESS' or found == 'FAILURE' or found == 'REVOKED' or found == 'EXPIRED' then
-  return found
-end
-if found == 'STARTED' and ARGV[3] == '0' then return found end
+# KEYS: record. ARGV: now, channel, running_too, history maxlen (0: off).
+# Cancel unless final (or running and running_too is 0); returns the state found.
+_REVOKE = _LIB + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'name')
+if not f[2] then return false end
+if is_final(f[1]) then return f[1] end
+if f[1] == 'STARTED' and ARGV[3] == '0' then return f[1] end
 redis.call('HSET', KEYS[1], 'state', 'REVOKED', 'finished_at', ARGV[1])
-redis.call('PUBLISH', ARGV[2], cjson.encode({id=string.sub(KEYS[1], 9), state='REVOKED'}))
-if ARGV[4] ~= '0' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'id', string.sub(KEYS[1], 9))
-end
-return found
+announce(KEYS[1], 'REVOKED', ARGV[4], ARGV[2])
+return f[1]
 """
+
+# KEYS: record. ARGV: now, channel, history maxlen. A PENDING or RETRY task
+# past its `expires` ends EXPIRED (no worker took it in time); returns the state.
+_EXPIRE = _LIB + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'expires_at', 'name')
+if not f[3] then redis.call('ZREM', 'qb:expiring', task_id(KEYS[1])); return false end
+local expires = tonumber(f[2] or '')
+if (f[1] == 'PENDING' or f[1] == 'RETRY') and expires and expires < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'state', 'EXPIRED', 'finished_at', ARGV[1])
+  announce(KEYS[1], 'EXPIRED', ARGV[3], ARGV[2])
+  return 'EXPIRED'
+end
+if is_final(f[1]) then redis.call('ZREM', 'qb:expiring', task_id(KEYS[1])) end
+return f[1]
+"""
+
+# KEYS: record, the set it is owned in (a dead worker's, or the orphans). ARGV: the
+# owner ('' for an orphan), channel. A STARTED record of that owner goes back to
+# PENDING, its deliveries counted, for one more delivery; returns the record, or
+# nothing to redo. It stays in the set until the caller has sent it (`_again` in
+# core/reaper.py), so a failed send is tried again; a PENDING one still in the set
+# is such a retry.
+_RECLAIM = _LIB + """
+local id = task_id(KEYS[1])
+if redis.call('SISMEMBER', KEYS[2], id) == 0 then return false end
+local f = redis.call('HMGET', KEYS[1], 'state', 'worker', 'name')
+if not f[3] or (f[1] ~= 'STARTED' and f[1] ~= 'PENDING')
+   or (ARGV[1] ~= '' and f[2] ~= ARGV[1]) then
+  redis.call('SREM', KEYS[2], id)
+  return false
+end
+if f[1] == 'STARTED' then
+  redis.call('HSET', KEYS[1], 'state', 'PENDING')
+  redis.call('HDEL', KEYS[1], 'started_at')
+  redis.call('PUBLISH', ARGV[2], cjson.encode({id=id, state='PENDING'}))
+end
+redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# Outcomes of `start` that are not states: do not run.
+LOST = "LOST"  # no record (Redis lost it): the run is refused, nothing is written
+BUSY = "BUSY"  # a live worker runs it already: this delivery is a duplicate
 
 
 def connect(url: str, max_connections: int = 200) -> Redis:
@@ -111,7 +202,28 @@ def new_task_id() -> str:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(to_jsonable_python(value, fallback=repr), separators=(",", ":"))
+    """`value` as JSON text. Non-finite floats are not JSON: json.dumps would write the
+    bare words Infinity and NaN, which FastAPI renders as null (or fails on) and
+    PostgreSQL's json type refuses. They are kept as the strings "Infinity",
+    "-Infinity" and "NaN" (ECMAScript's names, also pydantic's ser_json_inf_nan="strings"):
+    valid JSON everywhere, unlike null they keep which value it was, and float() or a
+    float-typed task parameter reads them back."""
+    jsonable = to_jsonable_python(value, fallback=repr)
+    try:
+        return json.dumps(jsonable, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # a non-finite float somewhere: only then walk the value
+        return json.dumps(finite(jsonable), separators=(",", ":"))
+
+
+def finite(value: Any) -> Any:
+    """`value` (lists, dicts, scalars) with its non-finite floats as their strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    return value
 
 
 def _iso(ts: float | None) -> datetime | None:
@@ -135,9 +247,13 @@ class TaskRecord:
     # Not part of the public body: what the runner and cancel need to know.
     expires_at: float | None = None
     queue: str | None = None
-    worker: str | None = None  # host:pid of the process that ran it last
+    worker: str | None = None  # host:pid of the process that ran it last (its owner)
+    # What a redelivery needs to send the task again (core/reaper.py): its options
+    # (queue, priority, retries, time limit) and how many times it was sent again.
+    options: dict[str, Any] | None = None
+    deliveries: int = 0
 
-    _JSON = ("args", "kwargs", "result", "error")
+    _JSON = ("args", "kwargs", "result", "error", "options")
     _FLOAT = ("submitted_at", "started_at", "finished_at", "expires_at")
 
     def to_hash(self) -> dict[str, str]:
@@ -153,12 +269,14 @@ class TaskRecord:
 
     @classmethod
     def from_hash(cls, data: dict[str, str]) -> TaskRecord:
+        """`data` must hold an id and a name (see `is_whole`)."""
         values: dict[str, Any] = {"id": data["id"], "name": data["name"]}
         values["backend"] = data.get("backend", "")
         values["state"] = TaskState(data.get("state", "PENDING"))
         values["retries"] = int(data.get("retries") or 0)
         values["queue"] = data.get("queue") or None
         values["worker"] = data.get("worker") or None
+        values["deliveries"] = int(data.get("deliveries") or 0)
         for key in cls._JSON:
             if data.get(key):
                 values[key] = json.loads(data[key])
@@ -166,6 +284,12 @@ class TaskRecord:
             if data.get(key):
                 values[key] = float(data[key])
         return cls(**values)
+
+    @property
+    def delivery_id(self) -> str:
+        """The library's message id for this delivery: the task id, then a new one
+        for each redelivery (arq refuses a second job of the same id)."""
+        return self.id if not self.deliveries else f"{self.id}~{self.deliveries}"
 
     def body(self) -> dict[str, Any]:
         """The task body of shared/API.md."""
@@ -192,34 +316,57 @@ def error_of(exc: BaseException) -> dict[str, str]:
     return {"type": type(exc).__name__, "message": str(exc)}
 
 
+def is_whole(data: dict[str, str]) -> bool:
+    """Whether a hash read from Redis is a record (not a few fields left of one)."""
+    return bool(data.get("id") and data.get("name"))
+
+
 class RecordStore:
     """Reads and moves task records. One per event loop (redis.asyncio is loop-bound)."""
 
     def __init__(self, redis: Redis | SyncRedis, *, ttl: int = 86_400, kept: int = 100_000,
-                 history: bool = True) -> None:
+                 history: bool = True, lease: float = 30.0) -> None:
         self.redis = redis
         self.ttl = ttl
         self.kept = kept
+        # Seconds a STARTED record's owner may go without a heartbeat before another
+        # delivery of the task may run it (REDELIVERY_AFTER).
+        self.lease = lease
         # Final states are streamed for the history writer, inside the same scripts:
         # no extra round trip on the worker's path. 0 tells the scripts not to.
         self.history_maxlen = HISTORY_MAXLEN if history else 0
+        self._create = redis.register_script(_CREATE)
         self._start = redis.register_script(_START)
         self._finish = redis.register_script(_FINISH)
         self._revoke = redis.register_script(_REVOKE)
+        self._expire = redis.register_script(_EXPIRE)
+        self._reclaim = redis.register_script(_RECLAIM)
 
-    async def create(self, record: TaskRecord) -> None:
-        key = TASK_KEY.format(record.id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, mapping=record.to_hash())
-            pipe.expire(key, self.ttl)
-            pipe.zadd(INDEX_KEY, {record.id: record.submitted_at or time.time()})
-            pipe.zremrangebyrank(INDEX_KEY, 0, -self.kept - 1)
-            pipe.publish(EVENTS_CHANNEL, dumps({"id": record.id, "state": record.state}))
-            await pipe.execute()
+    async def create(self, record: TaskRecord, *, idempotency_key: str | None = None,
+                     not_before: float | None = None) -> str:
+        """Store a new PENDING record; the id of the task that stands: `record.id`, or
+        the first task's when `idempotency_key` (scoped by task name) is bound already.
+        A task that may not start before `not_before` keeps its record that much longer."""
+        submitted = record.submitted_at or time.time()
+        ttl = self.ttl + max(0, math.ceil((not_before or submitted) - submitted))
+        key = IDEMPOTENCY_KEY.format(record.name, idempotency_key or "")
+        pairs = [item for pair in record.to_hash().items() for item in pair]
+        found = await _reply(self._create(
+            keys=[TASK_KEY.format(record.id), INDEX_KEY, key],
+            args=[ttl, self.kept, EVENTS_CHANNEL, submitted, int(bool(idempotency_key)),
+                  "" if record.expires_at is None else record.expires_at, *pairs],
+        ))
+        return _str(found)
 
     async def get(self, task_id: str) -> TaskRecord | None:
-        data = await self.redis.hgetall(TASK_KEY.format(task_id))
-        return TaskRecord.from_hash(_text(data)) if data else None
+        data = _text(await _reply(self.redis.hgetall(TASK_KEY.format(task_id))))
+        if not is_whole(data):
+            return None
+        record = TaskRecord.from_hash(data)
+        if (record.state in (TaskState.PENDING, TaskState.RETRY) and record.expires_at
+                and record.expires_at < time.time() and await self.expire(task_id)):
+            return await self.get(task_id)  # no worker took it in time: EXPIRED now
+        return record
 
     async def recent(self, *, offset: int = 0, count: int = 100) -> list[TaskRecord]:
         """Records newest first, as the index holds them (expired ones left out)."""
@@ -234,18 +381,17 @@ class RecordStore:
             for task_id in task_ids:
                 pipe.hgetall(TASK_KEY.format(task_id))
             found = await pipe.execute()
-        return [TaskRecord.from_hash(_text(d)) for d in found if d]
+        return [TaskRecord.from_hash(d) for d in map(_text, found) if is_whole(d)]
 
-    async def start(self, task_id: str, worker: str = "") -> tuple[TaskState | None, int]:
-        """Mark STARTED; the state found before (None: no record) and the retries
-        so far. A final state found means: do not run. EXPIRED is set here when
-        `expires` has passed."""
+    async def start(self, task_id: str, worker: str = "") -> tuple[str | None, int]:
+        """Mark STARTED, owned by `worker`; what was found (None: PENDING from the
+        API) and the retries so far. Do not run when it is a final state (EXPIRED is
+        set here when `expires` has passed), LOST or BUSY."""
         found, retries = await _reply(self._start(
-            keys=[TASK_KEY.format(task_id), HISTORY_STREAM],
-            args=[time.time(), EVENTS_CHANNEL, worker, self.history_maxlen],
+            keys=[TASK_KEY.format(task_id), OWNED_KEY.format(worker), WORKERS_SEEN_KEY],
+            args=[time.time(), EVENTS_CHANNEL, worker, self.history_maxlen, self.lease],
         ))
-        found = _str(found)
-        return (TaskState(found) if found else None), int(retries)
+        return _str(found) or None, int(retries)
 
     async def finish(
         self,
@@ -255,26 +401,47 @@ class RecordStore:
         result: Any = None,
         error: dict[str, str] | None = None,
         retries: int = 0,
+        worker: str = "",
     ) -> None:
         await _reply(self._finish(
-            keys=[TASK_KEY.format(task_id), HISTORY_STREAM],
+            keys=[TASK_KEY.format(task_id), OWNED_KEY.format(worker)],
             args=[state.value, time.time(), dumps(result), dumps(error), retries, self.ttl,
                   EVENTS_CHANNEL, self.history_maxlen],
         ))
 
     async def revoke(self, task_id: str, *, running_too: bool = True) -> TaskState | None:
-        found = await self._revoke(keys=[TASK_KEY.format(task_id), HISTORY_STREAM],
-                                   args=[time.time(), EVENTS_CHANNEL, int(running_too),
-                                         self.history_maxlen])
+        found = await _reply(self._revoke(
+            keys=[TASK_KEY.format(task_id)],
+            args=[time.time(), EVENTS_CHANNEL, int(running_too), self.history_maxlen]))
         return TaskState(_str(found)) if found else None
 
-    async def claim_idempotency(self, key: str, task_id: str) -> str | None:
-        """Bind `key` to `task_id`; the id already bound to it, if any."""
-        redis_key = IDEMPOTENCY_KEY.format(key)
-        if await self.redis.set(redis_key, task_id, nx=True, ex=self.ttl):
+    async def expire(self, task_id: str) -> bool:
+        """EXPIRED if it is PENDING or RETRY past its `expires`; whether it is now."""
+        found = await _reply(self._expire(keys=[TASK_KEY.format(task_id)],
+                                          args=[time.time(), EVENTS_CHANNEL,
+                                                self.history_maxlen]))
+        return bool(found) and _str(found) == TaskState.EXPIRED
+
+    async def expiring(self, limit: int = 500) -> list[str]:
+        """Tasks whose `expires` has passed and that may not have run."""
+        ids = await _reply(self.redis.zrangebyscore(EXPIRING_KEY, 0, time.time(),
+                                                    start=0, num=limit))
+        return [_str(i) for i in ids]
+
+    async def reclaim(self, task_id: str, owner: str, owned_in: str) -> TaskRecord | None:
+        """Take `task_id` from `owner` (dead, or whose run was cancelled) for one more
+        delivery: the record, back to PENDING; None when there is nothing to redo."""
+        data = await _reply(self._reclaim(keys=[TASK_KEY.format(task_id), owned_in],
+                                          args=[owner, EVENTS_CHANNEL]))
+        if not data:
             return None
-        existing = await self.redis.get(redis_key)
-        return _str(existing) if existing else None
+        flat = [_str(v) for v in data]
+        return TaskRecord.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+    async def orphan(self, task_id: str, worker: str) -> None:
+        """This process stopped running `task_id` without an outcome (cancelled):
+        the reaper sends it again."""
+        await _reply(self.redis.smove(OWNED_KEY.format(worker), ORPHANS_KEY, task_id))
 
 
 async def _reply(reply: Any) -> Any:

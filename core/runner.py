@@ -10,26 +10,30 @@ workers (Celery, Dramatiq), one loop per worker thread, made once and reused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import os
-import socket
 import threading
 from typing import Any
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from core.context import TaskContext, reset_current, set_current
 from core.errors import RetryTask, TimeLimitExceeded
 from core.policy import Policy
-from core.records import RecordStore, connect, error_of
+from core.records import BUSY, LOST, RecordStore, connect, error_of
 from core.registry import TaskSpec, get_task
 from core.settings import Settings
 from core.states import TaskState
+from core.workers import process_heartbeat
 
 log = logging.getLogger("queuebench.runner")
 
 LimitErrors = tuple[type[BaseException], ...]
+# Seconds between tries of a final write that Redis refused, before the heartbeat
+# thread takes it over (core/workers.py).
+FINISH_RETRIES = (0.1, 0.5, 1.0, 2.0)
 
 
 class Runner:
@@ -42,21 +46,34 @@ class Runner:
         self.settings = settings
         self.redis = redis
         self.store = RecordStore(records or redis, ttl=settings.record_ttl,
-                                 kept=settings.records_kept, history=settings.history_enabled)
+                                 kept=settings.records_kept, history=settings.history_enabled,
+                                 lease=settings.redelivery_after)
         self.offload_sync = offload_sync
         # A library's own time-limit exception (raised into a sync task) counts as ours.
         self.limit_errors: LimitErrors = (TimeLimitExceeded, *time_limit_errors)
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        # This process's heartbeat is the lease of every task it runs.
+        self.heartbeat = process_heartbeat(settings.redis_url, settings.queue_backend,
+                                           settings.worker_heartbeat)
+        self.worker = self.heartbeat.id
 
-    async def run(self, task_id: str, name: str, arguments: dict[str, Any],
-                  policy: Policy | None = None) -> Any:
-        """Run one delivery of a task. A failure is recorded and raised to the
-        library: as RetryTask when the policy allows another run, as
+    async def run(self, library_id: str, name: str, arguments: dict[str, Any],
+                  meta: dict[str, Any] | None = None) -> Any:
+        """Run one delivery of a task (`meta`: what the adapter's message carries
+        beside the arguments: the task id and its policy). A failure is recorded and
+        raised to the library: as RetryTask when the policy allows another run, as
         TimeLimitExceeded (never retried) for a run over its limit, else as is."""
-        policy = policy or Policy()
+        meta = meta or {}
+        task_id = meta.get("task_id") or library_id
+        policy = Policy.from_wire(meta)
         found, attempt = await self.store.start(task_id, self.worker)
-        if found is not None and found.finished:
-            log.info("task %s not run: it is %s", task_id, found.value)
+        if found == LOST:
+            log.warning("task %s not run: its record is gone from Redis", task_id)
+            return None
+        if found == BUSY:
+            log.warning("task %s not run: a live worker runs it already", task_id)
+            return None
+        if found is not None and TaskState(found).finished:
+            log.info("task %s not run: it is %s", task_id, found)
             return None
         spec = get_task(name)
         token = set_current(TaskContext(task_id, name, attempt, self.settings, self.redis))
@@ -67,9 +84,13 @@ class Runner:
             if outcome is exc:
                 raise
             raise outcome from exc
+        except BaseException:  # cancelled (a shutdown, arq's job timeout): run it again
+            with contextlib.suppress(RedisError):
+                await self.store.orphan(task_id, self.worker)
+            raise
         finally:
             reset_current(token)
-        await self.store.finish(task_id, TaskState.SUCCESS, result=result, retries=attempt)
+        await self._finish(task_id, TaskState.SUCCESS, result=result, retries=attempt)
         return result
 
     async def _call(self, spec: TaskSpec, arguments: dict[str, Any], policy: Policy) -> Any:
@@ -86,14 +107,33 @@ class Runner:
         """Record a failed run; the exception to raise to the library."""
         if isinstance(exc, self.limit_errors):
             error = {"type": "TimeLimitExceeded", "message": str(exc) or "time limit exceeded"}
-            await self.store.finish(task_id, TaskState.FAILURE, error=error, retries=attempt)
+            await self._finish(task_id, TaskState.FAILURE, error=error, retries=attempt)
             return exc
         if policy.will_retry(attempt):
-            await self.store.finish(task_id, TaskState.RETRY, error=error_of(exc),
-                                    retries=attempt)
+            await self._finish(task_id, TaskState.RETRY, error=error_of(exc), retries=attempt)
             return RetryTask(policy.backoff(attempt), exc)
-        await self.store.finish(task_id, TaskState.FAILURE, error=error_of(exc), retries=attempt)
+        await self._finish(task_id, TaskState.FAILURE, error=error_of(exc), retries=attempt)
         return exc
+
+    async def _finish(self, task_id: str, state: TaskState, **outcome: Any) -> None:
+        """Write the outcome. A Redis that refuses is tried again a few times; then the
+        heartbeat thread writes it once Redis is back. Meanwhile this process keeps
+        beating, so it keeps the task: never left STARTED, never run again."""
+        for delay in (*FINISH_RETRIES, None):
+            try:
+                return await self.store.finish(task_id, state, worker=self.worker, **outcome)
+            except RedisError as exc:
+                if delay is None:
+                    break
+                log.warning("task %s: writing %s failed (%s); trying again", task_id,
+                            state.value, exc)
+                await asyncio.sleep(delay)
+        log.warning("task %s: Redis refuses its %s; the heartbeat writes it later",
+                    task_id, state.value)
+        later = RecordStore(self.heartbeat.client, ttl=self.store.ttl, kept=self.store.kept,
+                            history=bool(self.store.history_maxlen), lease=self.store.lease)
+        self.heartbeat.defer(lambda: asyncio.run(
+            later.finish(task_id, state, worker=self.worker, **outcome)))
 
 
 class ThreadLoops:
@@ -118,7 +158,7 @@ class ThreadLoops:
             made = self._local.made = (loop, runner)
         return made
 
-    def run(self, task_id: str, name: str, arguments: dict[str, Any],
-            policy: Policy | None = None) -> Any:
+    def run(self, library_id: str, name: str, arguments: dict[str, Any],
+            meta: dict[str, Any] | None = None) -> Any:
         loop, runner = self._runner()
-        return loop.run_until_complete(runner.run(task_id, name, arguments, policy))
+        return loop.run_until_complete(runner.run(library_id, name, arguments, meta))

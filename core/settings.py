@@ -33,7 +33,13 @@ class Settings(BaseSettings):
         200, ge=1, description="connections a process opens to REDIS_URL at most; "
         "more concurrent calls wait for one")
     worker_heartbeat: float = Field(2.0, description="seconds between worker heartbeats")
-    # Redelivery of a task whose worker died: how long a started task may go unacknowledged.
+    # Redelivery of a task whose worker died (core/reaper.py): seconds after the
+    # worker's last heartbeat.
+    redelivery_after: float = Field(30.0, ge=1, le=86_400, description="seconds after a "
+                                    "worker's last heartbeat before its running tasks run "
+                                    "again elsewhere")
+    # The library's own redelivery, behind the reaper: how long a started task may go
+    # unacknowledged before the broker hands it out again.
     visibility_timeout: int = Field(3_600, ge=1,
                                     description="seconds before an unacked task is redelivered")
     retry_backoff_max: float = Field(600.0, description="cap of a retry's backoff, seconds")

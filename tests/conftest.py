@@ -5,6 +5,7 @@ A service that is down skips the tests locally but fails them in CI (CI=true).""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -128,8 +129,9 @@ def _heartbeat_of(url: str, backend: str, proc: Proc) -> bool:
     if not proc.alive():
         raise RuntimeError(f"worker exited:\n{proc.output()}")
     client = redis.Redis.from_url(url)
-    return any(k.decode().endswith(f":{proc.pid}")
-               for k in client.scan_iter(match=f"qb:worker:{backend}:*"))
+    return any(json.loads(info).get("backend") == backend
+               for wid, info in client.hgetall("qb:workers").items()
+               if wid.decode().endswith(f":{proc.pid}"))
 
 
 @pytest.fixture(scope="session")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+from dataclasses import replace
 from typing import Any
 
 try:
     from arq import Retry, create_pool
     from arq.connections import ArqRedis, RedisSettings
+    from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
     from arq.jobs import Job
     from arq.worker import Function, Worker, func
 except ModuleNotFoundError as exc:  # the loader turns this into one clear line
@@ -18,17 +21,21 @@ from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import ConfigError, RetryTask
 from core.features import Support
 from core.options import TaskOptions
-from core.policy import Policy
+from core.reaper import worker_services
 from core.records import TaskRecord, connect
 from core.registry import TaskSpec, all_tasks
 from core.runner import Runner
 from core.settings import Settings
-from core.workers import Heartbeat
 
 QUEUE_PREFIX = "arq:queue:"
-# arq counts every delivery as a try; the task's policy decides retries, so this only
-# bounds redeliveries of a task whose workers keep dying.
-MAX_TRIES = 100
+# arq counts every delivery as a try, and refuses a job past it without running it
+# (its record would stay RETRY): the task's policy decides retries, and the reaper
+# redelivers under a new job id, so arq's count must never be what stops a task.
+MAX_TRIES = 2**31
+# arq's timeout is per function and cancels the job: core enforces each task's own
+# limit, so arq's is only a backstop far beyond any (a cancelled run is sent again).
+# It also sets arq's in-progress mark, after which arq itself would redeliver.
+FUNCTION_TIMEOUT = 7 * 86_400
 
 
 class Backend(TaskBackend):
@@ -42,7 +49,6 @@ class Backend(TaskBackend):
         "cancel_pending": Support.NATIVE,
         "cancel_running": Support.NATIVE,
         "queues": Support.NATIVE,
-        "redelivery": Support.NATIVE,
         "graceful_shutdown": Support.NATIVE,
     }
 
@@ -61,16 +67,31 @@ class Backend(TaskBackend):
                       options: TaskOptions) -> None:
         pool = await self.pool()
         await pool.enqueue_job(
-            record.name, arguments, self.policy(options).to_wire(), _job_id=record.id,
+            record.name, arguments, self.meta(record, options), _job_id=record.delivery_id,
             _queue_name=QUEUE_PREFIX + (options.queue or DEFAULT_QUEUE),
             _defer_by=options.countdown, _defer_until=options.eta,
         )
 
     async def revoke(self, record: TaskRecord) -> None:
-        # arq's abort: a queued job is dropped, a running one cancelled.
-        job = Job(record.id, await self.pool(),
+        # arq's abort: a queued job is dropped, a running one cancelled. Not waited
+        # for (abort's timeout=0 raises TimeoutError when the job has not ended yet):
+        # the record is REVOKED already, so no worker will start it.
+        job = Job(record.delivery_id, await self.pool(),
                   _queue_name=QUEUE_PREFIX + (record.queue or DEFAULT_QUEUE))
-        await job.abort(timeout=0)
+        with contextlib.suppress(TimeoutError):
+            await job.abort(timeout=0)
+
+    async def redeliver(self, record: TaskRecord) -> None:
+        # The dead worker's job stays in arq's queue until its in-progress mark
+        # expires: drop it, so arq does not hand it out again later.
+        stale = replace(record, deliveries=record.deliveries - 1).delivery_id
+        pool = await self.pool()
+        async with pool.pipeline(transaction=True) as tr:
+            tr.zrem(QUEUE_PREFIX + (record.queue or DEFAULT_QUEUE), stale)
+            tr.delete(job_key_prefix + stale, in_progress_key_prefix + stale,
+                      retry_key_prefix + stale)
+            await tr.execute()
+        await super().redeliver(record)
 
     async def aclose(self) -> None:
         if self._pool is not None:
@@ -80,11 +101,10 @@ class Backend(TaskBackend):
 
 def _function(spec: TaskSpec, timeout: float) -> Function:
     async def run(ctx: dict[str, Any], arguments: dict[str, Any],
-                  policy: dict[str, Any] | None = None) -> Any:
+                  meta: dict[str, Any] | None = None) -> Any:
         runner: Runner = ctx["runner"]
         try:
-            return await runner.run(ctx["job_id"], spec.name, arguments,
-                                    Policy.from_wire(policy))
+            return await runner.run(ctx["job_id"], spec.name, arguments, meta)
         except RetryTask as retry:
             raise Retry(defer=retry.delay) from retry.cause
 
@@ -104,12 +124,7 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
         ctx["runner"] = Runner(settings, records, offload_sync=True)
 
     async def main() -> None:
-        heartbeat = Heartbeat(settings.redis_url, "arq", settings.worker_heartbeat,
-                              concurrency=concurrency, queues=queues).start()
-        # arq re-runs a job whose in-progress mark outlived its timeout (+10 s): the
-        # visibility timeout is that timeout, as for Celery and Dramatiq.
-        functions = [_function(spec, settings.visibility_timeout)
-                     for spec in all_tasks().values()]
+        functions = [_function(spec, FUNCTION_TIMEOUT) for spec in all_tasks().values()]
         workers = [
             Worker(
                 functions=functions,
@@ -138,6 +153,6 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
         finally:
             for w in workers:
                 await w.close()
-            heartbeat.stop()
 
-    asyncio.run(main())
+    with worker_services(settings, concurrency, queues):
+        asyncio.run(main())

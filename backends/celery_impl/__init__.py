@@ -17,10 +17,10 @@ from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import ConfigError
 from core.features import Support
 from core.options import TaskOptions
+from core.reaper import worker_services
 from core.records import TaskRecord
 from core.registry import get_task
 from core.settings import Settings
-from core.workers import Heartbeat
 
 # An async task's limit is enforced by core on its event loop; Celery's own (soft, then
 # hard) limits stand behind it, a little later, and alone for sync tasks.
@@ -38,7 +38,6 @@ class Backend(TaskBackend):
         "cancel_running": Support.NATIVE,
         "queues": Support.NATIVE,
         "priority": Support.NATIVE,
-        "redelivery": Support.NATIVE,
         "graceful_shutdown": Support.NATIVE,
     }
 
@@ -52,15 +51,15 @@ class Backend(TaskBackend):
         if options.priority is not None:
             extra["priority"] = 9 - options.priority
         await asyncio.to_thread(
-            app.tasks[record.name].apply_async, (arguments, self.policy(options).to_wire()),
-            task_id=record.id, queue=options.queue or DEFAULT_QUEUE,
+            app.tasks[record.name].apply_async, (arguments, self.meta(record, options)),
+            task_id=record.delivery_id, queue=options.queue or DEFAULT_QUEUE,
             countdown=options.countdown, eta=options.eta, **extra,
         )
 
     async def revoke(self, record: TaskRecord) -> None:
         # Celery's revoke: workers drop it if it is queued, and end the child process
         # that runs it (prefork) if it is running.
-        await asyncio.to_thread(celery_app(self.settings).control.revoke, record.id,
+        await asyncio.to_thread(celery_app(self.settings).control.revoke, record.delivery_id,
                                 terminate=True)
 
 
@@ -72,14 +71,10 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
         raise ConfigError("celery: --processes is 1 (threads pool) or --concurrency (prefork)")
     # (A threads pool cannot terminate a running task: cancel then only marks it REVOKED.)
     pool = "threads" if processes == 1 else "prefork"
-    heartbeat = Heartbeat(settings.redis_url, "celery", settings.worker_heartbeat,
-                          concurrency=concurrency, queues=queues).start()
-    try:
+    with worker_services(settings, concurrency, queues, pool=pool):
         celery_app(settings).worker_main([
             "worker", "--loglevel=INFO", f"--pool={pool}", f"--concurrency={concurrency}",
             f"--queues={','.join(queues)}",
             f"--hostname=queuebench-{os.getpid()}@{socket.gethostname()}",
             "--without-gossip", "--without-mingle",
         ])
-    finally:
-        heartbeat.stop()

@@ -10,7 +10,6 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from core.backend import DEFAULT_QUEUE
 from core.errors import RetryTask
-from core.policy import Policy
 from core.registry import TaskSpec, all_tasks
 from core.runner import ThreadLoops
 from core.settings import Settings
@@ -21,9 +20,9 @@ DEFAULT_PRIORITY = 5
 
 
 def _register(app: Celery, loops: ThreadLoops, spec: TaskSpec) -> None:
-    def run(self: Task, arguments: dict[str, Any], policy: dict[str, Any] | None = None) -> Any:
+    def run(self: Task, arguments: dict[str, Any], meta: dict[str, Any] | None = None) -> Any:
         try:
-            return loops.run(self.request.id, spec.name, arguments, Policy.from_wire(policy))
+            return loops.run(self.request.id, spec.name, arguments, meta)
         except RetryTask as retry:
             # Celery's own retry: the message is published again with retries + 1.
             raise self.retry(countdown=retry.delay, exc=retry.cause) from retry.cause

@@ -17,10 +17,10 @@ from backends.dramatiq_impl.actors import broker
 from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.features import Support
 from core.options import TaskOptions
+from core.reaper import worker_services
 from core.records import TaskRecord
 from core.registry import get_task
 from core.settings import Settings
-from core.workers import Heartbeat
 
 # An async task's limit is enforced by core on its event loop; Dramatiq's TimeLimit
 # stands behind it, a little later, and alone for sync tasks.
@@ -34,7 +34,6 @@ class Backend(TaskBackend):
         "time_limit": Support.NATIVE,
         "delay": Support.NATIVE,
         "queues": Support.NATIVE,
-        "redelivery": Support.NATIVE,
         "graceful_shutdown": Support.NATIVE,
     }
 
@@ -54,8 +53,8 @@ class Backend(TaskBackend):
             grace = ASYNC_GRACE if get_task(record.name).is_async else 0
             dramatiq_options["time_limit"] = round((policy.time_limit + grace) * 1000)
         message = Message(queue_name=queue, actor_name=record.name,
-                          args=(arguments, policy.to_wire()), kwargs={},
-                          options=dramatiq_options, message_id=record.id)
+                          args=(arguments, self.meta(record, options)), kwargs={},
+                          options=dramatiq_options, message_id=record.delivery_id)
         await asyncio.to_thread(made.enqueue, message, delay=_delay_ms(options, record))
 
 
@@ -78,14 +77,10 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
         broker(settings).declare_queue(queue)
     processes = processes or max(1, min(concurrency, os.cpu_count() or 1))
     threads = max(1, concurrency // processes)
-    heartbeat = Heartbeat(settings.redis_url, "dramatiq", settings.worker_heartbeat,
-                          concurrency=processes * threads, queues=queues).start()
-    try:
+    with worker_services(settings, processes * threads, queues):
         args = make_argument_parser().parse_args([
             "backends.dramatiq_impl.actors", "--processes", str(processes),
             "--threads", str(threads), "--queues", *queues,
             "--worker-shutdown-timeout", str(round(settings.shutdown_timeout * 1000)),
         ])
         raise SystemExit(main(args))
-    finally:
-        heartbeat.stop()

@@ -16,20 +16,19 @@ from dramatiq.middleware import CurrentMessage, TimeLimitExceeded
 from core.backend import DEFAULT_QUEUE
 from core.errors import RetryTask
 from core.errors import TimeLimitExceeded as CoreTimeLimitExceeded
-from core.policy import Policy
 from core.registry import TaskSpec, all_tasks
 from core.runner import ThreadLoops
 from core.settings import Settings
 
 
 def _declare(broker: RedisBroker, loops: ThreadLoops, spec: TaskSpec) -> None:
-    def run(arguments: dict[str, Any], policy: dict[str, Any] | None = None) -> None:
+    def run(arguments: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
         message = CurrentMessage.get_current_message()
         assert message is not None  # CurrentMessage is in the broker's middleware
         try:
             # The result is in queuebench's task record; returning it would only make
             # Dramatiq warn that no Results middleware keeps it.
-            loops.run(message.message_id, spec.name, arguments, Policy.from_wire(policy))
+            loops.run(message.message_id, spec.name, arguments, meta)
         except RetryTask as retry:
             # Dramatiq's Retries middleware retries it, with the message's own
             # max_retries and backoff options (set at enqueue).
