@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import Select, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.sql.dml import Insert
 
 from core.db import TaskHistory, session
@@ -40,6 +41,10 @@ from core.states import TaskState
 log = logging.getLogger("queuebench.history")
 
 GROUP = "history"
+# Entries whose record the database refuses (or that cannot be read): set aside here
+# with the error, so one bad record never stops the history.
+REJECTED_STREAM = "qb:history:rejected"
+REJECTED_MAXLEN = 10_000
 Entry = tuple[bytes | str, dict[Any, Any] | None]
 
 
@@ -258,17 +263,61 @@ class HistoryWriter:
 
     async def write(self, entries: Sequence[Entry]) -> None:
         """Store the entries' records, then acknowledge and drop the entries, so the
-        stream only holds what no writer has stored yet."""
+        stream only holds what no writer has stored yet. A batch that fails because
+        of its data is halved until each record it can store is stored and each it
+        cannot is set aside in REJECTED_STREAM."""
         if not entries:
             return
-        # A record Redis no longer has cannot be stored: nothing to do but ack it.
-        records = await self.store.get_many([_task_id(fields) for _, fields in entries])
-        self.written += await self.history.save(records)
+        try:
+            # A record Redis no longer has cannot be stored: nothing to do but ack it.
+            records = await self.store.get_many([_task_id(fields) for _, fields in entries])
+            self.written += await self.history.save(records)
+        except Exception as exc:
+            if not _bad_data(exc):
+                raise  # the database or Redis is away: the entries stay, run() retries
+            if len(entries) > 1:  # halve until the bad records stand alone
+                half = len(entries) // 2
+                await self.write(entries[:half])
+                await self.write(entries[half:])
+                return
+            await self._reject(entries[0], exc)
+        await self._drop(entries)
+
+    async def _reject(self, entry: Entry, exc: Exception) -> None:
+        """Set aside an entry whose record cannot be stored, with the reason."""
+        task_id, error = _task_id(entry[1]), _reason(exc)
+        log.warning("history writer: task %s not stored, set aside in %s: %s",
+                    task_id, REJECTED_STREAM, error)
+        await self.redis.xadd(REJECTED_STREAM, {"id": task_id, "error": error},
+                              maxlen=REJECTED_MAXLEN, approximate=True)
+
+    async def _drop(self, entries: Sequence[Entry]) -> None:
         entry_ids = [entry_id for entry_id, _ in entries]
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xack(HISTORY_STREAM, GROUP, *entry_ids)
             pipe.xdel(HISTORY_STREAM, *entry_ids)
             await pipe.execute()
+
+
+def _bad_data(exc: Exception) -> bool:
+    """Whether storing failed because of the records themselves, so a retry would fail
+    the same way. Anything else (the database or Redis away, a missing table) is not:
+    the entries are kept and retried."""
+    if isinstance(exc, DBAPIError):
+        # asyncpg's errors reach SQLAlchemy as a plain DBAPIError: PostgreSQL's SQLSTATE
+        # says whose fault it is (class 22: data exception, 23: integrity violation).
+        state = str(getattr(exc.orig, "sqlstate", None) or "")
+        return not exc.connection_invalidated and (
+            isinstance(exc, DataError | IntegrityError) or state[:2] in ("22", "23"))
+    if isinstance(exc, StatementError):  # a value that could not be bound
+        return isinstance(exc.orig, ValueError | TypeError)
+    return isinstance(exc, ValueError | TypeError | KeyError)  # a record that cannot be read
+
+
+def _reason(exc: Exception) -> str:
+    """The error in a line: the driver's words, without SQLAlchemy's statement dump."""
+    orig = getattr(exc, "orig", None)
+    return f"{type(exc).__name__}: {orig if orig is not None else exc}"[:1000]
 
 
 def _task_id(fields: dict[Any, Any] | None) -> str:

@@ -92,3 +92,23 @@ def test_record_round_trips_through_its_redis_hash() -> None:
     body = record.body()
     assert body["state"] == "FAILURE" and body["submitted_at"].tzinfo is UTC
     assert "queue" not in body and "worker" not in body
+
+
+def test_non_finite_floats_are_kept_as_strings_in_valid_json() -> None:
+    import json
+    import math
+
+    from core.records import dumps
+
+    def refuse(word: str) -> None:
+        raise AssertionError(f"{word} is not JSON")
+
+    value = {"a": [math.inf, (1.5, -math.inf)], "b": {"c": math.nan}, "d": "NaN"}
+    loaded = json.loads(dumps(value), parse_constant=refuse)
+    assert loaded == {"a": ["Infinity", [1.5, "-Infinity"]], "b": {"c": "NaN"}, "d": "NaN"}
+    record = TaskRecord(id="t", name="noop", backend="arq", args=[math.nan],
+                        kwargs={"x": -math.inf}, result=math.inf)
+    stored = record.to_hash()
+    assert [json.loads(stored[k], parse_constant=refuse) for k in ("args", "kwargs", "result")] \
+        == [["NaN"], {"x": "-Infinity"}, "Infinity"]
+    assert dumps([1, 0.5, "x", None]) == '[1,0.5,"x",null]'  # finite values as before

@@ -5,8 +5,9 @@ recovery; and history switched off."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,18 @@ from redis.asyncio import Redis
 from core.api.schemas import TaskPublic
 from core.db import dispose_all
 from core.errors import TaskNotFound
-from core.history import GROUP, HistoryStore, HistoryWriter
+from core.history import GROUP, REJECTED_STREAM, HistoryStore, HistoryWriter
 from core.loader import adapter_module
-from core.records import HISTORY_STREAM, RecordStore, TaskRecord, new_task_id
+from core.records import HISTORY_STREAM, TASK_KEY, RecordStore, TaskRecord, new_task_id
 from core.settings import Settings
 from core.states import TaskState
-from tests.support_db import Stack, prepare_database
+from tests.support_db import (
+    Stack,
+    create_postgres_database,
+    drop_postgres_database,
+    need_postgres,
+    prepare_database,
+)
 from tests.test_conformance import finished, submit
 
 BACKENDS = ("celery", "arq", "dramatiq")
@@ -147,6 +154,30 @@ async def test_a_retried_task_is_kept_once_with_its_final_state(http: httpx.Asyn
     assert (await stored(stack.database_url, [body["id"]]))[body["id"]] == body
 
 
+async def test_non_finite_floats_are_answered_and_kept_as_strings(http: httpx.AsyncClient,
+                                                                  stack: Stack) -> None:
+    [body] = await run_all(http, ("divide", [1e308, 1e-308]))  # inf
+    assert (body["state"], body["result"]) == ("SUCCESS", "Infinity")
+    answer = await http.get(f"/tasks/{body['id']}")
+    assert (answer.status_code, answer.json()) == (200, body)
+    assert (await stored(stack.database_url, [body["id"]]))[body["id"]] == body
+    # The bare words NaN and Infinity are not JSON, though the API's parser reads them:
+    # they are taken as the same strings, and never make a 500.
+    async def post(name: str, raw: str) -> httpx.Response:
+        return await http.post(f"/tasks/{name}", content=raw,
+                               headers={"content-type": "application/json"})
+
+    sent = await post("noop", '{"args": [[NaN, 1, {"a": -Infinity}]]}')
+    assert sent.status_code == 202, sent.text
+    assert (await finished(http, sent.json()["id"]))["result"] == ["NaN", 1, {"a": "-Infinity"}]
+    sent = await post("divide", '{"kwargs": {"x": Infinity, "y": 2}}')
+    assert sent.status_code == 202, sent.text
+    done = await finished(http, sent.json()["id"])
+    assert (done["kwargs"], done["result"]) == ({"x": "Infinity", "y": 2}, "Infinity")
+    for raw in ('{"args": NaN}', '{"args": [1, 2], "options": {"nope": -Infinity}}'):
+        assert (await post("divide", raw)).status_code == 422
+
+
 # -- the stream and the writer, in-process against a Redis database of their own -------
 
 @pytest.fixture
@@ -159,9 +190,9 @@ def history_db(tmp_path: Path) -> str:
 @pytest_asyncio.fixture(loop_scope="session")
 async def spare(spare_redis_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(spare_redis_url)
-    await client.delete(HISTORY_STREAM)
+    await client.delete(HISTORY_STREAM, REJECTED_STREAM)
     yield client
-    await client.delete(HISTORY_STREAM)
+    await client.delete(HISTORY_STREAM, REJECTED_STREAM)
     await client.aclose()
 
 
@@ -235,6 +266,47 @@ async def test_the_writer_keeps_entries_while_the_database_is_down(
     up = HistoryWriter(store, HistoryStore(history_db), block=0.1, consumer="w")
     assert await up.step() == 2  # its own pending entries first
     assert await written(HistoryStore(history_db), ids) == ids
+    await dispose_all()
+
+
+@pytest.fixture
+def postgres_history_db() -> Iterator[str]:
+    need_postgres()
+    url = create_postgres_database("qb_history")
+    try:
+        prepare_database(url)
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+async def test_records_the_database_refuses_are_set_aside(
+        spare: Redis, postgres_history_db: str, caplog: pytest.LogCaptureFixture) -> None:
+    store, history = RecordStore(spare), HistoryStore(postgres_history_db)
+    writer = HistoryWriter(store, history, batch=100, block=0.1)
+    await writer.ensure_group()
+    good = await finish_some(store, 3)
+    refused, unreadable = await finish_some(store, 2)
+    # The bare NaN of an old `dumps`: PostgreSQL's json type refuses it.
+    await spare.hset(TASK_KEY.format(refused), "result", "[1,NaN]")
+    await spare.hset(TASK_KEY.format(unreadable), "result", "{")  # not JSON at all
+    good += await finish_some(store, 4)
+    with caplog.at_level(logging.WARNING, logger="queuebench.history"):
+        assert await writer.step() == 9
+    assert await written(history, good) == good
+    assert await written(history, [refused, unreadable]) == [None, None]
+    rejected = {f[b"id"].decode(): f[b"error"].decode()
+                for _, f in await spare.xrange(REJECTED_STREAM)}
+    assert rejected.keys() == {refused, unreadable}
+    assert "json" in rejected[refused].lower()
+    assert await spare.xlen(HISTORY_STREAM) == 0
+    assert (await spare.xpending(HISTORY_STREAM, GROUP))["pending"] == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sorted(i for m in warned for i in (refused, unreadable) if i in m) == sorted(
+        [refused, unreadable]) and len(warned) == 2  # one line for each, naming it
+    later = await finish_some(store, 2)  # and it goes on
+    assert await writer.step() == 2
+    assert await written(history, later) == later
     await dispose_all()
 
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from core.options import TaskOptions
+from core.records import finite
 from core.registry import TaskSpec
 from core.states import TaskState
 
@@ -36,6 +37,14 @@ class TaskSubmit(BaseModel):
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     options: TaskOptions = Field(default_factory=TaskOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def non_finite_as_strings(cls, body: Any) -> Any:
+        """The request parser reads the bare words NaN, Infinity and -Infinity, which
+        are not JSON: they become the strings the API answers with (core/records.py,
+        `dumps`), before any other check, so an error's echo of the input is JSON too."""
+        return finite(body)
 
 
 def submit_model(spec: TaskSpec) -> type[TaskSubmit]:
