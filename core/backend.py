@@ -39,7 +39,7 @@ DEFAULT_QUEUE = "default"
 # The options a redelivery sends again (the delay, expiry and key have done their work).
 REDELIVERED = {"max_retries", "retry_backoff", "time_limit", "queue", "priority"}
 # Seconds a read may take when the answer is owed now (the end of /wait).
-READ_TIMEOUT = 5.0
+READ_TIMEOUT = 2.0
 
 
 class TaskBackend(ABC):

@@ -33,9 +33,15 @@ async def noop(payload: object = None) -> object:
 
 
 @task()
-async def sleep(seconds: float) -> float:
-    """Awaits for `seconds`, returns them: the I/O-bound workload."""
+async def sleep(seconds: float, key: str | None = None) -> float:
+    """Awaits for `seconds`, returns them: the I/O-bound workload. With `key`, counts
+    the runs that got to the end in Redis (`qb:slept:<key>`): a side effect that a
+    cancelled or refused run never writes."""
     await asyncio.sleep(seconds)
+    if key is not None:
+        redis = current_task().redis
+        await redis.incr(f"qb:slept:{key}")
+        await redis.expire(f"qb:slept:{key}", 3600)
     return seconds
 
 

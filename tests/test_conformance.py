@@ -18,9 +18,12 @@ from typing import Any
 import httpx
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from core.features import Support
-from core.procs import ROOT, Proc, Server
+from core.loader import adapter_module
+from core.procs import ROOT, Proc, Server, wait_until
+from core.settings import Settings
 from core.states import TaskState
 
 FINAL = {s.value for s in TaskState if s.finished}
@@ -428,25 +431,228 @@ async def test_idempotency_key_returns_first_task_and_runs_once(
     assert flaky_runs(redis_client, key) == 2  # once for each distinct key, not three times
 
 
-# Short timeouts for the tests that kill or stop workers: redelivery after 3 s.
-FAST_REDELIVERY = {"VISIBILITY_TIMEOUT": "3", "DRAMATIQ_MAINTENANCE_CHANCE": "1000000"}
+# -- a lifecycle you can trust (issue 8): no record stuck or broken ---------------------
 
 
-async def test_task_survives_its_worker_being_killed(
-        client: httpx.AsyncClient, feature: Declare, queue_name: str,
-        start_worker: Callable[..., Proc]) -> None:
-    support = feature("redelivery")
-    doomed = start_worker(concurrency=1, queues=queue_name, **FAST_REDELIVERY)
-    task = await submit(client, "sleep", 1.5, options={"queue": queue_name})
+class Events:
+    """The `qb:events` a task goes through from now on (a subscription of the test's)."""
+
+    def __init__(self, redis_url: str, task_id: str) -> None:
+        self.client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        self.pubsub = self.client.pubsub()
+        self.task_id = task_id
+        self.states: list[str] = []
+
+    async def __aenter__(self) -> Events:
+        await self.pubsub.subscribe("qb:events")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.pubsub.aclose()
+        await self.client.aclose()
+
+    async def read(self) -> list[str]:
+        """The states published so far (read without waiting)."""
+        while (message := await self.pubsub.get_message(timeout=0.05)) is not None:
+            event = json.loads(message["data"]) if message["type"] == "message" else {}
+            if event.get("id") == self.task_id:
+                self.states.append(event["state"])
+        return self.states
+
+
+def sleep_runs(redis_client: redis.Redis, key: str) -> int:
+    return int(redis_client.get(f"qb:slept:{key}") or 0)
+
+
+async def test_task_of_a_killed_worker_runs_again_elsewhere_with_default_settings(
+        client: httpx.AsyncClient, feature: Declare, queue_name: str, redis_url: str,
+        start_worker: Callable[..., Proc], redis_client: redis.Redis) -> None:
+    """No shortened timeouts: the settings a user gets (REDELIVERY_AFTER 30 s, the
+    default heartbeat, the library's own visibility timeouts of an hour)."""
+    assert feature("redelivery") is not Support.NONE
+    defaults = {"WORKER_HEARTBEAT": "2"}
+    doomed = start_worker(concurrency=1, queues=queue_name, **defaults)
+    key = uuid.uuid4().hex
+    task = await submit(client, "sleep", 2, key, options={"queue": queue_name})
     assert await state_seen(client, task["id"], {"STARTED"}) == "STARTED"
+    first = (await client.get(f"/tasks/{task['id']}")).json()
     doomed.signal_group(signal.SIGKILL)
     doomed.stop()
-    if support is Support.NONE:
-        pytest.skip("this backend does not promise redelivery")
-    start_worker(concurrency=1, queues=queue_name, **FAST_REDELIVERY)
-    body = await finished(client, task["id"], timeout=90)
-    assert (body["state"], body["result"]) == ("SUCCESS", 1.5)
+    async with Events(redis_url, task["id"]) as events:
+        rescuer = start_worker(concurrency=1, queues=queue_name, **defaults)
+        body = await finished(client, task["id"], timeout=55)  # 30 s lease + a pass + 2 s
+        assert (body["state"], body["result"]) == ("SUCCESS", 2)
+        assert (await events.read()).count("STARTED") == 1  # run once more, only once
     assert body["retries"] == 0  # a redelivery is not a retry
+    assert sleep_runs(redis_client, key) == 1
+    record = redis_client.hgetall(f"qb:task:{task['id']}")
+    assert record["worker"].endswith(f":{rescuer.pid}")
+    assert not record["worker"].endswith(f":{doomed.pid}")
+    assert body["started_at"] > first["started_at"]
+
+
+async def test_a_second_delivery_of_a_running_task_is_refused(
+        client: httpx.AsyncClient, backend_name: str, queue_name: str, redis_url: str,
+        start_worker: Callable[..., Proc], redis_client: redis.Redis) -> None:
+    """Two deliveries of one message (a visibility-timeout redelivery while the first
+    still runs, a library's redelivery racing the reaper): the owner is alive, so the
+    second does not run. Sent here through the adapter, as the reaper sends."""
+    from dataclasses import replace
+
+    start_worker(concurrency=2, queues=queue_name)
+    key = uuid.uuid4().hex
+    task = await submit(client, "sleep", 2, key, options={"queue": queue_name})
+    assert await state_seen(client, task["id"], {"STARTED"}) == "STARTED"
+    backend = adapter_module(backend_name).Backend(Settings(redis_url=redis_url))
+    try:
+        record = await backend.get(task["id"])
+        async with Events(redis_url, task["id"]) as events:
+            await backend.redeliver(replace(record, deliveries=record.deliveries + 1))
+            body = await finished(client, task["id"])
+            assert "STARTED" not in await events.read()
+    finally:
+        await backend.aclose()
+    assert (body["state"], body["started_at"]) == ("SUCCESS", (await client.get(
+        f"/tasks/{task['id']}")).json()["started_at"])
+    assert sleep_runs(redis_client, key) == 1
+
+
+async def test_a_record_lost_before_its_task_starts_refuses_the_run(
+        client: httpx.AsyncClient, queue_name: str, start_worker: Callable[..., Proc],
+        redis_client: redis.Redis) -> None:
+    start_worker(concurrency=1, queues=queue_name)
+    key = uuid.uuid4().hex
+    lost = await submit(client, "flaky", 0, key, options={"queue": queue_name,
+                                                            "countdown": 1.0})
+    redis_client.delete(f"qb:task:{lost['id']}")  # Redis lost it (eviction, FLUSHDB)
+    # A later task on the same one-slot queue has run: the lost one's turn has passed.
+    later = await run(client, "add", 1, 1, options={"queue": queue_name, "countdown": 2.0})
+    assert later["state"] == "SUCCESS"
+    assert flaky_runs(redis_client, key) == 0
+    assert not redis_client.exists(f"qb:task:{lost['id']}")  # nothing partial written
+    assert (await client.get(f"/tasks/{lost['id']}")).status_code == 404
+    listed = await client.get("/tasks", params={"limit": 1000})
+    assert listed.status_code == 200
+    assert all(t["id"] and t["name"] for t in listed.json())
+
+
+async def test_a_record_outlives_its_delay_when_the_ttl_is_shorter(
+        start_server: Callable[..., Server], worker: Proc) -> None:
+    short = start_server(RECORD_TTL="2")
+    try:
+        async with httpx.AsyncClient(base_url=short.url, timeout=60) as http:
+            task = await submit(http, "add", 2, 3, options={"countdown": 3.0})
+            body = await finished(http, task["id"])
+            listed = await http.get("/tasks", params={"name": "add", "limit": 1000})
+    finally:
+        short.stop()
+    assert (body["state"], body["result"], body["name"]) == ("SUCCESS", 5, "add")
+    assert listed.status_code == 200
+
+
+async def test_cancel_of_a_task_queued_behind_busy_workers(
+        client: httpx.AsyncClient, queue_name: str, start_worker: Callable[..., Proc],
+        redis_client: redis.Redis) -> None:
+    start_worker(concurrency=1, queues=queue_name)
+    busy = await submit(client, "sleep", 1.5, options={"queue": queue_name})
+    assert await state_seen(client, busy["id"], {"STARTED"}) == "STARTED"
+    key = uuid.uuid4().hex
+    queued = await submit(client, "flaky", 0, key, options={"queue": queue_name})
+    response = await client.delete(f"/tasks/{queued['id']}")
+    assert response.status_code == 202, response.text
+    assert response.json()["state"] == "REVOKED"
+    assert (await finished(client, busy["id"]))["state"] == "SUCCESS"
+    assert (await run(client, "add", 1, 1, options={"queue": queue_name}))["state"] == "SUCCESS"
+    assert flaky_runs(redis_client, key) == 0
+    assert (await client.get(f"/tasks/{queued['id']}")).json()["state"] == "REVOKED"
+
+
+async def test_concurrent_submits_with_one_idempotency_key_give_one_task(
+        client: httpx.AsyncClient, redis_client: redis.Redis) -> None:
+    keys = [uuid.uuid4().hex for _ in range(20)]
+    pairs = await asyncio.gather(*(
+        asyncio.gather(*(client.post("/tasks/flaky", json={
+            "args": [0, key], "options": {"idempotency_key": key}}) for _ in range(2)))
+        for key in keys))
+    for key, (one, two) in zip(keys, pairs, strict=True):
+        assert (one.status_code, two.status_code) == (202, 202), (one.text, two.text)
+        assert one.json()["id"] == two.json()["id"]
+        await finished(client, one.json()["id"])
+        assert flaky_runs(redis_client, key) == 1
+
+
+async def test_idempotency_keys_are_scoped_by_task_name(client: httpx.AsyncClient) -> None:
+    idem = uuid.uuid4().hex
+    first = await submit(client, "add", 1, 1, options={"idempotency_key": idem})
+    other = await submit(client, "divide", 1, 1, options={"idempotency_key": idem})
+    assert other["id"] != first["id"] and other["name"] == "divide"
+
+
+async def test_a_task_no_worker_consumes_expires(client: httpx.AsyncClient,
+                                                 queue_name: str) -> None:
+    task = await submit(client, "add", 1, 1, options={"queue": queue_name, "expires": 0.5})
+    deadline = asyncio.get_running_loop().time() + 30
+    while asyncio.get_running_loop().time() < deadline:  # the reapers' sweep, not a read
+        listed = (await client.get("/tasks", params={"state": "EXPIRED", "limit": 1000})).json()
+        if any(t["id"] == task["id"] for t in listed):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the task never became EXPIRED in the listing")
+    assert (await client.get(f"/tasks/{task['id']}")).json()["state"] == "EXPIRED"
+
+
+async def test_retries_up_to_the_maximum_all_run(client: httpx.AsyncClient, feature: Declare,
+                                                 redis_client: redis.Redis) -> None:
+    """max_retries is bounded at 100: each library must let all of them run (arq
+    counted every delivery as a try and stopped at 100, leaving RETRY)."""
+    if feature("retries") is Support.NONE:
+        pytest.skip("unsupported: the 422 is proved by the retries test")
+    key = uuid.uuid4().hex
+    body = await run(client, "flaky", 100, key, options={"max_retries": 100,
+                                                          "retry_backoff": 0})
+    assert (body["state"], body["result"], body["retries"]) == ("SUCCESS", 101, 100)
+    assert flaky_runs(redis_client, key) == 101
+
+
+async def test_a_final_write_that_redis_refuses_is_written_later(
+        client: httpx.AsyncClient, queue_name: str, start_worker: Callable[..., Proc],
+        redis_client: redis.Redis) -> None:
+    """Redis refuses the final write (here: the worker's own set of running tasks is
+    made a string, so the finish script fails with WRONGTYPE) for longer than the
+    runner's retries: the heartbeat thread writes it once Redis takes it again."""
+    own = start_worker(concurrency=1, queues=queue_name)
+    task = await submit(client, "sleep", 1, options={"queue": queue_name})
+    assert await state_seen(client, task["id"], {"STARTED"}) == "STARTED"
+    worker_id = redis_client.hget(f"qb:task:{task['id']}", "worker")
+    owned = f"qb:owned:{worker_id}"
+    redis_client.set(owned, "not a set")
+    try:
+        await asyncio.to_thread(
+            wait_until, lambda: f"task {task['id']}: Redis refuses its SUCCESS" in own.output(),
+            30, 0.05, "the refused final write")
+        assert (await client.get(f"/tasks/{task['id']}")).json()["state"] == "STARTED"
+    finally:
+        redis_client.delete(owned)
+    body = await finished(client, task["id"])
+    assert (body["state"], body["result"]) == ("SUCCESS", 1)
+
+
+async def test_wait_answers_within_its_timeout_while_redis_stalls(
+        client: httpx.AsyncClient, redis_client: redis.Redis) -> None:
+    task = await submit(client, "sleep", 30, options={"queue": f"q-{uuid.uuid4().hex[:8]}"})
+    await client.get(f"/tasks/{task['id']}/wait", params={"timeout": 0})  # listener up
+    redis_client.execute_command("CLIENT", "PAUSE", 10_000, "ALL")
+    try:
+        # Paused for 10 s: an answer within 8 is a bounded wait, not luck.
+        response = await client.get(f"/tasks/{task['id']}/wait", params={"timeout": 1},
+                                    timeout=8)
+    finally:
+        redis_client.execute_command("CLIENT", "UNPAUSE")
+    assert response.status_code in (200, 503), response.text
+    if response.status_code == 200:
+        assert response.json()["state"] == "PENDING"
+    await client.delete(f"/tasks/{task['id']}")
 
 
 async def test_sigterm_lets_tasks_in_flight_finish(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from dataclasses import replace
 from typing import Any
@@ -17,6 +18,8 @@ try:
 except ModuleNotFoundError as exc:  # the loader turns this into one clear line
     raise ModuleNotFoundError(exc.msg, name="arq") from None
 
+from redis.exceptions import RedisError
+
 from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import ConfigError, RetryTask
 from core.features import Support
@@ -26,6 +29,8 @@ from core.records import TaskRecord, connect
 from core.registry import TaskSpec, all_tasks
 from core.runner import Runner
 from core.settings import Settings
+
+log = logging.getLogger("queuebench.arq")
 
 QUEUE_PREFIX = "arq:queue:"
 # arq counts every delivery as a try, and refuses a job past it without running it
@@ -112,6 +117,17 @@ def _function(spec: TaskSpec, timeout: float) -> Function:
     return func(run, name=spec.name, timeout=timeout, max_tries=MAX_TRIES)
 
 
+async def _keep_polling(worker: Worker) -> None:
+    """arq's Worker ends at the first Redis error of its poll loop, leaving its jobs
+    running without anyone to finish them: poll again (its jobs go on meanwhile)."""
+    while True:
+        try:
+            return await worker.async_run()
+        except (RedisError, OSError) as exc:
+            log.warning("arq worker of %s: %s; polling again in 1 s", worker.queue_name, exc)
+            await asyncio.sleep(1)
+
+
 def run_worker(settings: Settings, concurrency: int, queues: list[str],
                processes: int | None = None) -> None:
     """arq's own Worker, one per queue, in one process and one event loop."""
@@ -119,6 +135,8 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
         raise ConfigError("arq runs in one process: start more workers instead of --processes")
 
     async def startup(ctx: dict[str, Any]) -> None:
+        if "runner" in ctx:  # a Worker polling again after a Redis error
+            return
         # Records live in REDIS_URL, which need not be arq's broker (BROKER_URL).
         records = connect(settings.redis_url, settings.redis_max_connections)
         ctx["runner"] = Runner(settings, records, offload_sync=True)
@@ -145,7 +163,7 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
             loop.add_signal_handler(
                 sig, lambda s=sig: [w.handle_sig_wait_for_completion(s) for w in workers])
         try:
-            ended = await asyncio.gather(*(w.async_run() for w in workers),
+            ended = await asyncio.gather(*(_keep_polling(w) for w in workers),
                                          return_exceptions=True)
             failed = [e for e in ended if isinstance(e, Exception)]
             if failed:  # not a signal's cancellation: say why before exiting
