@@ -1,0 +1,192 @@
+"""Core's task lifecycle against a real Redis, with a stand-in adapter whose queue is a
+list (an in-memory backend serves core's unit tests, never the conformance suite):
+submission that cannot reach the queue, the reaper, the heartbeat's registry."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+
+from core.backend import TaskBackend
+from core.features import Support
+from core.options import TaskOptions
+from core.reaper import Reaper
+from core.records import ORPHANS_KEY, OWNED_KEY, WORKERS_SEEN_KEY, TaskRecord
+from core.settings import Settings
+from core.states import TaskState
+from core.workers import WORKERS_KEY, Heartbeat, live_workers, workers
+from tests.conftest import redis_database
+
+LIFECYCLE_DB = 10
+
+
+class ListBackend(TaskBackend):
+    """Sends nothing anywhere: what it was asked to send is in `sent`."""
+
+    name = "list"
+    features = {"queues": Support.NATIVE, "priority": Support.NATIVE,
+                "time_limit": Support.NATIVE}
+
+    def __init__(self, settings: Settings, block: asyncio.Event | None = None) -> None:
+        super().__init__(settings)
+        self.sent: list[tuple[str, dict[str, Any], TaskOptions]] = []
+        self.block = block
+
+    async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
+                      options: TaskOptions) -> None:
+        if self.block is not None:
+            await self.block.wait()
+        self.sent.append((record.delivery_id, arguments, options))
+
+
+@pytest.fixture
+def settings() -> Settings:
+    url = redis_database(LIFECYCLE_DB, flush=True)
+    return Settings(redis_url=url, history_enabled=False, redelivery_after=5,
+                    worker_heartbeat=0.2)
+
+
+@pytest_asyncio.fixture
+async def backend(settings: Settings) -> AsyncIterator[ListBackend]:
+    made = ListBackend(settings)
+    yield made
+    await made.aclose()
+
+
+async def test_a_submission_cancelled_in_the_enqueue_ends_failure(settings: Settings) -> None:
+    held = ListBackend(settings, block=asyncio.Event())
+    try:
+        submitting = asyncio.create_task(held.submit("add", [1, 2]))
+        while not await held.redis.zcard("qb:tasks"):  # the record exists: in the enqueue
+            await asyncio.sleep(0.01)
+        submitting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await submitting
+        task_id = (await held.redis.zrange("qb:tasks", 0, -1))[0].decode()
+        record = await held.get(task_id)
+    finally:
+        await held.aclose()
+    assert record.state is TaskState.FAILURE
+    assert record.error is not None and record.error["type"] == "NotQueued"
+
+
+async def _started_by(backend: ListBackend, owner: str, **options: Any) -> TaskRecord:
+    record = await backend.submit("sleep", [5], options=TaskOptions(**options))
+    found, _ = await backend.store.start(record.id, owner)
+    assert found == TaskState.PENDING
+    return record
+
+
+async def _beat(redis: Redis, owner: str, at: float) -> None:
+    await redis.zadd(WORKERS_SEEN_KEY, {owner: at})
+    await redis.hset(WORKERS_KEY, owner, '{"backend": "list", "role": "worker"}')
+
+
+async def test_the_reaper_sends_a_dead_workers_task_again_once(backend: ListBackend) -> None:
+    record = await _started_by(backend, "host:1", queue="q1", priority=7, time_limit=9)
+    await _beat(backend.redis, "host:1", time.time() - 6)  # lease of 5 s lapsed
+    reaper = Reaper(backend, "host:2")
+    reaper._trusted_from = 0
+    assert await reaper.sweep() == 1
+    assert await reaper.sweep() == 0  # sent once; the dead worker is forgotten
+    again = await backend.get(record.id)
+    assert (again.state, again.deliveries) == (TaskState.PENDING, 1)
+    [(delivery, arguments, options)] = backend.sent[1:]
+    assert delivery == f"{record.id}~1"
+    assert arguments == {"seconds": 5.0, "key": None}
+    assert (options.queue, options.priority, options.time_limit) == ("q1", 7, 9)
+    assert not await backend.redis.exists(OWNED_KEY.format("host:1"))
+    assert not await backend.redis.zscore(WORKERS_SEEN_KEY, "host:1")
+
+
+async def test_the_reaper_leaves_a_live_workers_task(backend: ListBackend) -> None:
+    record = await _started_by(backend, "host:1")
+    await _beat(backend.redis, "host:1", time.time())
+    reaper = Reaper(backend, "host:2")
+    reaper._trusted_from = 0
+    assert await reaper.sweep() == 0
+    assert (await backend.get(record.id)).state is TaskState.STARTED
+
+
+async def test_after_a_redis_error_the_reaper_judges_nobody_at_once(
+        backend: ListBackend) -> None:
+    await _started_by(backend, "host:1")
+    await _beat(backend.redis, "host:1", time.time() - 6)
+    reaper = Reaper(backend, "host:2")  # just started: as after an error, it settles first
+    assert await reaper.sweep() == 0
+    reaper._trusted_from = 0
+    assert await reaper.sweep() == 1
+
+
+async def test_a_task_whose_run_was_cancelled_is_sent_again(backend: ListBackend) -> None:
+    record = await _started_by(backend, "host:1")
+    await _beat(backend.redis, "host:1", time.time())  # alive: it cancelled the run
+    await backend.store.orphan(record.id, "host:1")
+    assert await backend.redis.sismember(ORPHANS_KEY, record.id)
+    assert await Reaper(backend, "host:2").sweep() == 1
+    assert (await backend.get(record.id)).deliveries == 1
+    assert not await backend.redis.sismember(ORPHANS_KEY, record.id)
+
+
+async def test_a_send_that_fails_is_tried_again_next_pass(backend: ListBackend) -> None:
+    record = await _started_by(backend, "host:1")
+    await _beat(backend.redis, "host:1", time.time() - 6)
+    reaper = Reaper(backend, "host:2")
+    reaper._trusted_from = 0
+
+    async def refuse(_: TaskRecord) -> None:
+        raise ConnectionError("broker away")
+
+    backend.redeliver = refuse  # type: ignore[method-assign]
+    assert await reaper.sweep() == 0
+    assert await backend.redis.sismember(OWNED_KEY.format("host:1"), record.id)
+    del backend.redeliver
+    assert await reaper.sweep() == 1
+    assert (await backend.get(record.id)).deliveries == 2  # a new delivery id each try
+
+
+async def test_a_finished_task_of_a_dead_worker_is_not_sent_again(backend: ListBackend) -> None:
+    record = await _started_by(backend, "host:1")
+    await backend.store.finish(record.id, TaskState.SUCCESS, result=5, worker="other:9")
+    await backend.redis.sadd(OWNED_KEY.format("host:1"), record.id)  # a stale entry
+    await _beat(backend.redis, "host:1", time.time() - 6)
+    reaper = Reaper(backend, "host:2")
+    reaper._trusted_from = 0
+    assert await reaper.sweep() == 0
+    assert (await backend.get(record.id)).state is TaskState.SUCCESS
+
+
+async def test_the_first_final_state_wins(backend: ListBackend) -> None:
+    record = await _started_by(backend, "host:1")
+    await backend.store.finish(record.id, TaskState.SUCCESS, result=1, worker="host:1")
+    await backend.store.finish(record.id, TaskState.FAILURE, worker="host:2")
+    assert ((await backend.get(record.id)).state, (await backend.get(record.id)).result) == (
+        TaskState.SUCCESS, 1)
+
+
+async def test_a_heartbeat_registers_and_a_stopping_owner_is_dead_at_once(
+        settings: Settings, backend: ListBackend) -> None:
+    beat = Heartbeat(settings.redis_url, "list", 0.2).start()
+    assert [w["id"] for w in await live_workers(backend.redis, "list", 0.2)] == [beat.id]
+    await backend.redis.sadd(OWNED_KEY.format(beat.id), "some-task")
+    beat.stop()
+    assert [w["id"] for w in await workers(backend.redis, dead_for=0)] == [beat.id]
+    assert await live_workers(backend.redis, "list", 0.2) == []
+
+
+async def test_a_heartbeat_writes_what_was_deferred_before_it_beats(
+        settings: Settings, backend: ListBackend) -> None:
+    done: list[int] = []
+    beat = Heartbeat(settings.redis_url, "list", 0.05)
+    beat.defer(lambda: done.append(1))
+    beat.start()
+    try:
+        assert done == [1]
+    finally:
+        beat.stop()
