@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ from redis.asyncio import Redis
 from core.db import ping
 from core.errors import (
     AlreadyFinished,
+    InvalidArguments,
     QueuebenchError,
     TaskNotFound,
     Unavailable,
@@ -29,7 +31,7 @@ from core.features import CORE_FEATURES, Support, supported_options
 from core.history import HistoryStore, TaskFilter, recent
 from core.options import TaskOptions
 from core.policy import Policy
-from core.records import RecordStore, TaskRecord, connect, error_of, new_task_id
+from core.records import Command, RecordStore, TaskRecord, connect, error_of, new_task_id
 from core.registry import get_task
 from core.settings import Settings
 from core.states import FINISHED, TaskState
@@ -100,25 +102,80 @@ class TaskBackend(ABC):
         message's own id changes on a redelivery) and its policy (core/runner.py)."""
         return {"task_id": record.id, **self.policy(options).to_wire()}
 
-    async def submit(self, name: str, args: list[Any] | None = None,
-                     kwargs: dict[str, Any] | None = None,
-                     options: TaskOptions | None = None) -> TaskRecord:
+    def push(self, record: TaskRecord, arguments: dict[str, Any],
+             options: TaskOptions) -> list[Command] | None:
+        """The library's message as Redis commands in its own wire format, run in the
+        same script that creates the record: one round trip per submit. None (the
+        default, or PRODUCER=library, or a broker apart from REDIS_URL): `enqueue`."""
+        return None
+
+    @property
+    def one_trip(self) -> bool:
+        return (self.settings.producer == "native"
+                and self.settings.broker == self.settings.redis_url)
+
+    def prepare(self, name: str, args: list[Any] | None, kwargs: dict[str, Any] | None,
+                options: TaskOptions | None, submitted: float,
+                ) -> tuple[TaskRecord, dict[str, Any], TaskOptions]:
+        """Check a submission; its record (not yet stored), bound arguments and
+        options. Raises the 4xx errors (core/errors.py)."""
         spec = get_task(name)
         args, kwargs = list(args or []), dict(kwargs or {})
         arguments = spec.bind(args, kwargs)
         requested = options or TaskOptions()
         self.check_options(requested)
         opts = requested.merged_over(spec.defaults)
-        submitted = time.time()
         record = TaskRecord(id=new_task_id(), name=name, backend=self.name, args=args,
                             kwargs=kwargs, submitted_at=submitted, queue=opts.queue,
                             expires_at=_expires_at(opts.expires, submitted),
                             options=opts.model_dump(mode="json", include=REDELIVERED,
                                                     exclude_none=True))
+        return record, arguments, opts
+
+    async def submit(self, name: str, args: list[Any] | None = None,
+                     kwargs: dict[str, Any] | None = None,
+                     options: TaskOptions | None = None) -> TaskRecord:
+        record, arguments, opts = self.prepare(name, args, kwargs, options, time.time())
+        push = self.push(record, arguments, opts) if self.one_trip else None
         stands = await self.store.create(record, idempotency_key=opts.idempotency_key,
-                                         not_before=_not_before(opts, submitted))
+                                         not_before=_not_before(opts, record.submitted_at),
+                                         push=push)
         if stands != record.id:  # the idempotency key is bound to an earlier task
             return await self.get(stands)
+        if push is None:
+            await self._enqueue(record, arguments, opts)
+        return record
+
+    async def submit_many(self, name: str, items: Sequence[tuple[list[Any], dict[str, Any]]],
+                          options: TaskOptions | None = None) -> list[str]:
+        """Submit `items` (args, kwargs) of one task with one options object; their
+        ids in order. Every item is checked first: a bad one raises InvalidArguments
+        naming its index, and none is queued. An idempotency key K stands for K:0,
+        K:1, ... (a batch sent again gives the same ids)."""
+        submitted = time.time()
+        prepared, errors = [], []
+        for index, (args, kwargs) in enumerate(items):
+            try:
+                prepared.append(self.prepare(name, args, kwargs, options, submitted))
+            except InvalidArguments as exc:
+                errors += [{**e, "loc": ["body", "items", index, *e["loc"][1:]]}
+                           for e in exc.detail]
+        if errors:
+            raise InvalidArguments(errors)
+        keys = [f"{record_opts.idempotency_key}:{index}" if record_opts.idempotency_key
+                else None for index, (_, _, record_opts) in enumerate(prepared)]
+        pushes = [self.push(*p) if self.one_trip else None for p in prepared]
+        stands = await self.store.create_many(
+            [(record, key, _not_before(opts, submitted), push)
+             for (record, _, opts), key, push in zip(prepared, keys, pushes, strict=True)])
+        for (record, arguments, opts), push, stood in zip(prepared, pushes, stands,
+                                                           strict=True):
+            if push is None and stood == record.id:
+                await self._enqueue(record, arguments, opts)
+        return stands
+
+    async def _enqueue(self, record: TaskRecord, arguments: dict[str, Any],
+                       opts: TaskOptions) -> None:
         try:
             await self.enqueue(record, arguments, opts)
         except BaseException as exc:
@@ -131,7 +188,6 @@ class TaskBackend(ABC):
                 await asyncio.shield(self.store.finish(record.id, TaskState.FAILURE,
                                                        error=error))
             raise
-        return record
 
     async def get(self, task_id: str) -> TaskRecord:
         record = await self.store.get(task_id)
@@ -159,6 +215,11 @@ class TaskBackend(ABC):
         if found is TaskState.STARTED and not can_stop:
             raise AlreadyFinished(f"task {task_id!r} is running, and backend {self.name!r} "
                                   "cannot stop a running task")
+        if found is TaskState.STARTED:
+            # The worker process that runs it stops it (core/interrupt.py).
+            from core.interrupt import announce
+
+            await announce(self.redis, task_id)
         record = await self.get(task_id)
         await self.revoke(record)
         return record

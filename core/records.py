@@ -14,6 +14,7 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -60,9 +61,11 @@ end
 """
 
 # KEYS: record, index, idempotency key. ARGV: ttl, kept, channel, submitted,
-# idempotent (0/1), expires_at ('' for none), then the record's field/value pairs.
-# Claim and create are one step: a second submit with the key finds the first record,
-# never a key bound to nothing. Returns the id of the task that stands.
+# idempotent (0/1), expires_at ('' for none), n, the record's n field/value items,
+# then the commands that queue the task's message (each: its length, then its words).
+# Claim, create and queue are one step: a second submit with the key finds the first
+# record (and queues nothing), never a key bound to nothing, and no record is left
+# without its message. Returns the id of the task that stands.
 _CREATE = _LIB + """
 local id = task_id(KEYS[1])
 if ARGV[5] == '1' then
@@ -70,8 +73,15 @@ if ARGV[5] == '1' then
   if first and redis.call('HEXISTS', 'qb:task:' .. first, 'name') == 1 then return first end
   redis.call('SET', KEYS[3], id, 'EX', ARGV[1])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+local n = tonumber(ARGV[7])
+redis.call('HSET', KEYS[1], unpack(ARGV, 8, 7 + n))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+local at = 8 + n
+while at <= #ARGV do  -- the library's message, in its own wire format
+  local size = tonumber(ARGV[at])
+  redis.call(unpack(ARGV, at + 1, at + size))
+  at = at + 1 + size
+end
 redis.call('ZADD', KEYS[2], ARGV[4], id)
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[2]) - 1)
 if ARGV[6] ~= '' then redis.call('ZADD', 'qb:expiring', ARGV[6], id) end
@@ -183,6 +193,9 @@ end
 redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 return redis.call('HGETALL', KEYS[1])
 """
+
+# One Redis command, as words: what a producer in a library's wire format sends.
+Command = tuple[str | bytes | int | float, ...]
 
 # Outcomes of `start` that are not states: do not run.
 LOST = "LOST"  # no record (Redis lost it): the run is refused, nothing is written
@@ -343,20 +356,38 @@ class RecordStore:
         self._reclaim = redis.register_script(_RECLAIM)
 
     async def create(self, record: TaskRecord, *, idempotency_key: str | None = None,
-                     not_before: float | None = None) -> str:
-        """Store a new PENDING record; the id of the task that stands: `record.id`, or
-        the first task's when `idempotency_key` (scoped by task name) is bound already.
-        A task that may not start before `not_before` keeps its record that much longer."""
+                     not_before: float | None = None, push: list[Command] | None = None,
+                     ) -> str:
+        """Store a new PENDING record, and run `push` (the commands that queue its
+        message) with it; the id of the task that stands: `record.id`, or the first
+        task's when `idempotency_key` (scoped by task name) is bound already (then
+        nothing is queued). A task that may not start before `not_before` keeps its
+        record that much longer."""
+        return _str(await _reply(self._create(
+            **self._create_call(record, idempotency_key, not_before, push))))
+
+    async def create_many(self, batch: Sequence[tuple[TaskRecord, str | None, float | None,
+                                                      list[Command] | None]]) -> list[str]:
+        """`create` for each (record, idempotency key, not before, push): one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for record, key, not_before, push in batch:
+                await _reply(self._create(**self._create_call(record, key, not_before, push),
+                                          client=pipe))
+            return [_str(found) for found in await _reply(pipe.execute())]
+
+    def _create_call(self, record: TaskRecord, idempotency_key: str | None,
+                     not_before: float | None, push: list[Command] | None) -> dict[str, Any]:
         submitted = record.submitted_at or time.time()
         ttl = self.ttl + max(0, math.ceil((not_before or submitted) - submitted))
         key = IDEMPOTENCY_KEY.format(record.name, idempotency_key or "")
         pairs = [item for pair in record.to_hash().items() for item in pair]
-        found = await _reply(self._create(
-            keys=[TASK_KEY.format(record.id), INDEX_KEY, key],
-            args=[ttl, self.kept, EVENTS_CHANNEL, submitted, int(bool(idempotency_key)),
-                  "" if record.expires_at is None else record.expires_at, *pairs],
-        ))
-        return _str(found)
+        words: list[Any] = []
+        for command in push or ():
+            words += [len(command), *command]
+        return {"keys": [TASK_KEY.format(record.id), INDEX_KEY, key],
+                "args": [ttl, self.kept, EVENTS_CHANNEL, submitted, int(bool(idempotency_key)),
+                         "" if record.expires_at is None else record.expires_at, len(pairs),
+                         *pairs, *words]}
 
     async def get(self, task_id: str) -> TaskRecord | None:
         data = _text(await _reply(self.redis.hgetall(TASK_KEY.format(task_id))))

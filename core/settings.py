@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     database_url: str = "sqlite+aiosqlite:///./queuebench.db"
     broker_url: str | None = None
+    # native: queuebench writes each library's message itself (one round trip with the
+    # record); library: the library's own producer, off the event loop.
+    producer: Literal["native", "library"] = "native"
     environment: Environment = Environment.development
 
     record_ttl: int = Field(86_400, description="seconds a task record is kept in Redis")

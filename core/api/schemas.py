@@ -31,12 +31,8 @@ class TaskPublic(BaseModel):
     finished_at: datetime | None = None
 
 
-class TaskSubmit(BaseModel):
+class RequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-    args: list[Any] = Field(default_factory=list)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    options: TaskOptions = Field(default_factory=TaskOptions)
 
     @model_validator(mode="before")
     @classmethod
@@ -45,6 +41,12 @@ class TaskSubmit(BaseModel):
         are not JSON: they become the strings the API answers with (core/records.py,
         `dumps`), before any other check, so an error's echo of the input is JSON too."""
         return finite(body)
+
+
+class TaskSubmit(RequestBody):
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    options: TaskOptions = Field(default_factory=TaskOptions)
 
 
 def submit_model(spec: TaskSpec) -> type[TaskSubmit]:
@@ -58,3 +60,23 @@ def submit_model(spec: TaskSpec) -> type[TaskSubmit]:
     title = "".join(p.title() for p in spec.name.split("_"))
     return create_model(f"{title}Submit", __base__=TaskSubmit,
                         kwargs=(kwargs_model, Field(default_factory=kwargs_model)))
+
+
+class BatchAccepted(BaseModel):
+    ids: list[str] = Field(description="the tasks' ids, in the items' order")
+
+
+MAX_BATCH = 1000
+
+
+def batch_model(spec: TaskSpec) -> type[BaseModel]:
+    """A batch body: 1 to MAX_BATCH items, each the args and kwargs of one task (the
+    task's own kwargs schema), and one options object for all."""
+    single = submit_model(spec)
+    item = create_model(f"{single.__name__}Item", __config__=ConfigDict(extra="forbid"),
+                        args=(list[Any], Field(default_factory=list)),
+                        kwargs=(single.model_fields["kwargs"].annotation,
+                                Field(default_factory=dict)))
+    return create_model(f"{single.__name__}Batch", __base__=RequestBody,
+                        items=(list[item], Field(min_length=1, max_length=MAX_BATCH)),  # type: ignore[valid-type]
+                        options=(TaskOptions, Field(default_factory=TaskOptions)))

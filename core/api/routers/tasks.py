@@ -6,7 +6,14 @@ from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime
 
 from core.api.deps import BackendDep
-from core.api.schemas import TaskPublic, TaskSubmit, submit_model
+from core.api.schemas import (
+    MAX_BATCH,
+    BatchAccepted,
+    TaskPublic,
+    TaskSubmit,
+    batch_model,
+    submit_model,
+)
 from core.errors import UnknownTask
 from core.registry import TaskSpec, all_tasks
 from core.states import TaskState
@@ -14,11 +21,15 @@ from core.states import TaskState
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
+def _kwargs(kwargs: Any) -> dict[str, Any]:
+    """The kwargs a client gave (the documented model holds every parameter, unset
+    ones as None: only the set ones are the task's)."""
+    return kwargs if isinstance(kwargs, dict) else kwargs.model_dump(exclude_unset=True)
+
+
 async def _submit(backend: BackendDep, name: str, body: TaskSubmit,
                   response: Response) -> dict[str, Any]:
-    kwargs = body.kwargs if isinstance(body.kwargs, dict) else body.kwargs.model_dump(
-        exclude_unset=True)
-    record = await backend.submit(name, body.args, kwargs, body.options)
+    record = await backend.submit(name, body.args, _kwargs(body.kwargs), body.options)
     response.headers["Location"] = f"/tasks/{record.id}"
     return record.body()
 
@@ -36,12 +47,30 @@ def _route_for(spec: TaskSpec) -> None:
                          response_model=TaskPublic, summary=f"Submit {spec.name}",
                          description=spec.doc, operation_id=f"submit_{spec.name}")
 
+    batch = batch_model(spec)
+
+    async def submit_batch(body: Any, backend: BackendDep) -> dict[str, Any]:
+        items = [(item.args, _kwargs(item.kwargs)) for item in body.items]
+        return {"ids": await backend.submit_many(spec.name, items, body.options)}
+
+    submit_batch.__annotations__["body"] = batch
+
+    router.add_api_route(
+        f"/{spec.name}/batch", submit_batch, methods=["POST"], status_code=202,
+        response_model=BatchAccepted, summary=f"Submit a batch of {spec.name}",
+        description=f"1 to {MAX_BATCH} tasks with one options object; their ids in order. "
+        "A bad item is a 422 naming its index (`items`, index, field), and none of the "
+        "batch is queued. An `idempotency_key` K stands for K:0, K:1, ... by index.",
+        operation_id=f"submit_{spec.name}_batch")
+
 
 for _spec in all_tasks().values():
     _route_for(_spec)
 
 
 @router.post("/{name}", status_code=202, response_model=TaskPublic, include_in_schema=False)
+@router.post("/{name}/batch", status_code=202, response_model=BatchAccepted,
+             include_in_schema=False)
 async def submit_unknown(name: str) -> None:
     raise UnknownTask(f"unknown task {name!r}; known: {', '.join(sorted(all_tasks()))}")
 
