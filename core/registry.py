@@ -22,14 +22,17 @@ class TaskSpec:
     params: type[BaseModel]
     doc: str = ""
     is_async: bool = field(init=False)
+    signature: inspect.Signature = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.fn))
+        # Once: inspect.signature costs more than the rest of a bind.
+        object.__setattr__(self, "signature", inspect.signature(self.fn))
 
     def bind(self, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Check args against the signature; the validated arguments, by name."""
         try:
-            bound = inspect.signature(self.fn).bind(*args, **kwargs)
+            bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise InvalidArguments([{"loc": ["body", "args"], "msg": str(exc)}]) from None
         try:
