@@ -1,6 +1,7 @@
 """The ceiling: what FastAPI and Redis can do at all on this machine. A bare
-`POST /tasks/{name}` that does one LPUSH and answers 202, served as `queuebench serve`
-serves (one uvicorn process, no access log), under the same Locust load as the API.
+`POST /tasks/{name}` that does one LPUSH and answers 202, served as the benchmark serves
+the API (the same uvicorn processes, `--server-workers`; no access log), under the same
+Locust load.
 
     REDIS_URL=redis://127.0.0.1:6379/9 uvicorn bench.ceiling:app --port 8001
 """

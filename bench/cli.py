@@ -38,7 +38,7 @@ from core.db import migrate
 from core.procs import ROOT, venv_python
 from core.settings import BACKENDS
 
-MODES = ("raw", "direct", "http")
+MODES = ("raw", "direct", "http")  # and "batch": direct's burst through submit_many
 WORKLOADS = ("noop", "sleep", "cpu")
 LIBRARIES = {"celery": ("celery", "kombu", "redis"), "arq": ("arq", "redis"),
              "dramatiq": ("dramatiq", "redis")}
@@ -69,8 +69,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     p.add_argument("--backends", default=",".join(BACKENDS))
-    p.add_argument("--modes", default=",".join(MODES), help="raw,direct,http (and the "
-                   "ceiling, measured whenever http is)")
+    p.add_argument("--modes", default=",".join(MODES), help="raw,direct,http (direct on "
+                   "noop adds batch; the ceiling is measured whenever http is)")
     p.add_argument("--workloads", default=None, help="default: the profile's")
     p.add_argument("--repeats", type=int, default=None, help="default: the profile's")
     p.add_argument("--tasks", type=int, default=None, help="burst size (default: profile's)")
@@ -84,6 +84,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=32, help="Locust users (http, ceiling)")
     p.add_argument("--submitters", type=int, default=16,
                    help="concurrent submit calls in direct mode (and raw, where async)")
+    p.add_argument("--batch-size", type=int, default=100,
+                   help="direct mode on noop also submits the burst through submit_many, "
+                   "this many tasks a call (0: not)")
+    p.add_argument("--batch-calls", type=int, default=4, help="submit_many calls at a time")
+    p.add_argument("--server-workers", type=int, default=1,
+                   help="uvicorn processes of the API (http) and of the ceiling app alike")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/9",
                    help="a Redis database the benchmark may flush")
     p.add_argument("--out", type=Path, default=None)
@@ -95,6 +101,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         else list(profile.workloads)
     if args.concurrency % args.processes:
         p.error("--concurrency must be a multiple of --processes (the same slots per process)")
+    if args.batch_size < 0 or args.batch_calls < 1 or args.server_workers < 1:
+        p.error("--batch-size must be at least 0, --batch-calls and --server-workers at least 1")
     return args
 
 
@@ -122,7 +130,10 @@ def plan(args: argparse.Namespace, database_url: str) -> list[Spec]:
                           tasks=args.tasks or profile.tasks.get(workload, 1000),
                           seconds=args.seconds or profile.seconds, processes=args.processes,
                           concurrency=args.concurrency, users=args.users,
-                          submitters=args.submitters, repeat=repeat, round=repeat)
+                          submitters=args.submitters, repeat=repeat, round=repeat,
+                          # submit_many's rate is the producer's alone: noop measures it
+                          batch_size=args.batch_size if workload == "noop" else 0,
+                          batch_calls=args.batch_calls, server_workers=args.server_workers)
             for mode in args.modes:
                 specs.extend(Spec(backend=b, mode=mode, rates=rates, **common) for b in order)
             if "http" in args.modes:
@@ -154,6 +165,8 @@ def meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
         "versions": {b: _versions(b) for b in args.backends},
         "settings": {"processes": args.processes, "concurrency": args.concurrency,
                      "users": args.users, "submitters": args.submitters,
+                     "batch_size": args.batch_size, "batch_calls": args.batch_calls,
+                     "server_workers": args.server_workers,
                      "repeats": args.repeats or PROFILES[args.profile].repeats,
                      "workloads": args.workloads, "modes": args.modes,
                      "warm_up_excluded": f"first {WARMUP:.0%} of a burst's completions"},
@@ -240,11 +253,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     results["meta"]["finished"] = _now()
     results["summary"] = stats.summarise(results["runs"])
     results["ratios"] = stats.ratios(results["summary"])
+    results["overhead"] = stats.overhead(results["summary"])
     results["saturation"] = stats.saturation(results["runs"])
     (out / "results.json").write_text(json.dumps(results, indent=1))
     written = report.render(results, out)
     console.print(report.summary_table(results))
     console.print(report.ratios_table(results))
+    console.print(report.overhead_table(results))
     console.print(f"results: {out / 'results.json'}; report: "
                   f"{', '.join(p.name for p in written)}")
     if results["failures"] or any(r.get("lost") for r in results["runs"]):

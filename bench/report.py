@@ -25,14 +25,30 @@ from matplotlib.ticker import FuncFormatter
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from bench.stats import ratios, saturation, summarise
+from bench.stats import (
+    E2E_P50_FACTOR,
+    E2E_P50_SLACK_MS,
+    OVERHEAD_TARGETS,
+    overhead,
+    ratios,
+    saturation,
+    summarise,
+)
 
 DASH = "\u2013"  # an en dash: "no figure"
-MODES = ("raw", "direct", "http")
-MODE_COLORS = {"raw": "#4c72b0", "direct": "#dd8452", "http": "#55a868", "ceiling": "#8c8c8c"}
+MODES = ("raw", "direct", "batch", "http")
+MODE_COLORS = {"raw": "#4c72b0", "direct": "#dd8452", "batch": "#c44e52", "http": "#55a868",
+               "ceiling": "#8c8c8c"}
 MODE_LINES = {"raw": "-", "direct": "--", "http": ":"}
 KIND_TITLES = {"submit": "submit", "queue_wait": "queue wait", "end_to_end": "end to end"}
-DIRECT_OK = 0.95  # direct submission should cost the queue under 5% of its raw throughput
+DIRECT_OK = OVERHEAD_TARGETS["direct_vs_raw"]
+OVERHEAD_LABELS = {
+    "direct_submit_vs_raw": "direct submit / raw submit",
+    "batch_submit_vs_raw": "batch submit / raw submit",
+    "http_submit_vs_ceiling": "http submit / ceiling",
+    "direct_vs_raw": "direct drain / raw drain",
+    "http_vs_raw": "http end to end / raw",
+}
 CEILING_OK = 0.8  # below this share of the generator's own ceiling, the generator is not the limit
 
 # A cell is its text, or (text, css class) when it must stand out: "bad" or "warn".
@@ -124,6 +140,10 @@ def _ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     return results.get("ratios") or ratios(_summary(results))
 
 
+def _overhead(results: dict[str, Any]) -> list[dict[str, Any]]:
+    return results.get("overhead") or overhead(_summary(results))
+
+
 def _saturation(results: dict[str, Any]) -> list[dict[str, Any]]:
     return results.get("saturation") or saturation(results.get("runs") or [])
 
@@ -196,9 +216,10 @@ def throughput_table(summary: list[dict[str, Any]]) -> TableData:
 
 
 def submit_table(summary: list[dict[str, Any]]) -> TableData:
-    return _pivot(_burst(summary), "submit_rps", "Submit rate, burst (requests/s)",
-                  "Burst submissions with no worker running. The ceiling: the same Locust "
-                  "load on a bare FastAPI endpoint doing one Redis LPUSH.")
+    return _pivot(_burst(summary), "submit_rps", "Submit rate, burst (tasks/s)",
+                  "Burst submissions with no worker running; batch: the direct burst through "
+                  "Backend.submit_many. The ceiling: the same Locust load on a bare FastAPI "
+                  "endpoint doing one Redis LPUSH.")
 
 
 def latency_table(summary: list[dict[str, Any]]) -> TableData:
@@ -214,7 +235,8 @@ def latency_table(summary: list[dict[str, Any]]) -> TableData:
     headers = ["backend", "workload", "mode", "phase",
                *(f"{KIND_TITLES.get(k, k)} p50 / p95 / p99" for k in kinds)]
     return TableData("Latency (ms)", headers, body, align="llll" + "r" * len(kinds),
-                     note="Each percentile is the median of the repeats' own percentiles.")
+                     note="Each percentile is the median of the repeats' own percentiles. "
+                          "batch: a submit is a whole submit_many call.")
 
 
 def errors_table(summary: list[dict[str, Any]]) -> TableData:
@@ -245,6 +267,41 @@ def ratios_table_data(rows: list[dict[str, Any]]) -> TableData:
                           "http submit rate over the load generator's ceiling.")
 
 
+def _ms(value: Any) -> str:
+    return DASH if value is None else f"{_num(value)} ms"
+
+
+def _mark(met: bool | None) -> Cell:
+    # Missing data is no pass: a dash, like any figure not measured.
+    if met is None:
+        return DASH
+    return "✅ met" if met else ("❌ missed", "bad")
+
+
+def overhead_table_data(rows: list[dict[str, Any]]) -> TableData:
+    """Per backend: each overhead ratio against its target, then sustained latency."""
+    body: list[list[Cell]] = []
+    for row in rows:
+        backend, met = str(row.get("backend")), row.get("met") or {}
+        for name, target in OVERHEAD_TARGETS.items():
+            body.append([backend, OVERHEAD_LABELS.get(name, name), _ratio_text(row.get(name)),
+                         f"≥ {target:.2f}", _mark(met.get(name))])
+        rate, limit = row.get("sustained_rate"), row.get("e2e_p50_limit_ms")
+        body.append([backend, "sustained end to end p50, direct" +
+                     (f" @ {_num(rate)}/s" if rate is not None else ""),
+                     f"{_ms(row.get('direct_e2e_p50_ms'))} (raw {_ms(row.get('raw_e2e_p50_ms'))})",
+                     f"≤ {E2E_P50_FACTOR:g} \u00d7 raw + {E2E_P50_SLACK_MS:g} ms" +
+                     (f" = {_num(limit)} ms" if limit is not None else ""),
+                     _mark(met.get("e2e_p50"))])
+    workload = rows[0].get("workload") if rows else "noop"
+    return TableData(f"Overhead against the library alone ({workload})",
+                     ["backend", "measure", "value", "target", "result"], body, align="llrrl",
+                     note="Submit: burst rate with no worker running (raw: the library's own "
+                          "client; batch: Backend.submit_many). Drain: burst tasks/s. Latency: "
+                          "the lowest sustained rate both raw and direct ran. "
+                          f"{DASH}: not measured.")
+
+
 def saturation_table(sat: list[dict[str, Any]]) -> TableData:
     body: list[list[Cell]] = []
     for group in sat:
@@ -263,7 +320,8 @@ def saturation_table(sat: list[dict[str, Any]]) -> TableData:
 def report_tables(results: dict[str, Any]) -> list[TableData]:
     summary = _summary(results)
     tables = [throughput_table(summary), submit_table(summary), latency_table(summary),
-              errors_table(summary), ratios_table_data(_ratios(results))]
+              errors_table(summary), ratios_table_data(_ratios(results)),
+              overhead_table_data(_overhead(results))]
     sat = _saturation(results)
     if sat:
         tables.append(saturation_table(sat))
@@ -618,4 +676,8 @@ def summary_table(results: dict[str, Any]) -> RichTable:
 
 def ratios_table(results: dict[str, Any]) -> RichTable:
     return _rich(ratios_table_data(_ratios(results)))
+
+
+def overhead_table(results: dict[str, Any]) -> RichTable:
+    return _rich(overhead_table_data(_overhead(results)))
 

@@ -5,7 +5,10 @@
 flushes its Redis database, then for one backend, mode and workload:
 
 - burst: `tasks` submissions with no worker running (the submit figures), then the
-  workers start and drain them (completed tasks/s, warm-up excluded);
+  workers start and drain them (completed tasks/s, warm-up excluded); a direct session
+  with a `batch_size` submits the same burst again through `Backend.submit_many`, in
+  batches, before the workers start (mode "batch": its submit rate is tasks/s, its
+  submit latency a whole call's), and drains it after the first;
 - sustained: for each offered rate, submissions at that rate for `seconds` with the
   workers running (latency at a known load; achieved against offered rate).
 
@@ -27,6 +30,7 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import redis as sync_redis
@@ -60,6 +64,9 @@ class Spec:
     concurrency: int = 8
     users: int = 32          # Locust users (http, ceiling)
     submitters: int = 16     # concurrent submit calls (direct, and raw where async)
+    batch_size: int = 0      # tasks per submit_many call in a direct session (0: none)
+    batch_calls: int = 4     # submit_many calls at a time
+    server_workers: int = 1  # uvicorn processes of the API and of the ceiling app
     quiet: float = 20.0      # seconds without progress before the rest counts as lost
     repeat: int = 0
     round: int = 0
@@ -231,6 +238,28 @@ class DirectDriver(RecordDriver):
         record = await self.backend.submit(self.spec.workload, [self.spec.argument])
         return record.id, record.submitted_at or time.time()
 
+    async def batch(self, tasks: int) -> Phase:
+        """`tasks` submissions through `submit_many`, `batch_size` a call and
+        `batch_calls` calls at a time; a submit latency is a whole call's."""
+        size = self.spec.batch_size
+        calls = -(-tasks // size)
+        ids: list[list[str]] = [[] for _ in range(calls)]
+        sent = [0.0] * calls
+        submit_ms = [0.0] * calls
+        item: tuple[list[Any], dict[str, Any]] = ([self.spec.argument], {})
+
+        async def one(i: int) -> None:
+            sent[i], start = time.time(), time.perf_counter()
+            items = [item] * min(size, tasks - i * size)
+            ids[i] = await self.backend.submit_many(self.spec.workload, items)
+            submit_ms[i] = (time.perf_counter() - start) * 1000
+
+        start = time.perf_counter()
+        await _flat_out(one, calls, self.spec.batch_calls)
+        return Phase([sent[i] for i, chunk in enumerate(ids) for _ in chunk],
+                     [task_id for chunk in ids for task_id in chunk], submit_ms,
+                     time.perf_counter() - start)
+
     async def aclose(self) -> None:
         await self.backend.aclose()
         await super().aclose()
@@ -311,22 +340,57 @@ def workers(spec: Spec, env: dict[str, str]) -> Iterator[list[Proc]]:
 
 @contextmanager
 def server(spec: Spec, env: dict[str, str]) -> Iterator[str]:
+    # The API and the ceiling app alike (uvicorn processes, logs), so their ratio is fair.
+    processes = str(spec.server_workers)
     if spec.mode == "http":
-        api = Server(spec.backend, env)
+        api = Server(spec.backend, env, None, "--workers", processes)
         try:
+            if spec.server_workers > 1:
+                settle(api)
             yield api.url
         finally:
             api.stop()
         return
     port = free_port()
     bare = Proc(["bench.ceiling:app", "--port", str(port), "--no-access-log",
-                 "--log-level", "warning"], env, module="uvicorn")
+                 "--log-level", "warning", "--workers", processes], env, module="uvicorn")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(f"{url}/health", bare), timeout=30, what="ceiling app")
+        if spec.server_workers > 1:
+            settle(bare)
         yield url
     finally:
         bare.stop()
+
+
+def settle(proc: Proc, timeout: float = 30.0) -> None:
+    """Until `proc` and its children use under 5% of a CPU for a second: the first
+    uvicorn worker to answer is not the last to start (nor one that uvicorn's health
+    check killed and started again). Gives up quietly after `timeout`."""
+    quiet = 0.05 * os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + timeout
+    before = _cpu_ticks(proc.pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = _cpu_ticks(proc.pid)
+        if 0 <= now - before <= quiet:  # below 0: a process went, one may be starting
+            return
+        before = now
+
+
+def _cpu_ticks(session: int) -> int:
+    """CPU time so far, in clock ticks, of the live processes of a session (Linux /proc;
+    Proc starts each in a session of its own)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[3]) == session:  # fields from the state on: session, ..., utime, stime
+            total += int(fields[11]) + int(fields[12])
+    return total
 
 
 def _answers(url: str, proc: Proc) -> bool:
@@ -415,8 +479,15 @@ async def _session(spec: Spec, env: dict[str, str], url: str) -> list[dict[str, 
         burst = await driver.burst(spec.tasks)
         if spec.mode == "ceiling":
             return [ceiling_run(spec, burst)]
+        # Queued behind the burst, so the burst drains as it would alone.
+        batch = await driver.batch(spec.tasks) \
+            if isinstance(driver, DirectDriver) and spec.batch_size > 0 else None
         with workers(spec, env):
             runs = [figures(spec, burst, await driver.outcomes(burst), "burst", None)]
+            if batch is not None:
+                as_batch = dataclasses.replace(spec, mode="batch")
+                runs.append({**figures(as_batch, batch, await driver.outcomes(batch),
+                                       "burst", None), "batch_size": spec.batch_size})
             for rate in sorted(spec.rates):
                 phase = await driver.sustained(rate, spec.seconds)
                 run = figures(spec, phase, await driver.outcomes(phase), "sustained", rate)

@@ -1,5 +1,5 @@
-"""The benchmark's maths: percentiles of one run, and the summary, ratios and saturation
-points over many runs (the `runs` list of results.json).
+"""The benchmark's maths: percentiles of one run, and the summary, ratios, overhead
+against targets and saturation points over many runs (the `runs` list of results.json).
 
 Plain functions over plain dicts so that results.json round-trips through them; any
 figure may be None and is then left out, never counted as zero."""
@@ -14,6 +14,19 @@ PERCENTILES = ("p50", "p95", "p99")
 LATENCY_KINDS = ("submit", "queue_wait", "end_to_end")
 # A sustained rate counts as kept up with when the queue finishes this share of it.
 SUSTAINED_SHARE = 0.95
+#: Issue 9's targets for queuebench's overhead on noop (results.json "overhead"): the
+#: least each ratio may be. Submit rates are of the burst (no worker running);
+#: drains are burst throughput; the ceiling is Locust on a bare FastAPI + LPUSH.
+OVERHEAD_TARGETS = {
+    "direct_submit_vs_raw": 1.0,     # Backend.submit against the library's own client
+    "batch_submit_vs_raw": 2.0,      # Backend.submit_many against the same
+    "http_submit_vs_ceiling": 0.70,  # the API's submit against the bare endpoint
+    "direct_vs_raw": 0.95,           # direct drain against raw drain
+    "http_vs_raw": 0.90,             # end to end through the API against raw
+}
+#: ... and sustained end-to-end p50, direct, at most this factor of raw's plus this slack.
+E2E_P50_FACTOR = 1.2
+E2E_P50_SLACK_MS = 1.0
 
 
 def _quantiles(values: Sequence[float], points: int = 101) -> list[float]:
@@ -141,6 +154,63 @@ def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "direct_vs_raw": _ratio(_figure(by_mode.get("direct"), "throughput_tasks_per_s"), raw),
             "http_vs_raw": _ratio(_figure(by_mode.get("http"), "throughput_tasks_per_s"), raw),
             "http_submit_vs_ceiling": _ratio(_figure(by_mode.get("http"), "submit_rps"), ceiling),
+        })
+    return result
+
+
+def _e2e_p50(summary: list[dict[str, Any]], backend: Any, workload: Any
+             ) -> tuple[float | None, float | None, float | None]:
+    """(rate, raw p50, direct p50) of sustained end-to-end latency at the lowest offered
+    rate both modes ran: the lightest load, where latency is overhead, not queueing."""
+    p50: dict[tuple[Any, Any], Any] = {}
+    for row in summary:
+        if (row.get("backend"), row.get("workload"), row.get("phase")) == \
+                (backend, workload, "sustained"):
+            p50[(row.get("mode"), row.get("offered_rate"))] = \
+                ((row.get("latency_ms") or {}).get("end_to_end") or {}).get("p50")
+    rates = sorted(({rate for mode, rate in p50 if mode == "raw"}
+                    & {rate for mode, rate in p50 if mode == "direct"}) - {None})
+    if not rates:
+        return None, None, None
+    return rates[0], p50[("raw", rates[0])], p50[("direct", rates[0])]
+
+
+def overhead(summary: list[dict[str, Any]], workload: str = "noop") -> list[dict[str, Any]]:
+    """Per backend, on `workload`: queuebench's cost against the library alone, each
+    ratio of OVERHEAD_TARGETS, and sustained end-to-end p50 (direct against raw), with
+    `met` per target: True, False, or None when a figure is missing."""
+    burst = [r for r in summary if r.get("phase") == "burst" and r.get("workload") == workload
+             and r.get("backend") != "ceiling"]
+    ceiling = _figure(_ceiling(summary, workload), "submit_rps")
+    result = []
+    for (backend,), rows in _group(burst, ("backend",)).items():
+        # The first row of each mode: (figure name -> its median).
+        modes: dict[Any, dict[str, float | None]] = {}
+        for row in rows:
+            modes.setdefault(row.get("mode"), {
+                "submit": _figure(row, "submit_rps"),
+                "drain": _figure(row, "throughput_tasks_per_s")})
+        raw, direct, batch, http = (modes.get(m, {}) for m in ("raw", "direct", "batch", "http"))
+        ratios = {
+            "direct_submit_vs_raw": _ratio(direct.get("submit"), raw.get("submit")),
+            "batch_submit_vs_raw": _ratio(batch.get("submit"), raw.get("submit")),
+            "http_submit_vs_ceiling": _ratio(http.get("submit"), ceiling),
+            "direct_vs_raw": _ratio(direct.get("drain"), raw.get("drain")),
+            "http_vs_raw": _ratio(http.get("drain"), raw.get("drain")),
+        }
+        rate, raw_p50, direct_p50 = _e2e_p50(summary, backend, workload)
+        limit = None if raw_p50 is None else E2E_P50_FACTOR * raw_p50 + E2E_P50_SLACK_MS
+        met = {name: None if value is None else value >= OVERHEAD_TARGETS[name]
+               for name, value in ratios.items()}
+        met["e2e_p50"] = None if limit is None or direct_p50 is None else direct_p50 <= limit
+        result.append({
+            "backend": backend, "workload": workload,
+            "raw_submit_rps": raw.get("submit"), "direct_submit_rps": direct.get("submit"),
+            "batch_submit_rps": batch.get("submit"), "ceiling_submit_rps": ceiling,
+            **ratios,
+            "sustained_rate": rate, "raw_e2e_p50_ms": raw_p50,
+            "direct_e2e_p50_ms": direct_p50, "e2e_p50_limit_ms": limit,
+            "met": met,
         })
     return result
 

@@ -51,12 +51,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from core.api import create_app
 
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
     settings = load_settings(args.backend)
     adapter_module(settings.queue_backend)
     check_redis(settings)
     check_database(settings)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port,
-                log_level=args.log_level, access_log=args.access_log)
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port,
+                    log_level=args.log_level, access_log=args.access_log)
+        return
+    # Each uvicorn process builds its own app from the environment, which
+    # load_settings has given QUEUE_BACKEND.
+    uvicorn.run("core.api.app:create_app", factory=True, workers=args.workers,
+                host=args.host, port=args.port, log_level=args.log_level,
+                access_log=args.access_log)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -122,6 +131,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--no-access-log", dest="access_log", action="store_false")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="uvicorn processes, each with its own app and Redis pool")
     serve.set_defaults(run=cmd_serve)
 
     worker = sub.add_parser("worker", help="run the backend's own worker on the shared tasks")

@@ -28,9 +28,10 @@ def bench_redis() -> str:
 def results(backend_name: str, bench_redis: str, tmp_path_factory: pytest.TempPathFactory
             ) -> tuple[dict, Path]:  # type: ignore[type-arg]
     out = tmp_path_factory.mktemp("bench") / "out"
+    # Batches of 15 end with a short one; two uvicorn processes for the API and ceiling.
     bench_main(["--backends", backend_name, "--tasks", "40", "--rates", "20", "--seconds",
-                "1", "--users", "4", "--submitters", "4", "--redis", bench_redis,
-                "--out", str(out)])
+                "1", "--users", "4", "--submitters", "4", "--batch-size", "15",
+                "--server-workers", "2", "--redis", bench_redis, "--out", str(out)])
     return json.loads((out / "results.json").read_text()), out
 
 
@@ -38,7 +39,7 @@ def test_every_mode_runs_both_phases(results: tuple[dict, Path], backend_name: s
     data, _ = results
     assert data["failures"] == []
     mine = {(r["mode"], r["phase"]) for r in data["runs"] if r["backend"] == backend_name}
-    assert mine == {(m, p) for m in MODES for p in ("burst", "sustained")}
+    assert mine == {(m, p) for m in MODES for p in ("burst", "sustained")} | {("batch", "burst")}
     assert [r["mode"] for r in data["runs"] if r["backend"] == "ceiling"] == ["ceiling"]
 
 
@@ -48,6 +49,8 @@ def test_nothing_is_lost_and_nothing_fails(results: tuple[dict, Path], backend_n
     for run in runs:
         assert (run["lost"], run["errors"]) == (0, 0), run
         assert run["tasks"] == (40 if run["phase"] == "burst" else 20), run
+    [batch] = [r for r in runs if r["mode"] == "batch"]
+    assert batch["batch_size"] == 15 and batch["latency_ms"]["submit"]["count"] == 3
 
 
 def test_runs_carry_the_documented_fields(results: tuple[dict, Path], backend_name: str
@@ -70,11 +73,16 @@ def test_runs_carry_the_documented_fields(results: tuple[dict, Path], backend_na
 def test_summary_ratios_and_meta(results: tuple[dict, Path], backend_name: str) -> None:
     data, _ = results
     modes = {row["mode"] for row in data["summary"] if row["backend"] == backend_name}
-    assert modes == set(MODES)
+    assert modes == {*MODES, "batch"}
     [ratio] = [r for r in data["ratios"] if r["backend"] == backend_name]
     assert ratio["direct_vs_raw"] > 0 and ratio["http_vs_raw"] > 0
     assert ratio["http_submit_vs_ceiling"] > 0
+    [overhead] = [r for r in data["overhead"] if r["backend"] == backend_name]
+    assert overhead["batch_submit_rps"] > 0 and overhead["batch_submit_vs_raw"] > 0
+    assert overhead["direct_e2e_p50_ms"] > 0 and overhead["sustained_rate"] == 20
+    assert all(met is not None for met in overhead["met"].values())
     meta = data["meta"]
+    assert meta["settings"]["server_workers"] == 2 and meta["settings"]["batch_size"] == 15
     assert backend_name in meta["versions"] and backend_name in meta["mapping"]
     assert meta["machine"]["cpus"] and meta["machine"]["redis"]
 

@@ -9,8 +9,24 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from bench.report import ratios_table, render, summary_table, verdict
-from bench.stats import cdf_points, percentiles, ratios, saturation, summarise
+from bench.report import (
+    DASH,
+    overhead_table,
+    overhead_table_data,
+    ratios_table,
+    render,
+    summary_table,
+    verdict,
+)
+from bench.stats import (
+    OVERHEAD_TARGETS,
+    cdf_points,
+    overhead,
+    percentiles,
+    ratios,
+    saturation,
+    summarise,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -161,6 +177,90 @@ def test_ratios_without_a_ceiling_are_none() -> None:
     assert row["http_submit_vs_ceiling"] is None
 
 
+# ---------------------------------------------------------------- overhead against targets
+
+
+def noop_runs(raw_submit: float = 400.0, direct_submit: float = 420.0,
+              batch_submit: float | None = 1000.0, http_submit: float = 700.0,
+              raw_drain: float = 600.0, direct_drain: float = 580.0, http_drain: float = 500.0,
+              raw_p50: float = 4.0, direct_p50: float = 5.5) -> list[dict[str, Any]]:
+    """arq on noop in every mode, a ceiling of 1,000/s, a sweep at 100 and 400/s."""
+    runs = [run("arq", "noop", "raw", throughput=raw_drain, submit=raw_submit),
+            run("arq", "noop", "direct", throughput=direct_drain, submit=direct_submit),
+            run("arq", "noop", "http", throughput=http_drain, submit=http_submit),
+            run("ceiling", "noop", "ceiling", throughput=None, submit=1000.0)]
+    if batch_submit is not None:
+        runs.append(run("arq", "noop", "batch", throughput=590.0, submit=batch_submit))
+    for rate, worse in ((100.0, 1.0), (400.0, 10.0)):  # the lowest rate is compared
+        runs += [run("arq", "noop", "raw", "sustained", offered=rate, e2e_p50=raw_p50 * worse),
+                 run("arq", "noop", "direct", "sustained", offered=rate,
+                     e2e_p50=direct_p50 * worse)]
+    return runs
+
+
+def test_overhead_ratios_against_the_library_alone() -> None:
+    [row] = overhead(summarise(noop_runs()))
+    assert (row["backend"], row["workload"]) == ("arq", "noop")
+    assert row["direct_submit_vs_raw"] == pytest.approx(1.05)
+    assert row["batch_submit_vs_raw"] == pytest.approx(2.5)
+    assert row["http_submit_vs_ceiling"] == pytest.approx(0.7)
+    assert row["direct_vs_raw"] == pytest.approx(580 / 600)
+    assert row["http_vs_raw"] == pytest.approx(500 / 600)
+    assert (row["raw_submit_rps"], row["batch_submit_rps"]) == (400.0, 1000.0)
+    assert (row["sustained_rate"], row["raw_e2e_p50_ms"], row["direct_e2e_p50_ms"]) == \
+        (100.0, 4.0, 5.5)
+    assert row["e2e_p50_limit_ms"] == pytest.approx(1.2 * 4.0 + 1.0)
+
+
+def test_overhead_marks_met_and_missed_targets() -> None:
+    [row] = overhead(summarise(noop_runs()))
+    # 0.70 of the ceiling is exactly the target: met; http at 0.83 of raw misses 0.90.
+    assert row["met"] == {"direct_submit_vs_raw": True, "batch_submit_vs_raw": True,
+                          "http_submit_vs_ceiling": True, "direct_vs_raw": True,
+                          "http_vs_raw": False, "e2e_p50": True}
+    [slow] = overhead(summarise(noop_runs(direct_submit=390.0, batch_submit=790.0,
+                                          direct_drain=560.0, direct_p50=5.9)))
+    assert not any(slow["met"][name] for name in ("direct_submit_vs_raw", "batch_submit_vs_raw",
+                                                  "direct_vs_raw", "e2e_p50"))
+    assert set(slow["met"]) == {*OVERHEAD_TARGETS, "e2e_p50"}
+
+
+def test_overhead_with_missing_data_is_none_not_a_pass() -> None:
+    runs = [r for r in noop_runs(batch_submit=None)
+            if r["backend"] != "ceiling" and not (r["mode"] == "raw" and r["phase"] == "sustained")]
+    [row] = overhead(summarise(runs))
+    assert row["batch_submit_vs_raw"] is None and row["http_submit_vs_ceiling"] is None
+    assert row["sustained_rate"] is None and row["e2e_p50_limit_ms"] is None
+    assert row["met"]["batch_submit_vs_raw"] is None
+    assert row["met"]["http_submit_vs_ceiling"] is None
+    assert row["met"]["e2e_p50"] is None
+    assert row["met"]["direct_submit_vs_raw"] is True
+
+
+def test_overhead_is_of_noop_only() -> None:
+    assert overhead(summarise([run("arq", "sleep", "raw"), run("arq", "sleep", "direct")])) == []
+
+
+def test_overhead_table_shows_targets_marks_and_dashes() -> None:
+    runs = [r for r in noop_runs(batch_submit=None) if r["backend"] != "ceiling"]
+    table = overhead_table_data(overhead(summarise(runs)))
+    rows = {str(row[1]): row[2:] for row in table.rows}
+    assert rows["direct submit / raw submit"] == ["1.05", "≥ 1.00", "✅ met"]
+    assert rows["http end to end / raw"] == ["0.83", "≥ 0.90", ("❌ missed", "bad")]
+    assert rows["batch submit / raw submit"] == [DASH, "≥ 2.00", DASH]
+    assert rows["http submit / ceiling"] == [DASH, "≥ 0.70", DASH]
+    [latency] = [v for k, v in rows.items() if k.startswith("sustained end to end p50")]
+    assert latency == ["5.50 ms (raw 4.00 ms)", "≤ 1.2 \u00d7 raw + 1 ms = 5.80 ms", "✅ met"]
+    assert len(table.rows) == len(OVERHEAD_TARGETS) + 1
+
+
+def test_overhead_table_without_a_raw_latency_shows_no_limit() -> None:
+    runs = [r for r in noop_runs() if not (r["mode"] == "raw" and r["phase"] == "sustained")]
+    latency = overhead_table_data(overhead(summarise(runs))).rows[-1]
+    assert latency[1:] == ["sustained end to end p50, direct", f"{DASH} (raw {DASH})",
+                           "≤ 1.2 \u00d7 raw + 1 ms", DASH]
+
+
 def test_saturation_picks_the_highest_rate_kept_up_with() -> None:
     def at(rate: float, achieved: float, repeat: int = 0, lost: int = 0) -> dict[str, Any]:
         return run("arq", "noop", "http", "sustained", repeat=repeat, throughput=achieved,
@@ -198,10 +298,12 @@ def synthetic_results() -> dict[str, Any]:
                     runs.append(run(backend, workload, mode, repeat=repeat,
                                     throughput=base * (1 + b_index) * (1.0, 0.97, 0.6)[m_index]
                                     + repeat * 5,
-                                    submit=None if mode == "raw" else 500.0 + 100 * b_index,
+                                    submit=(400.0 if mode == "raw" else 500.0) + 100 * b_index,
                                     e2e_p50=2.0 + b_index + m_index,
                                     lost=3 if (backend, mode, repeat) == ("dramatiq", "http", 1)
                                     else 0))
+        runs.append(run(backend, "noop", "batch", throughput=950.0 * (1 + b_index),
+                        submit=1000.0 + 100 * b_index, batch_size=100))
         for rate in (100.0, 400.0):
             runs.append(run(backend, "noop", "http", "sustained", throughput=rate * 0.99
                             if rate == 100.0 or backend == "arq" else 250.0, offered=rate,
@@ -221,7 +323,7 @@ def synthetic_results() -> dict[str, Any]:
                                  "arq": "2 worker processes x max_jobs 8",
                                  "dramatiq": "2 processes x 4 threads"}},
             "runs": runs, "summary": summary, "ratios": ratios(summary),
-            "saturation": saturation(runs)}
+            "overhead": overhead(summary), "saturation": saturation(runs)}
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +360,18 @@ def test_render_markdown_highlights_lost_and_shows_the_meta(rendered: list[Path]
     assert "direct/raw ok" in text
     assert "ok, generator not the bottleneck" in text
     assert "sustained @ 400/s" in text
+    assert "## Overhead against the library alone (noop)" in text
+    # celery: batch 1,000/s over raw 400/s met; http submit 500/s over a 2,000/s ceiling not.
+    assert "| celery | batch submit / raw submit | 2.50 | ≥ 2.00 | ✅ met |" in text
+    assert "| celery | http submit / ceiling | 0.25 | ≥ 0.70 | **❌ missed** |" in text
+    # No raw sustained run: no latency verdict.
+    assert f"| celery | sustained end to end p50, direct | {DASH} (raw {DASH}) |" in text
+
+
+def test_render_html_marks_a_missed_target(rendered: list[Path]) -> None:
+    page = rendered[0].with_name("report.html").read_text(encoding="utf-8")
+    assert "<h2>Overhead against the library alone (noop)</h2>" in page
+    assert '<td class="bad">❌ missed</td>' in page and "<td>✅ met</td>" in page
 
 
 def test_render_survives_a_json_round_trip_and_nulls(tmp_path: Path) -> None:
@@ -290,8 +404,10 @@ def test_rich_tables_render() -> None:
     console = Console(record=True, width=200)
     console.print(summary_table(results))
     console.print(ratios_table(results))
+    console.print(overhead_table(results))
     text = console.export_text()
     assert "dramatiq" in text and "ceiling" in text
     # Brackets as text, not read as rich markup.
     assert "1,002 [1,000\u20131,005]" in text and "[min\u2013max]" in text
     assert "near ceiling" not in text and "direct/raw" in text
+    assert "Overhead against the library alone" in text and "❌ missed" in text
