@@ -226,18 +226,29 @@ class TaskBackend(ABC):
 
     async def wait(self, task_id: str, timeout: float) -> TaskRecord:
         """The record once final, or after `timeout` seconds: never later than that
-        (plus one bounded read), whatever Redis does meanwhile."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout), self.events.watch(task_id) as finished:
-                record = await self.get(task_id)
-                if record.state in FINISHED:
-                    return record
-                await finished.wait()
-        try:
-            async with asyncio.timeout(READ_TIMEOUT):
-                return await self.get(task_id)
-        except TimeoutError:
-            raise Unavailable(f"redis did not answer within {READ_TIMEOUT}s") from None
+        plus one read bounded by READ_TIMEOUT, whatever Redis does meanwhile."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with self.events.watch(task_id, within=timeout) as finished:
+            record = await self._read(task_id)
+            left = deadline - loop.time()
+            if finished is None or record.state in FINISHED or left <= 0:
+                return record
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), left)
+        return await self._read(task_id)
+
+    async def _read(self, task_id: str) -> TaskRecord:
+        """`get`, or Unavailable after READ_TIMEOUT. Not by cancelling the read when
+        time is up (redis-py 8 can swallow that cancellation and wait on for Redis):
+        the read is left to end on its own."""
+        reading = asyncio.ensure_future(self.get(task_id))
+        done, _ = await asyncio.wait({reading}, timeout=READ_TIMEOUT)
+        if not done:
+            reading.cancel()
+            reading.add_done_callback(lambda t: t.cancelled() or t.exception())
+            raise Unavailable(f"redis did not answer within {READ_TIMEOUT}s")
+        return reading.result()
 
     async def health(self) -> dict[str, Any]:
         checks: dict[str, Any] = {"backend": self.name}

@@ -22,13 +22,18 @@ class EventHub:
         self._ready = asyncio.Event()
 
     @contextlib.asynccontextmanager
-    async def watch(self, task_id: str) -> AsyncIterator[asyncio.Event]:
+    async def watch(self, task_id: str, within: float) -> AsyncIterator[asyncio.Event | None]:
         """An event set once `task_id` reaches a final state. Subscribed before it
-        yields, so a caller that reads the record next cannot miss the change."""
+        yields, so a caller that reads the record next cannot miss the change; None
+        when the subscription is not up within `within` seconds (Redis away)."""
         if self._listener is None or self._listener.done():
             self._ready.clear()
             self._listener = asyncio.create_task(self._listen())
-        await self._ready.wait()
+        try:
+            await asyncio.wait_for(self._ready.wait(), within)
+        except TimeoutError:
+            yield None
+            return
         event = asyncio.Event()
         self._waiters[task_id].add(event)
         try:
