@@ -73,6 +73,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
     module = adapter_module(settings.queue_backend)
     check_redis(settings)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] or [DEFAULT_QUEUE]
+    if args.concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
     if args.processes is not None and args.processes < 1:
         raise ConfigError("--processes must be at least 1")
     module.run_worker(settings, args.concurrency, queues, args.processes)
@@ -138,12 +140,14 @@ def parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the backend's own worker on the shared tasks")
     worker.add_argument("--backend", choices=BACKENDS)
     worker.add_argument("--concurrency", type=int, default=os.cpu_count() or 2,
-                        help="tasks in flight at once (processes, threads or max_jobs)")
+                        help="tasks in flight at once in this worker, over all its queues "
+                        "and processes (processes, threads or max_jobs)")
     worker.add_argument("--queues", default=DEFAULT_QUEUE, help="comma-separated queue names")
     worker.add_argument("--processes", type=int, default=None,
                         help="OS processes the concurrency is spread over (default: Celery "
-                        "prefork, one per slot; Dramatiq min(concurrency, CPUs); arq 1); "
-                        "1 gives Celery's threads pool and one Dramatiq process")
+                        "prefork, one per slot; Dramatiq the largest divisor of the "
+                        "concurrency not above the CPUs; arq 1); 1 gives Celery's threads "
+                        "pool and one Dramatiq process; it must divide the concurrency")
     worker.set_defaults(run=cmd_worker)
 
     db = sub.add_parser("db", help="database migrations (Alembic) for DATABASE_URL")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from core.policy import DEFAULT_BACKOFF, Policy
 
@@ -37,9 +37,21 @@ class TaskOptions(BaseModel):
     priority: int | None = Field(None, ge=0, le=9, description="0 (lowest) to 9 (highest)")
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
 
+    @model_validator(mode="after")
+    def _one_delay(self) -> TaskOptions:
+        # Each library resolves both differently (the later, the sum, or an error):
+        # one of them, or the client's intent is guessed.
+        if self.countdown is not None and self.eta is not None:
+            raise ValueError("countdown and eta cannot be used together: give one of them")
+        return self
+
     def merged_over(self, defaults: TaskOptions) -> TaskOptions:
-        """These options, with the task's declared defaults where unset."""
-        return defaults.model_copy(update=self.model_dump(exclude_none=True))
+        """These options, with the task's declared defaults where unset. A delay given
+        here (countdown or eta) replaces the default's, whichever that is."""
+        update = self.model_dump(exclude_none=True)
+        if "countdown" in update or "eta" in update:
+            update = {"countdown": None, "eta": None, **update}
+        return defaults.model_copy(update=update)
 
     def policy(self, backoff_cap: float) -> Policy:
         return Policy(

@@ -19,8 +19,9 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.context import TaskContext, reset_current, set_current
+from core.context import TaskContext, current_task, reset_current, set_current
 from core.errors import RetryTask, TimeLimitExceeded
+from core.interrupt import OverTime, Revoked, Run, Stopper, process_stopper
 from core.policy import Policy
 from core.records import BUSY, LOST, RecordStore, connect, error_of
 from core.registry import TaskSpec, get_task
@@ -136,10 +137,75 @@ class Runner:
             later.finish(task_id, state, worker=self.worker, **outcome)))
 
 
+class ThreadRunner(Runner):
+    """A Runner on a worker thread's own loop (ThreadLoops) whose task can be stopped
+    while it runs (core/interrupt.py): by DELETE, and a sync task by its time limit,
+    which the libraries enforce only in some pools."""
+
+    def __init__(self, *args: Any, stopper: Stopper, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stopper = stopper
+        self._run: Run | None = None  # this thread's loop runs one task at a time
+
+    async def run(self, library_id: str, name: str, arguments: dict[str, Any],
+                  meta: dict[str, Any] | None = None) -> Any:
+        task_id = (meta or {}).get("task_id") or library_id
+        with self.stopper.watch(task_id, asyncio.get_running_loop()) as self._run:
+            try:
+                return await super().run(library_id, name, arguments, meta)
+            finally:
+                self._run = None
+
+    async def _call(self, spec: TaskSpec, arguments: dict[str, Any], policy: Policy) -> Any:
+        run = self._run
+        if run is None:
+            return await super()._call(spec, arguments, policy)
+        try:
+            if spec.is_async:
+                with self.stopper.awaiting(run):
+                    return await super()._call(spec, arguments, policy)
+            return self.stopper.call_sync(run, spec.fn, arguments, policy.time_limit)
+        except asyncio.CancelledError:
+            if not (run.cancelled and run.stopped is Revoked):
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        except Revoked:
+            pass
+        except OverTime:
+            raise TimeLimitExceeded(f"{spec.name} ran over its {policy.time_limit}s") from None
+        # Cancelled by DELETE: the record is REVOKED and stays so, whatever the runner
+        # writes next; no result is kept.
+        log.info("task %s stopped: it was revoked while it ran", run.task_id)
+        return None
+
+
+class OffloadRunner(Runner):
+    """A Runner on arq's loop, where a sync task runs in a thread: when its run is
+    cancelled (arq's abort, the time limit's timeout) its thread is stopped too,
+    rather than left to run on unseen (core/interrupt.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, offload_sync=True, **kwargs)
+        self.stopper = process_stopper(None)
+
+    async def _call(self, spec: TaskSpec, arguments: dict[str, Any], policy: Policy) -> Any:
+        if spec.is_async:
+            return await super()._call(spec, arguments, policy)
+        run = Run(current_task().task_id)
+        try:
+            async with asyncio.timeout(policy.time_limit):
+                return await self.stopper.offload(run, spec.fn, arguments)
+        except TimeoutError:
+            raise TimeLimitExceeded(f"{spec.name} ran over its {policy.time_limit}s") from None
+
+
 class ThreadLoops:
     """Runs tasks from synchronous worker threads: one event loop, Redis client and
     Runner per thread, made on first use and kept, so a task costs one
-    run_until_complete and no loop set-up."""
+    run_until_complete and no loop set-up. A running task can be stopped (see
+    ThreadRunner), and a task stopped by DELETE returns None to the library."""
 
     def __init__(self, settings: Settings, time_limit_errors: LimitErrors = ()) -> None:
         self.settings = settings
@@ -152,9 +218,10 @@ class ThreadLoops:
             loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
             # This loop runs one task at a time: blocking record calls cost it nothing.
-            runner = Runner(self.settings, connect(self.settings.redis_url, 8),
-                            offload_sync=False, time_limit_errors=self.time_limit_errors,
-                            records=SyncRedis.from_url(self.settings.redis_url))
+            runner = ThreadRunner(self.settings, connect(self.settings.redis_url, 8),
+                                  offload_sync=False, time_limit_errors=self.time_limit_errors,
+                                  records=SyncRedis.from_url(self.settings.redis_url),
+                                  stopper=process_stopper(self.settings.redis_url))
             made = self._local.made = (loop, runner)
         return made
 

@@ -108,10 +108,12 @@ def start_worker(backend_name: str, base_env: dict[str, str]) -> Iterator[Callab
     started: list[Proc] = []
 
     def start(concurrency: int = 4, queues: str | None = None, wait: bool = True,
-              **env: str) -> Proc:
+              processes: int | None = None, **env: str) -> Proc:
         args = ["worker", "--backend", backend_name, "--concurrency", str(concurrency)]
         if queues:
             args += ["--queues", queues]
+        if processes is not None:
+            args += ["--processes", str(processes)]
         proc = Proc(args, {**base_env, **env})
         started.append(proc)
         if wait:
@@ -172,14 +174,20 @@ def redis_client(redis_url: str) -> redis.Redis:
 
 
 @pytest.fixture
-def feature(request: pytest.FixtureRequest, backend_name: str) -> Callable[[str], Support]:
-    """Declare which feature a test proves; its support level for this backend and
-    the outcome land in the JUnit report, from which docs/features.md is made."""
+def feature(request: pytest.FixtureRequest, backend_name: str) -> Callable[..., Support]:
+    """Declare which feature a test proves; the adapter's claim for this backend is
+    returned. What lands in the JUnit report, from which tests/matrix.py makes
+    docs/features.md, is the level the test exercises: the claim, unless the test
+    says otherwise with `via` (a mechanism its worker set-up uses instead). A test of
+    a feature claimed "not supported" proves the refusal (422 or 409): the matrix
+    shows it refused only when that test passed, and any outcome but passed keeps a
+    cell from green."""
 
-    def declare(name: str) -> Support:
-        support = adapter_module(backend_name).Backend.support().get(name, Support.NONE)
-        request.node.user_properties += [("feature", name), ("support", support.value)]
-        return support
+    def declare(name: str, via: Support | None = None) -> Support:
+        claim = adapter_module(backend_name).Backend.support().get(name, Support.NONE)
+        request.node.user_properties += [("feature", name), ("claim", claim.value),
+                                         ("support", (via or claim).value)]
+        return claim
 
     return declare
 

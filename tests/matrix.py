@@ -1,8 +1,9 @@
 """Writes docs/features.md, the feature matrix, from the conformance suite's JUnit
 reports (one per backend: `pytest --backend B --junitxml build/junit-B.xml`).
 
-Each semantics test declares the feature it proves and the backend's support level
-(tests/conftest.py `feature`); a cell shows that level and whether its test passed.
+Each semantics test declares the feature it proves and records the support level it
+exercised (tests/conftest.py `feature`); a cell shows that level (or "refused" when a
+test proved the refusal) and is green only when every test behind it passed.
 
     python -m tests.matrix build/junit-*.xml [--out docs/features.md] [--readme README.md]
 """
@@ -12,15 +13,25 @@ from __future__ import annotations
 import argparse
 import re
 import xml.etree.ElementTree as ET
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 from core.features import FEATURES, Support
 from core.settings import BACKENDS
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "tests" / "test_conformance.py"
-ICON = {"passed": "✅", "failed": "❌", "skipped": "⏭️"}
+ICON = {"passed": "✅", "failed": "❌", "skipped": "⏭️", "refused": "🚫"}
+# How a cell reads: the level the tests exercised (tests/conftest.py `feature`), and
+# "refused" for a feature not supported whose refusal (422 or 409) a test proved.
+LEVELS = (Support.NATIVE.value, Support.CORE.value, "refused", Support.NONE.value)
+
+
+class Result(NamedTuple):
+    test: str
+    support: str  # the level the test exercised
+    outcome: str  # passed, failed or skipped
 
 
 def _outcome(case: ET.Element) -> str:
@@ -29,9 +40,9 @@ def _outcome(case: ET.Element) -> str:
     return "skipped" if case.find("skipped") is not None else "passed"
 
 
-def read_reports(paths: list[Path]) -> dict[tuple[str, str], list[tuple[str, str, str]]]:
-    """(feature, backend) -> [(test name, support, outcome)]"""
-    cells: dict[tuple[str, str], list[tuple[str, str, str]]] = defaultdict(list)
+def read_reports(paths: list[Path]) -> dict[tuple[str, str], list[Result]]:
+    """(feature, backend) -> the results of the tests that prove it"""
+    cells: dict[tuple[str, str], list[Result]] = defaultdict(list)
     for path in paths:
         for case in ET.parse(path).getroot().iter("testcase"):
             props = {p.get("name"): p.get("value") for p in case.iter("property")}
@@ -40,8 +51,30 @@ def read_reports(paths: list[Path]) -> dict[tuple[str, str], list[tuple[str, str
                 continue
             backend = next(b for b in BACKENDS if b in match.group(2).split("-"))
             cells[(str(props["feature"]), backend)].append(
-                (match.group(1), str(props["support"]), _outcome(case)))
+                Result(match.group(1), str(props["support"]), _outcome(case)))
     return cells
+
+
+def verdict(results: list[Result]) -> str:
+    """passed only when every test behind the cell passed: a skip is no proof."""
+    if any(r.outcome == "failed" for r in results):
+        return "failed"
+    return "passed" if results and all(r.outcome == "passed" for r in results) else "skipped"
+
+
+def label(results: list[Result]) -> str:
+    """What the tests exercised, not only what the adapter claims: a refusal reads
+    "refused" once a test proved it; levels that differ between tests are all shown."""
+    levels = {"refused" if r.support == Support.NONE and r.outcome == "passed" else r.support
+              for r in results}
+    return " + ".join(level for level in LEVELS if level in levels) or Support.NONE.value
+
+
+def icon(results: list[Result]) -> str:
+    outcome = verdict(results)
+    if outcome == "passed" and label(results) == "refused":
+        return ICON["refused"]
+    return ICON[outcome]
 
 
 def _line_of(test: str) -> int:
@@ -51,29 +84,34 @@ def _line_of(test: str) -> int:
     return 1
 
 
-def _cell(results: list[tuple[str, str, str]]) -> str:
+def _tally(results: list[Result]) -> str:
+    if verdict(results) == "passed":
+        return "all passed" if len(results) > 1 else "passed"
+    counts = Counter(r.outcome for r in results)
+    return ", ".join(f"{counts[o]} {o}" for o in ("passed", "failed", "skipped") if counts[o])
+
+
+def _cell(results: list[Result]) -> str:
     if not results:
         return "not run"
-    support = results[0][1]
-    outcome = ("failed" if any(r[2] == "failed" for r in results) else
-               "passed" if any(r[2] == "passed" for r in results) else "skipped")
-    tests = sorted({r[0] for r in results})
+    tests = sorted({r.test for r in results})
     links = ", ".join(f"[{i + 1}](../tests/test_conformance.py#L{_line_of(t)})"
                       for i, t in enumerate(tests))
-    proof = "refusal proved" if support == Support.NONE and outcome == "passed" else outcome
-    return f"{ICON[outcome]} **{support}** ({proof}; tests {links})"
+    return f"{icon(results)} **{label(results)}** ({_tally(results)}; tests {links})"
 
 
-def render(cells: dict[tuple[str, str], list[tuple[str, str, str]]]) -> str:
+def render(cells: dict[tuple[str, str], list[Result]]) -> str:
     backends = [b for b in BACKENDS if any(key[1] == b for key in cells)]
     lines = [
         "# Feature matrix",
         "",
         "Generated by `python -m tests.matrix` from the conformance suite's JUnit reports;",
         "do not edit by hand. **native**: the queue library's own mechanism; **in core**:",
-        "queuebench implements it once for every backend; **not supported**: the API",
-        "answers 422 naming the backend and the option (or 409 for cancelling a running",
-        "task). Each cell links to the tests that prove it and shows their outcome.",
+        "queuebench implements it once for every backend; **refused**: not supported, and",
+        "the tests proved that the API says so (422 naming the backend and the option, or",
+        "409 for cancelling a running task). The level is the one the tests exercised. A",
+        "cell is ✅ (or 🚫 for a proved refusal) only when every test behind it passed;",
+        "❌ when one failed, ⏭️ when one was skipped. Each cell links to its tests.",
         "",
         "| feature | what it means | " + " | ".join(backends) + " |",
         "| --- | --- | " + " | ".join("---" for _ in backends) + " |",
@@ -87,7 +125,7 @@ def render(cells: dict[tuple[str, str], list[tuple[str, str, str]]]) -> str:
 README_START, README_END = "<!-- features:start -->", "<!-- features:end -->"
 
 
-def summary(cells: dict[tuple[str, str], list[tuple[str, str, str]]]) -> str:
+def summary(cells: dict[tuple[str, str], list[Result]]) -> str:
     """The matrix without links, for the README (between its feature markers)."""
     backends = [b for b in BACKENDS if any(key[1] == b for key in cells)]
     lines = ["| feature | " + " | ".join(backends) + " |",
@@ -96,9 +134,12 @@ def summary(cells: dict[tuple[str, str], list[tuple[str, str, str]]]) -> str:
         row = []
         for b in backends:
             results = cells.get((feature, b), [])
-            cell = _cell(results).split(" (")[0] if results else "not run"
-            if results and results[0][1] == Support.NONE and "✅" in cell:
-                cell = f"🚫 **{Support.NONE}** (refused, as tested)"
+            if not results:
+                row.append("not run")
+                continue
+            cell = f"{icon(results)} **{label(results)}**"
+            if verdict(results) != "passed":
+                cell += f" ({_tally(results)})"
             row.append(cell)
         lines.append(f"| {feature} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

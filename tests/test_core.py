@@ -112,3 +112,57 @@ def test_non_finite_floats_are_kept_as_strings_in_valid_json() -> None:
     assert [json.loads(stored[k], parse_constant=refuse) for k in ("args", "kwargs", "result")] \
         == [["NaN"], {"x": "-Infinity"}, "Infinity"]
     assert dumps([1, 0.5, "x", None]) == '[1,0.5,"x",null]'  # finite values as before
+
+
+# -- the feature matrix (tests/matrix.py), issue 8 ----------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+
+def _junit(tmp_path: Path, cases: list[tuple[str, str, str, str]]) -> Path:
+    """A JUnit report of (test[params], feature, support, outcome) cases."""
+    body = []
+    for name, feature, support, outcome in cases:
+        mark = {"failed": "<failure message='x'/>", "skipped": "<skipped message='x'/>",
+                "passed": ""}[outcome]
+        body.append(f"<testcase classname='tests.test_conformance' name='{name}'>"
+                    f"<properties><property name='feature' value='{feature}'/>"
+                    f"<property name='support' value='{support}'/></properties>{mark}"
+                    "</testcase>")
+    path = tmp_path / "junit.xml"
+    path.write_text(f"<testsuites><testsuite>{''.join(body)}</testsuite></testsuites>")
+    return path
+
+
+def test_matrix_cell_is_green_only_when_every_test_passed(tmp_path: Path) -> None:
+    from tests.matrix import icon, read_reports, summary, verdict
+
+    cells = read_reports([_junit(tmp_path, [
+        ("test_a[celery]", "retries", "native", "passed"),
+        ("test_b[celery]", "retries", "native", "passed"),
+        ("test_a[arq]", "retries", "native", "passed"),
+        ("test_b[arq]", "retries", "native", "skipped"),  # a skip hides nothing now
+        ("test_a[dramatiq]", "retries", "native", "failed"),
+        ("test_b[dramatiq]", "retries", "native", "passed"),
+    ])])
+    assert [verdict(cells[("retries", b)]) for b in ("celery", "arq", "dramatiq")] == [
+        "passed", "skipped", "failed"]
+    assert [icon(cells[("retries", b)]) for b in ("celery", "arq", "dramatiq")] == [
+        "✅", "⏭️", "❌"]
+    assert "| retries | ✅ **native** | ⏭️ **native** (1 passed, 1 skipped) |" in summary(cells)
+
+
+def test_matrix_label_is_what_the_tests_exercised(tmp_path: Path) -> None:
+    from tests.matrix import icon, label, read_reports
+
+    cells = read_reports([_junit(tmp_path, [
+        ("test_stop[celery-sleep-default]", "cancel_running", "native", "passed"),
+        ("test_stop[celery-sleep-one-process]", "cancel_running", "in core", "passed"),
+        ("test_prio[arq]", "priority", "not supported", "passed"),
+        ("test_prio[dramatiq]", "priority", "not supported", "failed"),
+    ])])
+    assert label(cells[("cancel_running", "celery")]) == "native + in core"
+    assert (label(cells[("priority", "arq")]), icon(cells[("priority", "arq")])) == (
+        "refused", "🚫")  # a refusal the test proved
+    assert (label(cells[("priority", "dramatiq")]), icon(cells[("priority", "dramatiq")])) == (
+        "not supported", "❌")  # claimed, not proved

@@ -27,7 +27,7 @@ from core.options import TaskOptions
 from core.reaper import worker_services
 from core.records import TaskRecord, connect
 from core.registry import TaskSpec, all_tasks
-from core.runner import Runner
+from core.runner import OffloadRunner, Runner
 from core.settings import Settings
 
 log = logging.getLogger("queuebench.arq")
@@ -48,7 +48,7 @@ class Backend(TaskBackend):
     features = {
         "retries": Support.NATIVE,
         # arq's timeout is per function, not per job: core enforces each task's own
-        # limit on the event loop (a sync task's thread runs on to its end).
+        # limit on the event loop, and stops a sync task's thread (core/interrupt.py).
         "time_limit": Support.CORE,
         "delay": Support.NATIVE,
         "cancel_pending": Support.NATIVE,
@@ -128,9 +128,38 @@ async def _keep_polling(worker: Worker) -> None:
             await asyncio.sleep(1)
 
 
+class _Slots:
+    """Jobs in flight in this process, over all its queues' Workers."""
+
+    taken = 0
+
+
+class _SharedWorker(Worker):
+    """arq's Worker, whose limit (`max_jobs`) counts the jobs of every queue's Worker
+    in this process, not its own only. arq 0.28 keeps its jobs in flight in
+    `job_counter`, compares it with max_jobs before it polls and before it starts each
+    job, and adds or takes one as a job starts or ends (its semaphore, of max_jobs + 1
+    permits, is never the bound): one counter shared by all makes max_jobs a limit for
+    the process. A Worker whose queue waits while the others hold every slot does not
+    poll, so it never blocks (its aborts and heartbeat go on)."""
+
+    def __init__(self, *args: Any, slots: _Slots, **kwargs: Any) -> None:
+        self._slots = slots
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]
+    def job_counter(self) -> int:
+        return self._slots.taken
+
+    @job_counter.setter
+    def job_counter(self, value: int) -> None:
+        self._slots.taken = value
+
+
 def run_worker(settings: Settings, concurrency: int, queues: list[str],
                processes: int | None = None) -> None:
-    """arq's own Worker, one per queue, in one process and one event loop."""
+    """arq's own Worker, one per queue, in one process and one event loop; the
+    concurrency is shared by all the queues."""
     if processes not in (None, 1):
         raise ConfigError("arq runs in one process: start more workers instead of --processes")
 
@@ -139,12 +168,15 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
             return
         # Records live in REDIS_URL, which need not be arq's broker (BROKER_URL).
         records = connect(settings.redis_url, settings.redis_max_connections)
-        ctx["runner"] = Runner(settings, records, offload_sync=True)
+        # A sync task runs in a thread, which an abort or its time limit stops too.
+        ctx["runner"] = OffloadRunner(settings, records)
 
     async def main() -> None:
         functions = [_function(spec, FUNCTION_TIMEOUT) for spec in all_tasks().values()]
+        slots = _Slots()  # --concurrency N: N jobs in flight over all the queues
         workers = [
-            Worker(
+            _SharedWorker(
+                slots=slots,
                 functions=functions,
                 queue_name=QUEUE_PREFIX + queue,
                 redis_settings=RedisSettings.from_dsn(settings.broker),

@@ -19,12 +19,13 @@ from core.features import Support
 from core.options import TaskOptions
 from core.reaper import worker_services
 from core.records import TaskRecord
-from core.registry import get_task
 from core.settings import Settings
 
-# An async task's limit is enforced by core on its event loop; Celery's own (soft, then
-# hard) limits stand behind it, a little later, and alone for sync tasks.
-ASYNC_GRACE = 1.0
+# A task's time limit is enforced by core (an async task's on its event loop, a sync
+# task's by core/interrupt.py), in both pools: Celery's own limits work in prefork
+# only. They stand behind core's, a little later: the soft one raises in a child
+# process, the hard one ends it (a task blocked in a C call that core cannot stop).
+LIMIT_GRACE = 1.0
 HARD_GRACE = 10.0
 
 
@@ -32,10 +33,12 @@ class Backend(TaskBackend):
     name = "celery"
     features = {
         "retries": Support.NATIVE,
-        "time_limit": Support.NATIVE,
+        # Celery's threads pool (`--processes 1`) enforces no limit and stops no running
+        # task: core does both, in either pool (core/interrupt.py).
+        "time_limit": Support.CORE,
         "delay": Support.NATIVE,
         "cancel_pending": Support.NATIVE,
-        "cancel_running": Support.NATIVE,
+        "cancel_running": Support.CORE,
         "queues": Support.NATIVE,
         "priority": Support.NATIVE,
         "graceful_shutdown": Support.NATIVE,
@@ -46,7 +49,7 @@ class Backend(TaskBackend):
         app = celery_app(self.settings)
         extra: dict[str, Any] = {}
         if options.time_limit is not None:
-            soft = options.time_limit + (ASYNC_GRACE if get_task(record.name).is_async else 0)
+            soft = options.time_limit + LIMIT_GRACE
             extra.update(soft_time_limit=soft, time_limit=soft + HARD_GRACE)
         if options.priority is not None:
             extra["priority"] = 9 - options.priority
@@ -57,10 +60,10 @@ class Backend(TaskBackend):
         )
 
     async def revoke(self, record: TaskRecord) -> None:
-        # Celery's revoke: workers drop it if it is queued, and end the child process
-        # that runs it (prefork) if it is running.
-        await asyncio.to_thread(celery_app(self.settings).control.revoke, record.delivery_id,
-                                terminate=True)
+        # Celery's revoke: workers drop the message if it is queued. A running task is
+        # stopped by core (TaskBackend.cancel), in either pool; Celery's terminate
+        # would end a prefork child, and cannot stop a thread.
+        await asyncio.to_thread(celery_app(self.settings).control.revoke, record.delivery_id)
 
 
 def run_worker(settings: Settings, concurrency: int, queues: list[str],
@@ -69,7 +72,6 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
     one process, the threads pool (so in-flight tasks can match Dramatiq's and arq's)."""
     if processes not in (None, 1, concurrency):
         raise ConfigError("celery: --processes is 1 (threads pool) or --concurrency (prefork)")
-    # (A threads pool cannot terminate a running task: cancel then only marks it REVOKED.)
     pool = "threads" if processes == 1 else "prefork"
     with worker_services(settings, concurrency, queues, pool=pool):
         celery_app(settings).worker_main([

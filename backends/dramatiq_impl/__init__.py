@@ -15,24 +15,27 @@ from dramatiq import Message
 
 from backends.dramatiq_impl.actors import broker
 from core.backend import DEFAULT_QUEUE, TaskBackend
+from core.errors import ConfigError
 from core.features import Support
 from core.options import TaskOptions
 from core.reaper import worker_services
 from core.records import TaskRecord
-from core.registry import get_task
 from core.settings import Settings
 
-# An async task's limit is enforced by core on its event loop; Dramatiq's TimeLimit
-# stands behind it, a little later, and alone for sync tasks.
-ASYNC_GRACE = 1.0
+# A task's time limit is enforced by core (an async task's on its event loop, a sync
+# task's by core/interrupt.py); Dramatiq's TimeLimit stands behind it, a little later
+# (it checks once a second), so the two never both raise in one run.
+LIMIT_GRACE = 1.0
 
 
 class Backend(TaskBackend):
     name = "dramatiq"
     features = {
         "retries": Support.NATIVE,
-        "time_limit": Support.NATIVE,
+        "time_limit": Support.CORE,
         "delay": Support.NATIVE,
+        # Dramatiq cannot stop a running task: core does (core/interrupt.py).
+        "cancel_running": Support.CORE,
         "queues": Support.NATIVE,
         "graceful_shutdown": Support.NATIVE,
     }
@@ -43,15 +46,11 @@ class Backend(TaskBackend):
         queue = options.queue or DEFAULT_QUEUE
         if queue not in made.get_declared_queues():
             made.declare_queue(queue)
-        policy = self.policy(options)
-        dramatiq_options: dict[str, Any] = {
-            "max_retries": policy.max_retries,
-            "min_backoff": round(policy.retry_backoff * 1000),
-            "max_backoff": round(policy.backoff_cap * 1000),
-        }
-        if policy.time_limit is not None:
-            grace = ASYNC_GRACE if get_task(record.name).is_async else 0
-            dramatiq_options["time_limit"] = round((policy.time_limit + grace) * 1000)
+        # Retries: Dramatiq's Retries middleware retries when (and after the delay)
+        # core's policy says (backends/dramatiq_impl/actors.py), not by its own count.
+        dramatiq_options: dict[str, Any] = {}
+        if options.time_limit is not None:
+            dramatiq_options["time_limit"] = round((options.time_limit + LIMIT_GRACE) * 1000)
         message = Message(queue_name=queue, actor_name=record.name,
                           args=(arguments, self.meta(record, options)), kwargs={},
                           options=dramatiq_options, message_id=record.delivery_id)
@@ -66,18 +65,30 @@ def _delay_ms(options: TaskOptions, record: TaskRecord) -> int | None:
     return round(delay * 1000) if delay > 0 else None
 
 
+def split_concurrency(concurrency: int, processes: int | None, cpus: int) -> tuple[int, int]:
+    """(processes, threads per process) whose product is `concurrency`: `processes`
+    when given (it must divide it), else the largest divisor of it not above `cpus`."""
+    if concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    if processes is None:
+        processes = max(p for p in range(1, min(concurrency, cpus) + 1) if concurrency % p == 0)
+    elif concurrency % processes:
+        raise ConfigError(f"dramatiq: --processes {processes} does not divide --concurrency "
+                          f"{concurrency} (processes x threads = concurrency)")
+    return processes, concurrency // processes
+
+
 def run_worker(settings: Settings, concurrency: int, queues: list[str],
                processes: int | None = None) -> None:
-    """Dramatiq's own CLI: processes x threads = concurrency."""
+    """Dramatiq's own CLI: processes x threads = concurrency, exactly."""
     from dramatiq.cli import main, make_argument_parser
 
+    processes, threads = split_concurrency(concurrency, processes, os.cpu_count() or 1)
     # Worker processes consume only the queues their broker declared; they are
     # forked from this process, so declaring here reaches them all.
     for queue in queues:
         broker(settings).declare_queue(queue)
-    processes = processes or max(1, min(concurrency, os.cpu_count() or 1))
-    threads = max(1, concurrency // processes)
-    with worker_services(settings, processes * threads, queues):
+    with worker_services(settings, concurrency, queues, processes=processes, threads=threads):
         args = make_argument_parser().parse_args([
             "backends.dramatiq_impl.actors", "--processes", str(processes),
             "--threads", str(threads), "--queues", *queues,

@@ -10,8 +10,9 @@ from functools import cache
 from typing import Any
 
 import dramatiq
+from dramatiq import Retry
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import CurrentMessage, TimeLimitExceeded
+from dramatiq.middleware import CurrentMessage, Middleware, TimeLimit, TimeLimitExceeded
 
 from core.backend import DEFAULT_QUEUE
 from core.errors import RetryTask
@@ -30,15 +31,32 @@ def _declare(broker: RedisBroker, loops: ThreadLoops, spec: TaskSpec) -> None:
             # Dramatiq warn that no Results middleware keeps it.
             loops.run(message.message_id, spec.name, arguments, meta)
         except RetryTask as retry:
-            # Dramatiq's Retries middleware retries it, with the message's own
-            # max_retries and backoff options (set at enqueue).
-            raise retry.cause from None
+            # Dramatiq's Retries middleware sends it again after core's delay (its
+            # own backoff formula is not used), as Celery's and arq's retries do.
+            raise Retry(f"{type(retry.cause).__name__}: {retry.cause}",
+                        delay=max(0, round(retry.delay * 1000))) from retry.cause
 
     run.__name__ = spec.name
-    # No retries unless the task's policy asks (Dramatiq's default is 20), and a run
-    # over its time limit is a final failure, as on every backend.
+    # Retried only when core's policy says so (a Retry above), never by Dramatiq's own
+    # count; a run over its time limit is a final failure, as on every backend.
     dramatiq.actor(run, actor_name=spec.name, queue_name=DEFAULT_QUEUE, broker=broker,
-                   max_retries=0, throws=(TimeLimitExceeded, CoreTimeLimitExceeded))
+                   retry_when=_core_says_retry, throws=(TimeLimitExceeded, CoreTimeLimitExceeded))
+
+
+def _core_says_retry(retries: int, exception: BaseException) -> bool:
+    return isinstance(exception, Retry)
+
+
+# Milliseconds between a Dramatiq consumer's looks for due delayed messages (a retry,
+# a countdown, an eta), and its longest wait for new ones. Dramatiq's default, 1 s per
+# hop (the delay queue's consumer, then the queue's), would start a retry up to 2 s
+# after core's delay; Celery's and arq's start within a few tens of milliseconds.
+PROMPT_MS = 100
+
+
+class _Prompt(Middleware):
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
+        worker.worker_timeout = PROMPT_MS  # before its consumers and threads are made
 
 
 @cache
@@ -51,6 +69,12 @@ def broker(settings: Settings) -> RedisBroker:
         maintenance_chance=settings.dramatiq_maintenance_chance,
     )
     made.add_middleware(CurrentMessage())
+    made.add_middleware(_Prompt())
+    for middleware in made.middleware:
+        if isinstance(middleware, TimeLimit):
+            # No limit but a task's own, as on every backend (Dramatiq's default is
+            # 10 minutes for every actor).
+            middleware.time_limit = float("inf")
     loops = ThreadLoops(settings, time_limit_errors=(TimeLimitExceeded,))
     for spec in all_tasks().values():
         _declare(made, loops, spec)
