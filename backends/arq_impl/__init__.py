@@ -20,12 +20,13 @@ except ModuleNotFoundError as exc:  # the loader turns this into one clear line
 
 from redis.exceptions import RedisError
 
+from backends.arq_impl.wire import job_commands
 from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import ConfigError, RetryTask
 from core.features import Support
 from core.options import TaskOptions
 from core.reaper import worker_services
-from core.records import TaskRecord, connect
+from core.records import Command, TaskRecord, connect
 from core.registry import TaskSpec, all_tasks
 from core.runner import OffloadRunner, Runner
 from core.settings import Settings
@@ -76,6 +77,13 @@ class Backend(TaskBackend):
             _queue_name=QUEUE_PREFIX + (options.queue or DEFAULT_QUEUE),
             _defer_by=options.countdown, _defer_until=options.eta,
         )
+
+    def push(self, record: TaskRecord, arguments: dict[str, Any],
+             options: TaskOptions) -> list[Command]:
+        return job_commands(record.name, (arguments, self.meta(record, options)),
+                            record.delivery_id,
+                            queue_name=QUEUE_PREFIX + (options.queue or DEFAULT_QUEUE),
+                            defer_by=options.countdown, defer_until=options.eta)
 
     async def revoke(self, record: TaskRecord) -> None:
         # arq's abort: a queued job is dropped, a running one cancelled. Not waited

@@ -13,12 +13,13 @@ except ModuleNotFoundError as exc:  # the loader turns this into one clear line
     raise ModuleNotFoundError(exc.msg, name="celery") from None
 
 from backends.celery_impl.app import celery_app
+from backends.celery_impl.wire import task_commands
 from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import ConfigError
 from core.features import Support
 from core.options import TaskOptions
 from core.reaper import worker_services
-from core.records import TaskRecord
+from core.records import Command, TaskRecord
 from core.settings import Settings
 
 # A task's time limit is enforced by core (an async task's on its event loop, a sync
@@ -44,20 +45,28 @@ class Backend(TaskBackend):
         "graceful_shutdown": Support.NATIVE,
     }
 
-    async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
-                      options: TaskOptions) -> None:
-        app = celery_app(self.settings)
+    def _publish(self, record: TaskRecord, arguments: dict[str, Any],
+                 options: TaskOptions) -> dict[str, Any]:
+        """What the task is published with: `apply_async`'s arguments."""
         extra: dict[str, Any] = {}
         if options.time_limit is not None:
             soft = options.time_limit + LIMIT_GRACE
             extra.update(soft_time_limit=soft, time_limit=soft + HARD_GRACE)
         if options.priority is not None:
             extra["priority"] = 9 - options.priority
-        await asyncio.to_thread(
-            app.tasks[record.name].apply_async, (arguments, self.meta(record, options)),
-            task_id=record.delivery_id, queue=options.queue or DEFAULT_QUEUE,
-            countdown=options.countdown, eta=options.eta, **extra,
-        )
+        return {"args": (arguments, self.meta(record, options)), "task_id": record.delivery_id,
+                "queue": options.queue or DEFAULT_QUEUE, "countdown": options.countdown,
+                "eta": options.eta, **extra}
+
+    async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
+                      options: TaskOptions) -> None:
+        task = celery_app(self.settings).tasks[record.name]
+        await asyncio.to_thread(task.apply_async, **self._publish(record, arguments, options))
+
+    def push(self, record: TaskRecord, arguments: dict[str, Any],
+             options: TaskOptions) -> list[Command]:
+        return task_commands(celery_app(self.settings), record.name,
+                             **self._publish(record, arguments, options))
 
     async def revoke(self, record: TaskRecord) -> None:
         # Celery's revoke: workers drop the message if it is queued. A running task is

@@ -14,12 +14,13 @@ except ModuleNotFoundError as exc:  # the loader turns this into one clear line
 from dramatiq import Message
 
 from backends.dramatiq_impl.actors import broker
+from backends.dramatiq_impl.wire import message_commands
 from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import ConfigError
 from core.features import Support
 from core.options import TaskOptions
 from core.reaper import worker_services
-from core.records import TaskRecord
+from core.records import Command, TaskRecord
 from core.settings import Settings
 
 # A task's time limit is enforced by core (an async task's on its event loop, a sync
@@ -40,21 +41,30 @@ class Backend(TaskBackend):
         "graceful_shutdown": Support.NATIVE,
     }
 
-    async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
-                      options: TaskOptions) -> None:
-        made = broker(self.settings)
-        queue = options.queue or DEFAULT_QUEUE
-        if queue not in made.get_declared_queues():
-            made.declare_queue(queue)
+    def _message(self, record: TaskRecord, arguments: dict[str, Any],
+                 options: TaskOptions) -> Message:
         # Retries: Dramatiq's Retries middleware retries when (and after the delay)
         # core's policy says (backends/dramatiq_impl/actors.py), not by its own count.
         dramatiq_options: dict[str, Any] = {}
         if options.time_limit is not None:
             dramatiq_options["time_limit"] = round((options.time_limit + LIMIT_GRACE) * 1000)
-        message = Message(queue_name=queue, actor_name=record.name,
-                          args=(arguments, self.meta(record, options)), kwargs={},
-                          options=dramatiq_options, message_id=record.delivery_id)
+        return Message(queue_name=options.queue or DEFAULT_QUEUE, actor_name=record.name,
+                       args=(arguments, self.meta(record, options)), kwargs={},
+                       options=dramatiq_options, message_id=record.delivery_id)
+
+    async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
+                      options: TaskOptions) -> None:
+        made = broker(self.settings)
+        message = self._message(record, arguments, options)
+        if message.queue_name not in made.get_declared_queues():
+            made.declare_queue(message.queue_name)
         await asyncio.to_thread(made.enqueue, message, delay=_delay_ms(options, record))
+
+    def push(self, record: TaskRecord, arguments: dict[str, Any],
+             options: TaskOptions) -> list[Command]:
+        return message_commands(self._message(record, arguments, options),
+                                namespace=broker(self.settings).namespace,
+                                delay_ms=_delay_ms(options, record))
 
 
 def _delay_ms(options: TaskOptions, record: TaskRecord) -> int | None:
