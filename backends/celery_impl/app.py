@@ -28,7 +28,9 @@ def _register(app: Celery, loops: ThreadLoops, spec: TaskSpec) -> None:
             raise self.retry(countdown=retry.delay, exc=retry.cause) from retry.cause
 
     # max_retries=None: the task's policy, not Celery's default of 3, decides.
-    app.task(name=spec.name, bind=True, max_retries=None)(run)
+    # shared=False: the tasks are this app's alone (another app in the same process,
+    # as in the tests, would otherwise register them again, with a warning).
+    app.task(name=spec.name, bind=True, max_retries=None, shared=False)(run)
 
 
 @cache
