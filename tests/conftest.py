@@ -164,7 +164,10 @@ def server(start_server: Callable[..., Server]) -> Server:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def client(server: Server, worker: Proc) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+    # Idle connections dropped before uvicorn's keep-alive (5 s) closes them: a request
+    # sent on one the server is closing fails with a ReadError.
+    limits = httpx.Limits(keepalive_expiry=2)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as http:
         yield http
 
 
