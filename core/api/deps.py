@@ -10,7 +10,9 @@ from core.backend import TaskBackend
 from core.db import session
 
 
-def get_backend(request: Request) -> TaskBackend:
+async def get_backend(request: Request) -> TaskBackend:
+    # async: FastAPI runs a plain def dependency in its thread pool, a thread hop
+    # for every request (7% of a submit's CPU under load, py-spy).
     backend: TaskBackend = request.app.state.backend
     return backend
 
