@@ -162,12 +162,11 @@ class TaskBackend(ABC):
                            for e in exc.detail]
         if errors:
             raise InvalidArguments(errors)
-        keys = [f"{record_opts.idempotency_key}:{index}" if record_opts.idempotency_key
-                else None for index, (_, _, record_opts) in enumerate(prepared)]
         pushes = [self.push(*p) if self.one_trip else None for p in prepared]
-        stands = await self.store.create_many(
-            [(record, key, _not_before(opts, submitted), push)
-             for (record, _, opts), key, push in zip(prepared, keys, pushes, strict=True)])
+        stands = await self.store.create_many([
+            (record, opts.idempotency_key and f"{opts.idempotency_key}:{index}",
+             _not_before(opts, submitted), push)
+            for index, ((record, _, opts), push) in enumerate(zip(prepared, pushes, strict=True))])
         for (record, arguments, opts), push, stood in zip(prepared, pushes, stands,
                                                            strict=True):
             if push is None and stood == record.id:

@@ -482,32 +482,6 @@ async def test_batch_of_an_unknown_task_is_404(client: httpx.AsyncClient) -> Non
 # -- a lifecycle you can trust (issue 8): no record stuck or broken ---------------------
 
 
-class Events:
-    """The `qb:events` a task goes through from now on (a subscription of the test's)."""
-
-    def __init__(self, redis_url: str, task_id: str) -> None:
-        self.client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-        self.pubsub = self.client.pubsub()
-        self.task_id = task_id
-        self.states: list[str] = []
-
-    async def __aenter__(self) -> Events:
-        await self.pubsub.subscribe("qb:events")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.pubsub.aclose()
-        await self.client.aclose()
-
-    async def read(self) -> list[str]:
-        """The states published so far (read without waiting)."""
-        while (message := await self.pubsub.get_message(timeout=0.05)) is not None:
-            event = json.loads(message["data"]) if message["type"] == "message" else {}
-            if event.get("id") == self.task_id:
-                self.states.append(event["state"])
-        return self.states
-
-
 def sleep_runs(redis_client: redis.Redis, key: str) -> int:
     return int(redis_client.get(f"qb:slept:{key}") or 0)
 
@@ -527,11 +501,11 @@ async def test_task_of_a_killed_worker_runs_again_elsewhere_with_default_setting
     first_worker = redis_client.hget(f"qb:task:{task['id']}", "worker")
     doomed.signal_group(signal.SIGKILL)
     doomed.stop()
-    async with Events(redis_url, task["id"]) as events:
+    async with Timeline(redis_url) as timeline:
         rescuer = start_worker(concurrency=1, queues=queue_name, **defaults)
         body = await finished(client, task["id"], timeout=55)  # 30 s lease + a pass + 2 s
         assert (body["state"], body["result"]) == ("SUCCESS", 2)
-        assert (await events.read()).count("STARTED") == 1  # run once more, only once
+        assert (await timeline.states(task["id"])).count("STARTED") == 1  # once, only once
     assert body["retries"] == 0  # a redelivery is not a retry
     assert sleep_runs(redis_client, key) == 1
     ran_on = redis_client.hget(f"qb:task:{task['id']}", "worker")
@@ -557,10 +531,10 @@ async def test_a_second_delivery_of_a_running_task_is_refused(
     backend = adapter_module(backend_name).Backend(Settings(redis_url=redis_url))
     try:
         record = await backend.get(task["id"])
-        async with Events(redis_url, task["id"]) as events:
+        async with Timeline(redis_url) as timeline:
             await backend.redeliver(replace(record, deliveries=record.deliveries + 1))
             body = await finished(client, task["id"])
-            assert "STARTED" not in await events.read()
+            assert "STARTED" not in await timeline.states(task["id"])
     finally:
         await backend.aclose()
     assert (body["state"], body["started_at"]) == ("SUCCESS", (await client.get(
@@ -841,6 +815,14 @@ class Timeline:
         await asyncio.gather(self._reader, return_exceptions=True)
         await self.pubsub.aclose()
         await self.client.aclose()
+
+    async def states(self, task_id: str, timeout: float = 10) -> list[str]:
+        """The states the task went through, once its final one has been read."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not any(state in FINAL for state, _ in self.seen.get(task_id, [])):
+            assert asyncio.get_running_loop().time() < deadline, f"{task_id} never final"
+            await asyncio.sleep(0.02)
+        return [state for state, _ in self.seen[task_id]]
 
     def retry_gaps(self, task_id: str) -> list[float]:
         """Seconds from each RETRY of the task to its next STARTED."""
