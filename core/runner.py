@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import threading
 from typing import Any
@@ -19,7 +20,7 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.context import TaskContext, current_task, reset_current, set_current
+from core.context import TaskContext, reset_current, set_current
 from core.errors import RetryTask, TimeLimitExceeded
 from core.interrupt import OverTime, Revoked, Run, Stopper, process_stopper
 from core.policy import Policy
@@ -137,37 +138,43 @@ class Runner:
             later.finish(task_id, state, worker=self.worker, **outcome)))
 
 
-class ThreadRunner(Runner):
-    """A Runner on a worker thread's own loop (ThreadLoops) whose task can be stopped
-    while it runs (core/interrupt.py): by DELETE, and a sync task by its time limit,
-    which the libraries enforce only in some pools."""
+# The run (core/interrupt.py) of the task this asyncio task runs, if it can be stopped.
+_current_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar("qb_run",
+                                                                          default=None)
+
+
+class StoppableRunner(Runner):
+    """A Runner whose task can be stopped while it runs (core/interrupt.py): by DELETE,
+    through the process's cancel listener, and a sync task by its time limit, which
+    the libraries enforce only in some pools. An async task is cancelled on its loop;
+    a sync task is stopped in its thread (`_call_sync`)."""
 
     def __init__(self, *args: Any, stopper: Stopper, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stopper = stopper
-        self._run: Run | None = None  # this thread's loop runs one task at a time
 
     async def run(self, library_id: str, name: str, arguments: dict[str, Any],
                   meta: dict[str, Any] | None = None) -> Any:
         task_id = (meta or {}).get("task_id") or library_id
-        with self.stopper.watch(task_id, asyncio.get_running_loop()) as self._run:
+        with self.stopper.watch(task_id, asyncio.get_running_loop()) as run:
+            token = _current_run.set(run)
             try:
                 return await super().run(library_id, name, arguments, meta)
             finally:
-                self._run = None
+                _current_run.reset(token)
 
     async def _call(self, spec: TaskSpec, arguments: dict[str, Any], policy: Policy) -> Any:
-        run = self._run
+        run = _current_run.get()
         if run is None:
             return await super()._call(spec, arguments, policy)
         try:
             if spec.is_async:
                 with self.stopper.awaiting(run):
                     return await super()._call(spec, arguments, policy)
-            return self.stopper.call_sync(run, spec.fn, arguments, policy.time_limit)
+            return await self._call_sync(run, spec, arguments, policy)
         except asyncio.CancelledError:
             if not (run.cancelled and run.stopped is Revoked):
-                raise
+                raise  # the library's own cancellation (shutdown, its timeout)
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
@@ -180,20 +187,31 @@ class ThreadRunner(Runner):
         log.info("task %s stopped: it was revoked while it ran", run.task_id)
         return None
 
+    async def _call_sync(self, run: Run, spec: TaskSpec, arguments: dict[str, Any],
+                         policy: Policy) -> Any:
+        raise NotImplementedError
 
-class OffloadRunner(Runner):
-    """A Runner on arq's loop, where a sync task runs in a thread: when its run is
-    cancelled (arq's abort, the time limit's timeout) its thread is stopped too,
-    rather than left to run on unseen (core/interrupt.py)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, offload_sync=True, **kwargs)
-        self.stopper = process_stopper(None)
+class ThreadRunner(StoppableRunner):
+    """On a worker thread's own loop (ThreadLoops), which runs one task at a time: a
+    sync task runs right here, in the worker's thread."""
 
-    async def _call(self, spec: TaskSpec, arguments: dict[str, Any], policy: Policy) -> Any:
-        if spec.is_async:
-            return await super()._call(spec, arguments, policy)
-        run = Run(current_task().task_id)
+    async def _call_sync(self, run: Run, spec: TaskSpec, arguments: dict[str, Any],
+                         policy: Policy) -> Any:
+        return self.stopper.call_sync(run, spec.fn, arguments, policy.time_limit)
+
+
+class OffloadRunner(StoppableRunner):
+    """On arq's loop, where a sync task runs in a thread: when its run is cancelled
+    (DELETE, arq's own cancellation, the time limit's timeout) its thread is stopped
+    too, rather than left to run on unseen."""
+
+    def __init__(self, settings: Settings, redis: Redis, **kwargs: Any) -> None:
+        super().__init__(settings, redis, offload_sync=True,
+                         stopper=process_stopper(settings.redis_url), **kwargs)
+
+    async def _call_sync(self, run: Run, spec: TaskSpec, arguments: dict[str, Any],
+                         policy: Policy) -> Any:
         try:
             async with asyncio.timeout(policy.time_limit):
                 return await self.stopper.offload(run, spec.fn, arguments)
@@ -220,7 +238,8 @@ class ThreadLoops:
             # This loop runs one task at a time: blocking record calls cost it nothing.
             runner = ThreadRunner(self.settings, connect(self.settings.redis_url, 8),
                                   offload_sync=False, time_limit_errors=self.time_limit_errors,
-                                  records=SyncRedis.from_url(self.settings.redis_url),
+                                  records=SyncRedis.from_url(self.settings.redis_url,
+                                                             single_connection_client=True),
                                   stopper=process_stopper(self.settings.redis_url))
             made = self._local.made = (loop, runner)
         return made

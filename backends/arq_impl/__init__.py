@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from dataclasses import replace
@@ -13,7 +12,6 @@ try:
     from arq import Retry, create_pool
     from arq.connections import ArqRedis, RedisSettings
     from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
-    from arq.jobs import Job
     from arq.worker import Function, Worker, func
 except ModuleNotFoundError as exc:  # the loader turns this into one clear line
     raise ModuleNotFoundError(exc.msg, name="arq") from None
@@ -53,7 +51,9 @@ class Backend(TaskBackend):
         "time_limit": Support.CORE,
         "delay": Support.NATIVE,
         "cancel_pending": Support.NATIVE,
-        "cancel_running": Support.NATIVE,
+        # core's cancel listener stops the run (core/interrupt.py), as on the other
+        # backends: arq's abort would make every worker poll its abort set.
+        "cancel_running": Support.CORE,
         "queues": Support.NATIVE,
         "graceful_shutdown": Support.NATIVE,
     }
@@ -86,13 +86,15 @@ class Backend(TaskBackend):
                             defer_by=options.countdown, defer_until=options.eta)
 
     async def revoke(self, record: TaskRecord) -> None:
-        # arq's abort: a queued job is dropped, a running one cancelled. Not waited
-        # for (abort's timeout=0 raises TimeoutError when the job has not ended yet):
-        # the record is REVOKED already, so no worker will start it.
-        job = Job(record.delivery_id, await self.pool(),
-                  _queue_name=QUEUE_PREFIX + (record.queue or DEFAULT_QUEUE))
-        with contextlib.suppress(TimeoutError):
-            await job.abort(timeout=0)
+        # Drop a queued job from arq's queue, as arq's abort does for a job not started
+        # (without making workers poll an abort set: allow_abort_jobs is off, and a
+        # running one is stopped by core's cancel listener). The record is REVOKED
+        # already, so a worker that took the job just now does not start it.
+        pool = await self.pool()
+        async with pool.pipeline(transaction=True) as tr:
+            tr.zrem(QUEUE_PREFIX + (record.queue or DEFAULT_QUEUE), record.delivery_id)
+            tr.delete(job_key_prefix + record.delivery_id)
+            await tr.execute()
 
     async def redeliver(self, record: TaskRecord) -> None:
         # The dead worker's job stays in arq's queue until its in-progress mark
@@ -192,7 +194,7 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
                 max_jobs=concurrency,
                 keep_result=0,  # results live in queuebench's task record
                 poll_delay=0.05,
-                allow_abort_jobs=True,
+                allow_abort_jobs=False,  # DELETE: revoke() and core's listener
                 job_completion_wait=round(settings.shutdown_timeout),
                 handle_signals=False,  # one handler below stops every queue's Worker
             )
