@@ -33,12 +33,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench import report, stats
-from bench.session import WARMUP, Spec
+from bench.session import LOG_LEVEL, WARMUP, Spec
 from core.db import migrate
 from core.procs import ROOT, venv_python
 from core.settings import BACKENDS
 
-MODES = ("raw", "direct", "http")  # and "batch": direct's burst through submit_many
+# "+history": with HISTORY_ENABLED (finished tasks streamed to the database), as a user
+# gets it by default; the plain modes run without. Direct also gives "batch": its
+# burst again through submit_many.
+MODES = ("raw", "direct", "http", "direct+history", "http+history")
 WORKLOADS = ("noop", "sleep", "cpu")
 LIBRARIES = {"celery": ("celery", "kombu", "redis"), "arq": ("arq", "redis"),
              "dramatiq": ("dramatiq", "redis")}
@@ -69,8 +72,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     p.add_argument("--backends", default=",".join(BACKENDS))
-    p.add_argument("--modes", default=",".join(MODES), help="raw,direct,http (direct on "
+    p.add_argument("--modes", default=",".join(MODES), help=f"{','.join(MODES)} (direct on "
                    "noop adds batch; the ceiling is measured whenever http is)")
+    p.add_argument("--arrivals", choices=("constant", "poisson"), default="constant",
+                   help="sustained phases: evenly spaced or Poisson arrivals (open loop)")
     p.add_argument("--workloads", default=None, help="default: the profile's")
     p.add_argument("--repeats", type=int, default=None, help="default: the profile's")
     p.add_argument("--tasks", type=int, default=None, help="burst size (default: profile's)")
@@ -115,14 +120,21 @@ def _names(text: str, allowed: Sequence[str], what: str, p: argparse.ArgumentPar
     return names
 
 
+def _rotated(items: Sequence[Any], by: int) -> list[Any]:
+    by %= max(1, len(items))
+    return [*items[by:], *items[:by]]
+
+
 def plan(args: argparse.Namespace, database_url: str) -> list[Spec]:
-    """Every session, round by round; backends interleaved, their order rotating."""
+    """Every session, round by round; backends interleaved, and both the backends' and
+    the modes' order (the ceiling's included) rotating from round to round."""
     profile = PROFILES[args.profile]
     repeats = args.repeats or profile.repeats
     specs: list[Spec] = []
     for repeat in range(repeats):
-        order = args.backends[repeat % len(args.backends):] + \
-            args.backends[:repeat % len(args.backends)]
+        order = _rotated(args.backends, repeat)
+        modes = _rotated([*args.modes, *(["ceiling"] if any(
+            m.startswith("http") for m in args.modes) else [])], repeat)
         for workload in args.workloads:
             rates = profile.rates.get(workload, []) if args.rates is None else \
                 [float(r) for r in args.rates.split(",") if r.strip()]
@@ -133,11 +145,14 @@ def plan(args: argparse.Namespace, database_url: str) -> list[Spec]:
                           submitters=args.submitters, repeat=repeat, round=repeat,
                           # submit_many's rate is the producer's alone: noop measures it
                           batch_size=args.batch_size if workload == "noop" else 0,
-                          batch_calls=args.batch_calls, server_workers=args.server_workers)
-            for mode in args.modes:
-                specs.extend(Spec(backend=b, mode=mode, rates=rates, **common) for b in order)
-            if "http" in args.modes:
-                specs.append(Spec(backend="ceiling", mode="ceiling", **common))
+                          batch_calls=args.batch_calls, server_workers=args.server_workers,
+                          arrivals=args.arrivals)
+            for mode in modes:
+                if mode == "ceiling":
+                    specs.append(Spec(backend="ceiling", mode="ceiling", **common))
+                else:
+                    specs.extend(Spec(backend=b, mode=mode, rates=rates, **common)
+                                 for b in order)
     return specs
 
 
@@ -169,7 +184,8 @@ def meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
                      "server_workers": args.server_workers,
                      "repeats": args.repeats or PROFILES[args.profile].repeats,
                      "workloads": args.workloads, "modes": args.modes,
-                     "warm_up_excluded": f"first {WARMUP:.0%} of a burst's completions"},
+                     "warm_up_excluded": f"first {WARMUP:.0%} of a burst's completions",
+                     "arrivals": args.arrivals, "log_level": LOG_LEVEL},
         "mapping": {
             "celery": f"{args.processes} x `celery worker --pool threads --concurrency {slots}`"
                       " (acks late, prefetch 1)",
@@ -232,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     results: dict[str, Any] = {"meta": meta(args, argv), "runs": [], "failures": []}
     with tempfile.TemporaryDirectory(prefix="qb-bench-") as scratch:
         specs = plan(args, migrate.scratch_sqlite(Path(scratch) / "bench.db"))
+        # The order the sessions ran in, so the interleaving can be checked.
+        results["meta"]["order"] = [f"{s.round + 1}:{s.backend}:{s.mode}:{s.workload}"
+                                    for s in specs]
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as progress:
             bar = progress.add_task("starting", total=len(specs))

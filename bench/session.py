@@ -26,15 +26,18 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import redis as sync_redis
 
+from bench import openloop
 from bench.stats import cdf_points, percentiles
 from core.loader import adapter_module
 from core.procs import ROOT, Proc, Server, free_port, wait_until
@@ -46,6 +49,12 @@ from core.states import FINISHED, TaskState
 WARMUP = 0.05
 #: a sweep stops at the first rate whose achieved throughput falls below this share
 SATURATED = 0.9
+#: threads for a blocking producer's calls in flight (raw Celery and Dramatiq)
+PRODUCER_THREADS = 64
+#: Locust users of an open-loop phase: the most submissions in flight at once
+OPEN_LOOP_USERS = 256
+#: the log level of every worker, queuebench's and the libraries' alike
+LOG_LEVEL = "WARNING"
 ARGUMENTS: dict[str, Any] = {"noop": None, "sleep": 0.01, "cpu": 20_000}
 Outcome = tuple[bool, float, float] | None  # (succeeded, started, finished); None: never
 
@@ -68,6 +77,7 @@ class Spec:
     batch_calls: int = 4     # submit_many calls at a time
     server_workers: int = 1  # uvicorn processes of the API and of the ceiling app
     quiet: float = 20.0      # seconds without progress before the rest counts as lost
+    arrivals: str = "constant"  # sustained phases: constant spacing or Poisson
     repeat: int = 0
     round: int = 0
     arg: Any = None
@@ -75,6 +85,16 @@ class Spec:
     @property
     def argument(self) -> Any:
         return ARGUMENTS[self.workload] if self.arg is None else self.arg
+
+    @property
+    def base_mode(self) -> str:
+        """The mode without its variant: "direct+history" runs as "direct"."""
+        return self.mode.split("+")[0]
+
+    @property
+    def history(self) -> bool:
+        """Whether queuebench keeps history (HISTORY_ENABLED) in this session."""
+        return self.mode.endswith("+history")
 
 
 @dataclasses.dataclass
@@ -87,6 +107,7 @@ class Phase:
     seconds: float                  # from first to last submission
     rejected: int = 0               # submissions the API refused (http)
     accepted: int | None = None     # what the API said it accepted (http, ceiling)
+    generator: dict[str, Any] | None = None  # an open-loop phase: offered vs achieved
 
     @property
     def count(self) -> int:
@@ -115,6 +136,8 @@ class Driver:
         return await self._run(round(rate * seconds), rate)
 
     async def _run(self, tasks: int, rate: float) -> Phase:
+        if rate:
+            return await self._open_loop(tasks, rate)
         handles: list[Any] = [None] * tasks
         submitted = [0.0] * tasks
         submit_ms = [0.0] * tasks
@@ -125,15 +148,33 @@ class Driver:
             submit_ms[i] = (time.perf_counter() - start) * 1000
 
         start = time.perf_counter()
-        await (_paced(one, tasks, rate) if rate else _flat_out(one, tasks, self.spec.submitters))
+        await _flat_out(one, tasks, self.spec.submitters)
         return Phase(submitted, handles, submit_ms, time.perf_counter() - start)
+
+    async def _open_loop(self, tasks: int, rate: float) -> Phase:
+        """`tasks` submissions at `rate`/s, open loop (bench/openloop.py): a task's
+        submitted time is its intended time, so its latencies count from there."""
+        offsets = openloop.schedule(rate, tasks, self.spec.arrivals, seed=self.spec.repeat)
+        return self._phase(await openloop.drive(self.submit, offsets), rate)
+
+    def _phase(self, out: openloop.Outcome, rate: float) -> Phase:
+        accepted = [(result[0], intended, latency * 1000) for result, intended, latency
+                    in zip(out.results, out.intended, out.latency, strict=True)
+                    if not isinstance(result, BaseException)]
+        generator = {"arrivals": self.spec.arrivals, "offered_rate": rate,
+                     "achieved_rate": out.achieved_rate, "late": out.late,
+                     "late_after_ms": openloop.LATE_S * 1000,
+                     "lag_ms": percentiles([lag * 1000 for lag in out.lag])}
+        return Phase([a[1] for a in accepted], [a[0] for a in accepted],
+                     [a[2] for a in accepted], out.ended - out.start, rejected=out.failed,
+                     generator=generator)
 
     async def aclose(self) -> None:
         pass
 
 
 async def _flat_out(one: Callable[[int], Awaitable[None]], tasks: int, concurrency: int) -> None:
-    """`tasks` calls, `concurrency` at a time (a blocking client makes that one)."""
+    """`tasks` calls, `concurrency` at a time."""
     counter = iter(range(tasks))
 
     async def loop() -> None:
@@ -143,35 +184,31 @@ async def _flat_out(one: Callable[[int], Awaitable[None]], tasks: int, concurren
     await asyncio.gather(*(loop() for _ in range(concurrency)))
 
 
-async def _paced(one: Callable[[int], Awaitable[None]], tasks: int, rate: float) -> None:
-    """Open loop: call i starts at i / rate, whether or not earlier ones have returned."""
-    start = time.perf_counter()
-    running: set[asyncio.Task[None]] = set()
-    for i in range(tasks):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0.001:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one(i))
-        running.add(task)
-        task.add_done_callback(running.discard)
-    await asyncio.gather(*running)
-
-
 class RawDriver(Driver):
     """The library's own client (bench/raw/<backend>_app.py)."""
 
     def __init__(self, spec: Spec) -> None:
         super().__init__(spec)
         self.client = raw_module(spec.backend).Client()
+        # A blocking producer (Celery's, Dramatiq's) runs on threads, enough for the
+        # calls in flight, never on the loop that keeps the schedule.
+        self.blocking = not asyncio.iscoroutinefunction(self.client.submit)
+        self.pool = ThreadPoolExecutor(max_workers=PRODUCER_THREADS,
+                                       thread_name_prefix="producer")
 
     async def submit(self) -> tuple[Any, float]:
         now = time.time()
+        if self.blocking:
+            handle = await asyncio.get_running_loop().run_in_executor(
+                self.pool, self.client.submit, self.spec.workload, self.spec.argument)
+            return handle, now
         return await self.client.submit(self.spec.workload, self.spec.argument), now
 
     async def outcomes(self, phase: Phase) -> list[Outcome]:
         return list(await self.client.outcomes(phase.handles, self.spec.quiet))
 
     async def aclose(self) -> None:
+        self.pool.shutdown()
         await self.client.aclose()
 
 
@@ -231,7 +268,7 @@ class DirectDriver(RecordDriver):
     def __init__(self, spec: Spec) -> None:
         super().__init__(spec)
         settings = Settings(queue_backend=spec.backend, redis_url=spec.redis_url,
-                            history_enabled=False)
+                            database_url=spec.database_url, history_enabled=spec.history)
         self.backend = adapter_module(spec.backend).Backend(settings, self.redis)
 
     async def submit(self) -> tuple[Any, float]:
@@ -266,20 +303,49 @@ class DirectDriver(RecordDriver):
 
 
 class LocustDriver(RecordDriver):
-    """Locust (bench/locustfile.py, FastHttpUser) against a server at `url`; the ids
-    are the records the API made, read back from its index."""
+    """A burst: Locust (bench/locustfile.py, FastHttpUser) flat out against a server at
+    `url`; the ids are the records the API made, read back from its index. A sustained
+    phase: the open-loop generator (bench/openloop.py) with an httpx client, as
+    Locust's pacing is closed loop per user."""
 
     url = ""
 
+    async def _open_loop(self, tasks: int, rate: float) -> Phase:
+        """Locust's users on the open-loop schedule (bench/locustfile.py): as many
+        users as requests may be in flight; a request that found none free started
+        late, and says so."""
+        with tempfile.NamedTemporaryFile(suffix=".jsonl") as lines:
+            args = ["--qb-workload", self.spec.workload, "--qb-tasks", str(tasks),
+                    "--qb-rate", str(rate), "--qb-arrivals", self.spec.arrivals,
+                    "--qb-seed", str(self.spec.repeat), "--qb-out", lines.name]
+            if self.spec.arg is not None:
+                args += ["--qb-arg", str(self.spec.arg)]
+            await asyncio.to_thread(locust, self.url, OPEN_LOOP_USERS, args,
+                                    run_time=60.0 + 2 * tasks / rate)
+            head, *rows = Path(lines.name).read_text().splitlines()
+        start = json.loads(head)["start"]
+        found = sorted((json.loads(row) for row in rows), key=lambda r: r["i"])
+        offsets = openloop.schedule(rate, tasks, self.spec.arrivals, seed=self.spec.repeat)
+        out = openloop.Outcome(start=start, offsets=[offsets[r["i"]] for r in found],
+                               lag=[r["lag"] for r in found],
+                               latency=[r["latency"] for r in found],
+                               results=[(r["id"], 0.0) if r["status"] == 202 else
+                                        RuntimeError(str(r["status"])) for r in found])
+        out.ended = max((start + o + lat for o, lat in zip(out.offsets, out.latency,
+                                                           strict=True)), default=start)
+        phase = self._phase(out, rate)
+        phase.rejected += tasks - len(found)  # never sent: Locust ended first
+        return phase
+
     async def _run(self, tasks: int, rate: float) -> Phase:
+        if rate:
+            return await self._open_loop(tasks, rate)
         since = time.time()
         args = ["--qb-workload", self.spec.workload, "--qb-tasks", str(tasks)]
         if self.spec.arg is not None:
             args += ["--qb-arg", str(self.spec.arg)]
-        if rate:
-            args += ["--qb-rate", str(rate)]
         stats = await asyncio.to_thread(locust, self.url, self.spec.users, args,
-                                        run_time=max(60.0, 10 * tasks / max(rate, 50.0)))
+                                        run_time=max(60.0, tasks / 50.0))
         entry = next(s for s in stats if s["name"].startswith("/tasks/"))
         submit_ms = _expand(entry["response_times"])
         seconds = entry["last_request_timestamp"] - entry["start_time"]
@@ -326,12 +392,15 @@ def workers(spec: Spec, env: dict[str, str]) -> Iterator[list[Proc]]:
     procs: list[Proc] = []
     try:
         for _ in range(spec.processes):
-            if spec.mode == "raw":
+            if spec.base_mode == "raw":
                 module, args, extra = raw_module(spec.backend).worker_command(slots)
                 procs.append(Proc(args, {**env, **extra}, module=module))
             else:
                 procs.append(Proc(["worker", "--backend", spec.backend, "--concurrency",
                                    str(slots), "--processes", "1"], env))
+        if spec.history and spec.base_mode == "direct":
+            # No API runs its history writer here: the writer alone, as without an API.
+            procs.append(Proc(["history"], env))
         yield procs
     finally:
         for proc in procs:
@@ -342,7 +411,7 @@ def workers(spec: Spec, env: dict[str, str]) -> Iterator[list[Proc]]:
 def server(spec: Spec, env: dict[str, str]) -> Iterator[str]:
     # The API and the ceiling app alike (uvicorn processes, logs), so their ratio is fair.
     processes = str(spec.server_workers)
-    if spec.mode == "http":
+    if spec.base_mode == "http":
         api = Server(spec.backend, env, None, "--workers", processes)
         try:
             if spec.server_workers > 1:
@@ -421,10 +490,31 @@ def figures(spec: Spec, phase: Phase, outcomes: list[Outcome], kind: str,
                        "end_to_end": percentiles(e2e)},
         "latency_cdf_ms": {"end_to_end": cdf_points(e2e), "queue_wait": cdf_points(wait)},
         "errors": phase.rejected + len(done) - len(ok),
+        "history": spec.history,
+        "generator": phase.generator,
         # Accepted but never finished, including any the API accepted without a record.
         "lost": max(phase.count, len(outcomes)) - len(done),
     }
     return run
+
+
+def limited_by(run: dict[str, Any]) -> str | None:
+    """What kept a sustained run from its offered rate, if anything: the submit path
+    (accepted submissions below 90% of the offered rate: the API or producer, or every
+    generator slot waiting on one), the generator itself (the rate was reached, but
+    over 1% of its calls started more than LATE_S late: its own CPU, not the system),
+    or the workers (completions below 90% of what was really submitted)."""
+    generator = run.get("generator") or {}
+    offered = run.get("offered_rate") or 0.0
+    achieved = generator.get("achieved_rate") or 0.0
+    done = run.get("throughput_tasks_per_s") or 0.0
+    if achieved < SATURATED * offered:
+        return "submit"
+    if run.get("tasks") and generator.get("late", 0) > 0.01 * run["tasks"]:
+        return "generator"
+    if done < SATURATED * min(offered, achieved):
+        return "workers"
+    return None
 
 
 def _throughput(ok: list[tuple[float, float, float]], kind: str) -> float | None:
@@ -459,10 +549,11 @@ async def run(spec: Spec) -> list[dict[str, Any]]:
     sync_redis.Redis.from_url(spec.redis_url).flushdb()
     env = {"REDIS_URL": spec.redis_url, "RAW_REDIS_URL": spec.redis_url,
            "QUEUE_BACKEND": spec.backend if spec.backend != "ceiling" else "arq",
-           "DATABASE_URL": spec.database_url, "HISTORY_ENABLED": "false",
-           "ENVIRONMENT": "production"}
+           "DATABASE_URL": spec.database_url,
+           "HISTORY_ENABLED": "true" if spec.history else "false",
+           "ENVIRONMENT": "production", "LOG_LEVEL": LOG_LEVEL}
     os.environ.update(env)  # raw modules read RAW_REDIS_URL at import
-    if spec.mode in ("http", "ceiling"):
+    if spec.base_mode in ("http", "ceiling"):
         with server(spec, env) as url:
             return await _session(spec, env, url)
     return await _session(spec, env, "")
@@ -470,18 +561,18 @@ async def run(spec: Spec) -> list[dict[str, Any]]:
 
 async def _session(spec: Spec, env: dict[str, str], url: str) -> list[dict[str, Any]]:
     driver: Driver
-    if spec.mode in ("http", "ceiling"):
+    if spec.base_mode in ("http", "ceiling"):
         driver = LocustDriver(spec)
         driver.url = url
     else:
-        driver = RawDriver(spec) if spec.mode == "raw" else DirectDriver(spec)
+        driver = RawDriver(spec) if spec.base_mode == "raw" else DirectDriver(spec)
     try:
         burst = await driver.burst(spec.tasks)
         if spec.mode == "ceiling":
             return [ceiling_run(spec, burst)]
         # Queued behind the burst, so the burst drains as it would alone.
-        batch = await driver.batch(spec.tasks) \
-            if isinstance(driver, DirectDriver) and spec.batch_size > 0 else None
+        batch = await driver.batch(spec.tasks) if isinstance(driver, DirectDriver) and \
+            spec.mode == "direct" and spec.batch_size > 0 else None
         with workers(spec, env):
             runs = [figures(spec, burst, await driver.outcomes(burst), "burst", None)]
             if batch is not None:
@@ -491,8 +582,9 @@ async def _session(spec: Spec, env: dict[str, str], url: str) -> list[dict[str, 
             for rate in sorted(spec.rates):
                 phase = await driver.sustained(rate, spec.seconds)
                 run = figures(spec, phase, await driver.outcomes(phase), "sustained", rate)
+                run["limited_by"] = limited_by(run)
                 runs.append(run)
-                if (run["throughput_tasks_per_s"] or 0) < SATURATED * rate:
+                if run["limited_by"]:
                     break  # saturated: higher rates would only queue up
         return runs
     finally:

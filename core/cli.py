@@ -173,6 +173,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("bench", "demo"):
@@ -180,7 +183,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         # option such as `bench --profile full`).
         argv = [argv[0], "--", *argv[1:]]
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()  # Settings.log_level, read early
+    logging.basicConfig(level=level if level in _LEVELS else "INFO",
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # Alembic announces its plugins at INFO whenever it is imported.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     try:

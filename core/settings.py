@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # record); library: the library's own producer, off the event loop.
     producer: Literal["native", "library"] = "native"
     environment: Environment = Environment.development
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="log level of queuebench's processes and the libraries' "
+        "workers it starts (Celery logs two lines a task at INFO, arq two a job)")
 
     record_ttl: int = Field(86_400, description="seconds a task record is kept in Redis")
     records_kept: int = Field(100_000, description="newest task ids kept in the listing index")

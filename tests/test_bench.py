@@ -111,3 +111,31 @@ def test_bad_arguments_and_a_down_redis_are_one_clear_line(capsys: pytest.Captur
     with pytest.raises(SystemExit) as exit_info:
         bench_main(["--redis", "redis://127.0.0.1:1/0"])
     assert str(exit_info.value.code).startswith("queuebench bench: error: Redis at")
+
+
+def test_sustained_runs_are_open_loop_and_say_what_the_generator_managed(
+        results: tuple[dict, Path], backend_name: str) -> None:
+    sustained = [r for r in results[0]["runs"]
+                 if r["backend"] == backend_name and r["phase"] == "sustained"]
+    assert sustained
+    for run in sustained:
+        generator = run["generator"]
+        assert generator["offered_rate"] == 20 and generator["arrivals"] == "constant"
+        assert generator["achieved_rate"] > 0 and generator["late"] >= 0
+        assert generator["lag_ms"]["count"] == run["tasks"]
+        assert "limited_by" in run
+        assert run["history"] is run["mode"].endswith("+history")
+
+
+def test_modes_and_backends_rotate_between_rounds(results: tuple[dict, Path]) -> None:
+    from bench.cli import parse, plan
+
+    specs = plan(parse(["--repeats", "3", "--workloads", "noop"]), "sqlite://")
+    rounds = [[(s.mode, s.backend) for s in specs if s.round == r] for r in range(3)]
+    firsts = [r[0] for r in rounds]
+    assert len({mode for mode, _ in firsts}) == 3, firsts  # each round starts elsewhere
+    assert len({backend for _, backend in firsts}) == 3, firsts
+    assert all(sorted(r) == sorted(rounds[0]) for r in rounds)  # the same sessions
+    order = results[0]["meta"]["order"]  # one entry per session, as it ran
+    sessions = {(r["backend"], r["mode"]) for r in results[0]["runs"] if r["mode"] != "batch"}
+    assert sorted(order) == sorted(f"1:{b}:{m}:noop" for b, m in sessions)

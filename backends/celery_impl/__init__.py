@@ -84,7 +84,8 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
     pool = "threads" if processes == 1 else "prefork"
     with worker_services(settings, concurrency, queues, pool=pool):
         celery_app(settings).worker_main([
-            "worker", "--loglevel=INFO", f"--pool={pool}", f"--concurrency={concurrency}",
+            "worker", f"--loglevel={settings.log_level}", f"--pool={pool}",
+            f"--concurrency={concurrency}",
             f"--queues={','.join(queues)}",
             f"--hostname=queuebench-{os.getpid()}@{socket.gethostname()}",
             "--without-gossip", "--without-mingle",

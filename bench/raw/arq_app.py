@@ -1,4 +1,4 @@
-"""arq alone: its client, its Worker (`arq bench.raw.arq_app.WorkerSettings`), results
+"""arq alone: its client, its Worker (`python -m bench.raw.arq_app`), results
 kept by arq; the same poll delay as queuebench's arq adapter, max_jobs from
 RAW_MAX_JOBS, sync work (cpu) in a thread as queuebench does it."""
 
@@ -45,7 +45,7 @@ class WorkerSettings:
 
 def worker_command(concurrency: int) -> tuple[str, list[str], dict[str, str]]:
     """(module, arguments, environment) of one worker process with `concurrency` slots."""
-    return "arq", ["bench.raw.arq_app.WorkerSettings"], {"RAW_MAX_JOBS": str(concurrency)}
+    return "bench.raw.arq_app", [], {"RAW_MAX_JOBS": str(concurrency)}
 
 
 class Client:
@@ -78,3 +78,14 @@ class Client:
     async def aclose(self) -> None:
         if self._pool is not None:
             await self._pool.aclose()
+
+
+if __name__ == "__main__":
+    # arq's own worker, as `arq bench.raw.arq_app.WorkerSettings` runs it, but logging at
+    # LOG_LEVEL like queuebench's workers (arq's CLI logs two lines a job at INFO).
+    import logging
+
+    from arq import run_worker
+
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING"))
+    run_worker(WorkerSettings)  # type: ignore[arg-type]

@@ -20,6 +20,9 @@ app.conf.update(
     task_serializer="json", result_serializer="json", accept_content=["json"],
     task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True, worker_hijack_root_logger=False,
+    # queuebench's adapter offers priority 0-9: the same ten lists, polled in order.
+    broker_transport_options={"priority_steps": list(range(10)),
+                              "queue_order_strategy": "priority"},
 )
 
 
@@ -48,13 +51,14 @@ def worker_command(concurrency: int) -> tuple[str, list[str], dict[str, str]]:
     """(module, arguments, environment) of one worker process with `concurrency` slots."""
     return "celery", ["-A", "bench.raw.celery_app", "worker", "--pool", "threads",
                       f"--concurrency={concurrency}", "--without-gossip", "--without-mingle",
-                      "--loglevel=WARNING"], {}
+                      f"--loglevel={os.environ.get('LOG_LEVEL', 'WARNING')}"], {}
 
 
 class Client:
     """Celery's own producer: `apply_async`, blocking, as Celery users call it."""
 
-    async def submit(self, workload: str, arg: Any) -> AsyncResult:
+    def submit(self, workload: str, arg: Any) -> AsyncResult:
+        """Blocking: the benchmark calls it on a thread pool, off its event loop."""
         return app.tasks[workload].apply_async((arg,))
 
     async def outcomes(self, handles: list[AsyncResult], quiet: float

@@ -54,7 +54,8 @@ def worker_command(concurrency: int) -> tuple[str, list[str], dict[str, str]]:
 class Client:
     """Dramatiq's own producer: `actor.send`, blocking."""
 
-    async def submit(self, workload: str, arg: Any) -> dramatiq.Message[Any]:
+    def submit(self, workload: str, arg: Any) -> dramatiq.Message[Any]:
+        """Blocking: the benchmark calls it on a thread pool, off its event loop."""
         return ACTORS[workload].send(arg)
 
     async def outcomes(self, handles: list[dramatiq.Message[Any]], quiet: float
