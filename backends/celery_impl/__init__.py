@@ -89,3 +89,12 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
             f"--hostname=queuebench-{os.getpid()}@{socket.gethostname()}",
             "--without-gossip", "--without-mingle",
         ])
+
+
+def run_native_scheduler(settings: Settings, schedule: Any) -> None:
+    """`queuebench scheduler --native`: Celery beat, its schedule generated from core's
+    (backends/celery_impl/beat.py)."""
+    from backends.celery_impl.beat import SCHEDULER, configure
+
+    app = configure(celery_app(settings), settings, schedule)
+    app.start(["beat", "--loglevel=INFO", f"--scheduler={SCHEDULER}"])
