@@ -95,8 +95,8 @@ class Entry:
     def ticks(self, after: float, until: float, limit: int) -> list[float]:
         """The ticks in (after, until], oldest first: the latest `limit` of them."""
         if self.every is not None:
-            last = math.floor(until / self.every)
-            first = max(math.floor(after / self.every) + 1, last - limit + 1)
+            last = self._index(until)
+            first = max(self._index(after) + 1, last - limit + 1)
             return [self._interval_tick(k) for k in range(first, last + 1)]
         latest: list[float] = []
         it = croniter(self.cron, self._local(until) + timedelta(microseconds=1))
@@ -110,12 +110,17 @@ class Entry:
     def next_after(self, now: float) -> float:
         """The first tick after `now`."""
         if self.every is not None:
-            return self._interval_tick(math.floor(now / self.every) + 1)
+            return self._interval_tick(self._index(now) + 1)
         return float(croniter(self.cron, self._local(now)).get_next(float))
+
+    def _index(self, ts: float) -> int:
+        """Which interval tick `ts` is at or after (0.3 / 0.1 is 2.9999999999999996)."""
+        assert self.every is not None
+        return math.floor(ts / self.every + 1e-9)
 
     def _interval_tick(self, k: int) -> float:
         assert self.every is not None
-        return round(k * self.every, 6)  # 0.1 * 3 is 0.30000000000000004
+        return round(k * self.every, 6)  # 0.1 * 3 is 0.30000000000000004, not a key
 
     def _local(self, ts: float) -> datetime:
         return datetime.fromtimestamp(ts, self.zone)

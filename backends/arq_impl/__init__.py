@@ -56,6 +56,9 @@ class Backend(TaskBackend):
         "cancel_running": Support.NATIVE,
         "queues": Support.NATIVE,
         "graceful_shutdown": Support.NATIVE,
+        # Celery beat / arq cron from core's schedule (`queuebench scheduler --native`);
+        # core's scheduler runs on it too.
+        "periodic": Support.NATIVE,
     }
 
     def __init__(self, settings: Settings, redis: Any = None) -> None:

@@ -43,6 +43,9 @@ class Backend(TaskBackend):
         "queues": Support.NATIVE,
         "priority": Support.NATIVE,
         "graceful_shutdown": Support.NATIVE,
+        # Celery beat / arq cron from core's schedule (`queuebench scheduler --native`);
+        # core's scheduler runs on it too.
+        "periodic": Support.NATIVE,
     }
 
     def _publish(self, record: TaskRecord, arguments: dict[str, Any],
