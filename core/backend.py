@@ -209,32 +209,8 @@ class TaskBackend(ABC):
         with `schedule`, the tasks that periodic entry fired."""
         where = TaskFilter(state=state, name=name, backend=backend, since=since, until=until)
         if schedule is not None:
-            return await self._fired_by(schedule, where, limit, offset)
+            return await _fired_by(self, schedule, where, limit, offset)
         return await recent(self.store, self.history, where, limit, offset)
-
-    async def _fired_by(self, schedule: str, where: TaskFilter, limit: int,
-                        offset: int) -> list[TaskRecord]:
-        """An entry's tasks from its index (core/records.py keeps it), each read from
-        Redis or, once Redis has let it go, from the history table."""
-        from core.scheduler import TASKS_KEY
-
-        found: list[TaskRecord] = []
-        start, page = 0, max(offset + limit, 100)
-        while len(found) < offset + limit:
-            ids = [i.decode() if isinstance(i, bytes) else i for i in
-                   await self.redis.zrevrange(TASKS_KEY.format(schedule), start,
-                                              start + page - 1)]
-            if not ids:
-                break
-            live = {r.id: r for r in await self.store.get_many(ids)}
-            for task_id in ids:
-                record = live.get(task_id)
-                if record is None and self.history is not None:
-                    record = await self.history.get(task_id)
-                if record is not None and where.matches(record):
-                    found.append(record)
-            start += page
-        return found[offset:offset + limit]
 
     async def cancel(self, task_id: str) -> TaskRecord:
         can_stop = self.support().get("cancel_running", Support.NONE) is not Support.NONE
@@ -292,6 +268,31 @@ class TaskBackend(ABC):
             checks["redis"], checks["workers"] = False, 0
         checks["database"] = await ping(self.settings.database_url)
         return checks
+
+
+async def _fired_by(backend: TaskBackend, schedule: str, where: TaskFilter, limit: int,
+                offset: int) -> list[TaskRecord]:
+    """An entry's tasks from its index (core/records.py keeps it), each read from
+    Redis or, once Redis has let it go, from the history table."""
+    from core.scheduler import TASKS_KEY
+
+    found: list[TaskRecord] = []
+    start, page = 0, max(offset + limit, 100)
+    while len(found) < offset + limit:
+        ids = [i.decode() if isinstance(i, bytes) else i for i in
+               await backend.redis.zrevrange(TASKS_KEY.format(schedule), start,
+                                             start + page - 1)]
+        if not ids:
+            break
+        live = {r.id: r for r in await backend.store.get_many(ids)}
+        for task_id in ids:
+            record = live.get(task_id)
+            if record is None and backend.history is not None:
+                record = await backend.history.get(task_id)
+            if record is not None and where.matches(record):
+                found.append(record)
+        start += page
+    return found[offset:offset + limit]
 
 
 def _not_before(options: TaskOptions, submitted: float) -> float:
