@@ -115,7 +115,7 @@ class TaskBackend(ABC):
                 and self.settings.broker == self.settings.redis_url)
 
     def prepare(self, name: str, args: list[Any] | None, kwargs: dict[str, Any] | None,
-                options: TaskOptions | None, submitted: float,
+                options: TaskOptions | None, submitted: float, schedule: str | None = None,
                 ) -> tuple[TaskRecord, dict[str, Any], TaskOptions]:
         """Check a submission; its record (not yet stored), bound arguments and
         options. Raises the 4xx errors (core/errors.py)."""
@@ -129,13 +129,18 @@ class TaskBackend(ABC):
                             kwargs=kwargs, submitted_at=submitted, queue=opts.queue,
                             expires_at=_expires_at(opts.expires, submitted),
                             options=opts.model_dump(mode="json", include=REDELIVERED,
-                                                    exclude_none=True))
+                                                    exclude_none=True),
+                            schedule=schedule)
         return record, arguments, opts
 
     async def submit(self, name: str, args: list[Any] | None = None,
                      kwargs: dict[str, Any] | None = None,
-                     options: TaskOptions | None = None) -> TaskRecord:
-        record, arguments, opts = self.prepare(name, args, kwargs, options, time.time())
+                     options: TaskOptions | None = None, *,
+                     schedule: str | None = None) -> TaskRecord:
+        """Create the task's record and queue it; `schedule` names the periodic
+        entry that fires it (core/scheduler.py)."""
+        record, arguments, opts = self.prepare(name, args, kwargs, options, time.time(),
+                                               schedule)
         push = self.push(record, arguments, opts) if self.one_trip else None
         stands = await self.store.create(record, idempotency_key=opts.idempotency_key,
                                          not_before=_not_before(opts, record.submitted_at),
@@ -199,9 +204,12 @@ class TaskBackend(ABC):
     async def list(self, *, state: TaskState | None = None, name: str | None = None,
                    backend: str | None = None, since: datetime | None = None,
                    until: datetime | None = None, limit: int = 50,
-                   offset: int = 0) -> list[TaskRecord]:
-        """Newest first, from Redis and the history table (see core/history.py)."""
+                   offset: int = 0, schedule: str | None = None) -> list[TaskRecord]:
+        """Newest first, from Redis and the history table (see core/history.py);
+        with `schedule`, the tasks that periodic entry fired."""
         where = TaskFilter(state=state, name=name, backend=backend, since=since, until=until)
+        if schedule is not None:
+            return await _fired_by(self, schedule, where, limit, offset)
         return await recent(self.store, self.history, where, limit, offset)
 
     async def cancel(self, task_id: str) -> TaskRecord:
@@ -260,6 +268,31 @@ class TaskBackend(ABC):
             checks["redis"], checks["workers"] = False, 0
         checks["database"] = await ping(self.settings.database_url)
         return checks
+
+
+async def _fired_by(backend: TaskBackend, schedule: str, where: TaskFilter, limit: int,
+                offset: int) -> list[TaskRecord]:
+    """An entry's tasks from its index (core/records.py keeps it), each read from
+    Redis or, once Redis has let it go, from the history table."""
+    from core.scheduler import TASKS_KEY
+
+    found: list[TaskRecord] = []
+    start, page = 0, max(offset + limit, 100)
+    while len(found) < offset + limit:
+        ids = [i.decode() if isinstance(i, bytes) else i for i in
+               await backend.redis.zrevrange(TASKS_KEY.format(schedule), start,
+                                             start + page - 1)]
+        if not ids:
+            break
+        live = {r.id: r for r in await backend.store.get_many(ids)}
+        for task_id in ids:
+            record = live.get(task_id)
+            if record is None and backend.history is not None:
+                record = await backend.history.get(task_id)
+            if record is not None and where.matches(record):
+                found.append(record)
+        start += page
+    return found[offset:offset + limit]
 
 
 def _not_before(options: TaskOptions, submitted: float) -> float:

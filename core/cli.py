@@ -1,4 +1,4 @@
-"""The `queuebench` command (shared/API.md: serve, worker, bench)."""
+"""The `queuebench` command (shared/API.md: serve, worker, scheduler, bench)."""
 
 from __future__ import annotations
 
@@ -50,11 +50,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from core.api import create_app
+    from core.schedule import schedule_for
 
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
     settings = load_settings(args.backend)
-    adapter_module(settings.queue_backend)
+    module = adapter_module(settings.queue_backend)
+    schedule_for(settings.schedule_file, module.Backend.support(), settings.queue_backend)
     check_redis(settings)
     check_database(settings)
     if args.workers == 1:
@@ -78,6 +80,26 @@ def cmd_worker(args: argparse.Namespace) -> None:
     if args.processes is not None and args.processes < 1:
         raise ConfigError("--processes must be at least 1")
     module.run_worker(settings, args.concurrency, queues, args.processes)
+
+
+def cmd_scheduler(args: argparse.Namespace) -> None:
+    from core.schedule import schedule_for
+
+    settings = load_settings(args.backend)
+    module = adapter_module(settings.queue_backend)
+    schedule = schedule_for(settings.schedule_file, module.Backend.support(),
+                            settings.queue_backend)
+    check_redis(settings)
+    if not args.native:
+        from core.scheduler import run_scheduler
+
+        run_scheduler(settings, module.Backend, schedule)
+        return
+    native = getattr(module, "run_native_scheduler", None)
+    if native is None:
+        raise ConfigError(f"--native: {settings.queue_backend} has no scheduler of its own; "
+                          "run `queuebench scheduler` without --native (core's scheduler)")
+    native(settings, schedule)
 
 
 def cmd_db(args: argparse.Namespace) -> None:
@@ -149,6 +171,14 @@ def parser() -> argparse.ArgumentParser:
                         "concurrency not above the CPUs; arq 1); 1 gives Celery's threads "
                         "pool and one Dramatiq process; it must divide the concurrency")
     worker.set_defaults(run=cmd_worker)
+
+    scheduler = sub.add_parser("scheduler", help="fire the periodic schedule (SCHEDULE_FILE), "
+                               "once per tick however many schedulers run")
+    scheduler.add_argument("--backend", choices=BACKENDS)
+    scheduler.add_argument("--native", action="store_true",
+                           help="the library's own scheduler from the same schedule: Celery "
+                           "beat, arq cron jobs (Dramatiq has none)")
+    scheduler.set_defaults(run=cmd_scheduler)
 
     db = sub.add_parser("db", help="database migrations (Alembic) for DATABASE_URL")
     db_sub = db.add_subparsers(dest="action", required=True)

@@ -26,6 +26,9 @@ FEATURES: dict[str, str] = {
     "redelivery": "a task whose worker is killed (SIGKILL) runs again on another worker, "
                   "once, within REDELIVERY_AFTER (default 30 s) and a reaper's pass",
     "graceful_shutdown": "SIGTERM: tasks in flight finish before the worker exits",
+    "periodic": "a schedule (`SCHEDULE_FILE`) fires each tick once, however many "
+                "`queuebench scheduler` processes run; **native**: `--native` also runs the "
+                "library's own scheduler (Celery beat, arq cron) from the same schedule",
 }
 
 # option -> the feature it needs
@@ -47,6 +50,7 @@ CORE_FEATURES: dict[str, Support] = {
     "idempotency": Support.CORE,
     "cancel_pending": Support.CORE,
     "redelivery": Support.CORE,  # core/reaper.py; the library's own stays behind it
+    "periodic": Support.CORE,  # core/scheduler.py; an adapter with its own says native
 }
 
 

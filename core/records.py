@@ -65,7 +65,9 @@ end
 # then the commands that queue the task's message (each: its length, then its words).
 # Claim, create and queue are one step: a second submit with the key finds the first
 # record (and queues nothing), never a key bound to nothing, and no record is left
-# without its message. Returns the id of the task that stands.
+# without its message. A record that names a periodic entry (`schedule`) joins that
+# entry's index and state in the same step (core/scheduler.py). Returns the id of the
+# task that stands.
 _CREATE = _LIB + """
 local id = task_id(KEYS[1])
 if ARGV[5] == '1' then
@@ -85,6 +87,13 @@ end
 redis.call('ZADD', KEYS[2], ARGV[4], id)
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[2]) - 1)
 if ARGV[6] ~= '' then redis.call('ZADD', 'qb:expiring', ARGV[6], id) end
+local entry = redis.call('HGET', KEYS[1], 'schedule')
+if entry then  -- fired by a periodic entry (core/scheduler.py): its index and its state
+  local tasks = 'qb:schedule:' .. entry .. ':tasks'
+  redis.call('ZADD', tasks, ARGV[4], id)
+  redis.call('ZREMRANGEBYRANK', tasks, 0, -tonumber(ARGV[2]) - 1)
+  redis.call('HSET', 'qb:schedule:' .. entry, 'last_run_at', ARGV[4], 'last_task_id', id)
+end
 redis.call('PUBLISH', ARGV[3], cjson.encode({id=id, state='PENDING'}))
 return id
 """
@@ -265,6 +274,7 @@ class TaskRecord:
     # (queue, priority, retries, time limit) and how many times it was sent again.
     options: dict[str, Any] | None = None
     deliveries: int = 0
+    schedule: str | None = None  # the periodic entry that fired it (core/scheduler.py)
 
     _JSON = ("args", "kwargs", "result", "error", "options")
     _FLOAT = ("submitted_at", "started_at", "finished_at", "expires_at")
@@ -290,6 +300,7 @@ class TaskRecord:
         values["queue"] = data.get("queue") or None
         values["worker"] = data.get("worker") or None
         values["deliveries"] = int(data.get("deliveries") or 0)
+        values["schedule"] = data.get("schedule") or None
         for key in cls._JSON:
             if data.get(key):
                 values[key] = json.loads(data[key])

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
         1.0, ge=0, le=60, description="seconds the history writer lets finished tasks "
         "gather once it has caught up (fewer, larger database transactions)")
 
+    # The periodic schedule (core/schedule.py): a TOML file, else the one declared in core.
+    schedule_file: str | None = Field(None, description="TOML file of periodic entries")
+
     @property
     def broker(self) -> str:
         return self.broker_url or self.redis_url

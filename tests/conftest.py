@@ -152,6 +152,23 @@ def start_server(backend_name: str, base_env: dict[str, str]) -> Iterator[Callab
         server.stop()
 
 
+@pytest.fixture
+def start_scheduler(backend_name: str, base_env: dict[str, str]) -> Iterator[Callable[..., Proc]]:
+    """Start `queuebench scheduler` for the backend on a schedule file (extra
+    arguments: `--native`); each is stopped at the end of the test."""
+    started: list[Proc] = []
+
+    def start(schedule_file: str, *extra: str, **env: str) -> Proc:
+        proc = Proc(["scheduler", "--backend", backend_name, *extra],
+                    {**base_env, "SCHEDULE_FILE": schedule_file, **env})
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
 @pytest.fixture(scope="session")
 def worker(start_worker: Callable[..., Proc]) -> Proc:
     return start_worker()

@@ -56,6 +56,9 @@ class Backend(TaskBackend):
         "cancel_running": Support.CORE,
         "queues": Support.NATIVE,
         "graceful_shutdown": Support.NATIVE,
+        # Celery beat / arq cron from core's schedule (`queuebench scheduler --native`);
+        # core's scheduler runs on it too.
+        "periodic": Support.NATIVE,
     }
 
     def __init__(self, settings: Settings, redis: Any = None) -> None:
@@ -216,3 +219,25 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
 
     with worker_services(settings, concurrency, queues):
         asyncio.run(main())
+
+
+def run_native_scheduler(settings: Settings, schedule: Any) -> None:
+    """`queuebench scheduler --native`: an arq Worker running the schedule's cron jobs
+    (backends/arq_impl/cron.py) on a queue of its own; the tasks they submit run on
+    the ordinary workers."""
+    from backends.arq_impl.cron import CRON_QUEUE, cron_jobs
+
+    jobs, zone = cron_jobs(schedule)
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["backend"] = Backend(settings)
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        if "backend" in ctx:
+            await ctx["backend"].aclose()
+
+    worker = Worker(functions=[], cron_jobs=jobs, queue_name=CRON_QUEUE, timezone=zone,
+                    redis_settings=RedisSettings.from_dsn(settings.broker),
+                    on_startup=startup, on_shutdown=shutdown, keep_result=0,
+                    poll_delay=0.05, handle_signals=True)
+    worker.run()

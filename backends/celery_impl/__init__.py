@@ -43,6 +43,9 @@ class Backend(TaskBackend):
         "queues": Support.NATIVE,
         "priority": Support.NATIVE,
         "graceful_shutdown": Support.NATIVE,
+        # Celery beat / arq cron from core's schedule (`queuebench scheduler --native`);
+        # core's scheduler runs on it too.
+        "periodic": Support.NATIVE,
     }
 
     def _publish(self, record: TaskRecord, arguments: dict[str, Any],
@@ -90,3 +93,12 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
             f"--hostname=queuebench-{os.getpid()}@{socket.gethostname()}",
             "--without-gossip", "--without-mingle",
         ])
+
+
+def run_native_scheduler(settings: Settings, schedule: Any) -> None:
+    """`queuebench scheduler --native`: Celery beat, its schedule generated from core's
+    (backends/celery_impl/beat.py)."""
+    from backends.celery_impl.beat import SCHEDULER, configure
+
+    app = configure(celery_app(settings), settings, schedule)
+    app.start(["beat", "--loglevel=INFO", f"--scheduler={SCHEDULER}"])

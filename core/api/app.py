@@ -9,11 +9,12 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.api.routers import health, tasks, users
+from core.api.routers import health, schedules, tasks, users
 from core.db import dispose_all
 from core.errors import QueuebenchError
 from core.history import writing
 from core.loader import adapter_module
+from core.schedule import schedule_for
 from core.settings import Settings
 
 log = logging.getLogger("queuebench.api")
@@ -36,7 +37,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="queuebench", version="0.1.0", lifespan=lifespan,
                   description="One task API; the queue behind it is a setting.")
     app.state.settings = settings
+    module = adapter_module(settings.queue_backend)
+    app.state.schedule = schedule_for(settings.schedule_file, module.Backend.support(),
+                                      settings.queue_backend)
     app.include_router(tasks.router)
+    app.include_router(schedules.router)
     app.include_router(health.router)
     app.include_router(users.router)
 

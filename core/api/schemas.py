@@ -80,3 +80,19 @@ def batch_model(spec: TaskSpec) -> type[BaseModel]:
     return create_model(f"{single.__name__}Batch", __base__=RequestBody,
                         items=(list[item], Field(min_length=1, max_length=MAX_BATCH)),  # type: ignore[valid-type]
                         options=(TaskOptions, Field(default_factory=TaskOptions)))
+
+
+class SchedulePublic(BaseModel):
+    name: str
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    options: dict[str, Any]
+    every: float | None = Field(None, description="seconds between ticks")
+    cron: str | None = Field(None, description="minute hour day month weekday")
+    timezone: str
+    catch_up: bool
+    paused: bool
+    next_run_at: datetime | None = None
+    last_run_at: datetime | None = None
+    last_task_id: str | None = None

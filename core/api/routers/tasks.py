@@ -89,9 +89,10 @@ async def list_tasks(
     until: Annotated[AwareDatetime | None, Query(description="submitted before")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    schedule: Annotated[str | None, Query(description="fired by this periodic entry")] = None,
 ) -> list[dict[str, Any]]:
     found = await backend.list(state=state, name=name, backend=backend_name, since=since,
-                               until=until, limit=limit, offset=offset)
+                               until=until, limit=limit, offset=offset, schedule=schedule)
     return [r.body() for r in found]
 
 
