@@ -31,6 +31,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from bench import report, stats
 from bench.session import LOG_LEVEL, WARMUP, Spec
@@ -276,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     results["saturation"] = stats.saturation(results["runs"])
     (out / "results.json").write_text(json.dumps(results, indent=1))
     written = report.render(results, out)
+    for sentence in report.findings(results):
+        console.print(Text(f"• {sentence}"))
     console.print(report.summary_table(results))
     console.print(report.ratios_table(results))
     console.print(report.overhead_table(results))

@@ -34,12 +34,16 @@ from bench.stats import (
     saturation,
     summarise,
 )
+from bench.stats import (
+    findings as _findings,
+)
 
 DASH = "\u2013"  # an en dash: "no figure"
-MODES = ("raw", "direct", "batch", "http")
+MODES = ("raw", "direct", "batch", "http", "direct+history", "http+history")
 MODE_COLORS = {"raw": "#4c72b0", "direct": "#dd8452", "batch": "#c44e52", "http": "#55a868",
-               "ceiling": "#8c8c8c"}
-MODE_LINES = {"raw": "-", "direct": "--", "http": ":"}
+               "direct+history": "#f0b27a", "http+history": "#a9d18e", "ceiling": "#8c8c8c"}
+MODE_LINES = {"raw": "-", "direct": "--", "http": ":", "direct+history": "-.",
+              "http+history": (0, (1, 3))}
 KIND_TITLES = {"submit": "submit", "queue_wait": "queue wait", "end_to_end": "end to end"}
 DIRECT_OK = OVERHEAD_TARGETS["direct_vs_raw"]
 OVERHEAD_LABELS = {
@@ -604,15 +608,21 @@ img { max-width: 100%; margin: .5em 0; }
 TITLE = "queuebench: Celery, arq and Dramatiq side by side"
 
 
-def _markdown(meta: dict[str, Any], tables: list[TableData], charts: list[Path]) -> str:
+def _markdown(meta: dict[str, Any], tables: list[TableData], charts: list[Path],
+              found: list[str]) -> str:
     parts = [f"# {TITLE}", ""]
+    if found:
+        parts += ["## In short", "", *(f"- {_md_escape(f)}" for f in found), ""]
     parts += [f"- **{label}**: {_md_escape(text)}" for label, text in meta_items(meta)]
     parts += ["", *(markdown_table(t) + "\n" for t in tables)]
     parts += [f"![{p.stem}]({p.name})\n" for p in charts]
     return "\n".join(parts)
 
 
-def _html(meta: dict[str, Any], tables: list[TableData], charts: list[Path]) -> str:
+def _html(meta: dict[str, Any], tables: list[TableData], charts: list[Path],
+          found: list[str]) -> str:
+    short = ("<h2>In short</h2>\n<ul>\n" + "\n".join(f"<li>{html.escape(f)}</li>"
+                                                    for f in found) + "\n</ul>\n") if found else ""
     items = "\n".join(f"<dt>{html.escape(label)}</dt><dd>{html.escape(text)}</dd>"
                       for label, text in meta_items(meta))
     images = "\n".join(
@@ -622,7 +632,7 @@ def _html(meta: dict[str, Any], tables: list[TableData], charts: list[Path]) -> 
     body = "\n".join(html_table(t) for t in tables)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f"<title>{html.escape(TITLE)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-            f"<h1>{html.escape(TITLE)}</h1>\n<dl>\n{items}\n</dl>\n{body}\n{images}\n"
+            f"<h1>{html.escape(TITLE)}</h1>\n{short}<dl>\n{items}\n</dl>\n{body}\n{images}\n"
             f"</body>\n</html>\n")
 
 
@@ -638,9 +648,10 @@ def render(results: dict[str, Any], out: Path) -> list[Path]:
         charts.append(_save(saturation_chart(sat), out / "saturation.png"))
     meta, tables = results.get("meta") or {}, report_tables(results)
     md = out / "report.md"
-    md.write_text(_markdown(meta, tables, charts), encoding="utf-8")
+    found = findings(results)
+    md.write_text(_markdown(meta, tables, charts, found), encoding="utf-8")
     page = out / "report.html"
-    page.write_text(_html(meta, tables, charts), encoding="utf-8")
+    page.write_text(_html(meta, tables, charts, found), encoding="utf-8")
     return [*charts, md, page]
 
 
@@ -656,6 +667,11 @@ def _rich(table: TableData, **kwargs: Any) -> RichTable:
         out.add_row(*(Text(c[0], style="bold red" if c[1] == "bad" else "yellow")
                       if isinstance(c, tuple) else Text(c) for c in row))
     return out
+
+
+def findings(results: dict[str, Any]) -> list[str]:
+    """The report's opening sentences (bench/stats.py `findings`)."""
+    return _findings(_summary(results), _saturation(results))
 
 
 def summary_table(results: dict[str, Any]) -> RichTable:

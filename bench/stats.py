@@ -236,3 +236,58 @@ def saturation(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         result.append({"backend": backend, "mode": mode, "workload": workload,
                        "max_sustained_rate": best, "points": points})
     return result
+
+
+def _ranked(rows: list[dict[str, Any]]) -> str:
+    """Backends fastest first by median drain, "(within noise)" where a backend's
+    min-max range overlaps the next one's."""
+    rows = sorted(rows, key=lambda r: -(r["throughput_tasks_per_s"]["median"] or 0))
+    parts = []
+    for i, row in enumerate(rows):
+        spread = row["throughput_tasks_per_s"]
+        text = f"{row['backend']} {spread['median']:,.0f}/s"
+        after = rows[i + 1]["throughput_tasks_per_s"] if i + 1 < len(rows) else None
+        if after is not None and after["max"] is not None and spread["min"] is not None \
+                and spread["min"] <= after["max"]:
+            text += f" (within noise of {rows[i + 1]['backend']})"
+        parts.append(text)
+    return ", then ".join(parts)
+
+
+def findings(summary: list[dict[str, Any]], sat: list[dict[str, Any]]) -> list[str]:
+    """The answers a reader comes for, in sentences computed from the run (never
+    written by hand): per workload, who drains fastest (the library alone, and through
+    queuebench), who has the lowest end-to-end latency at the lightest load every
+    backend ran, and where each saturates."""
+    out: list[str] = []
+    for workload in sorted({r.get("workload") for r in summary if r.get("backend") != "ceiling"}):
+        rows = [r for r in summary if r.get("workload") == workload and r.get("phase") == "burst"
+                and (r.get("throughput_tasks_per_s") or {}).get("median")]
+        for mode, label in (("raw", "the library alone"), ("direct", "through queuebench")):
+            ranked = [r for r in rows if r.get("mode") == mode]
+            if ranked:
+                out.append(f"{workload}, drain, {label}: {_ranked(ranked)}.")
+        sustained = [r for r in summary if r.get("workload") == workload
+                     and r.get("phase") == "sustained" and r.get("mode") == "raw"]
+        backends = {r["backend"] for r in sustained}
+        rates = sorted(rate for rate in {r.get("offered_rate") for r in sustained}
+                       if rate is not None and
+                       {r["backend"] for r in sustained if r.get("offered_rate") == rate}
+                       == backends)
+        if rates:
+            at = [(_latency(r, "end_to_end", "p50"), r["backend"]) for r in sustained
+                  if r.get("offered_rate") == rates[0]]
+            at = sorted((p50, b) for p50, b in at if p50 is not None)
+            if at:
+                out.append(f"{workload}, end-to-end p50 at {rates[0]:,.0f}/s, the library "
+                           "alone: " + ", ".join(f"{b} {p:,.1f} ms" for p, b in at) + ".")
+        kept = sorted((s for s in sat if s.get("workload") == workload
+                       and s.get("mode") == "raw"),
+                      key=lambda s: -(s.get("max_sustained_rate") or 0))
+        if kept:
+            said = [f"{s['backend']} {s['max_sustained_rate']:,.0f}/s"
+                    if s.get("max_sustained_rate") else f"{s['backend']} none offered"
+                    for s in kept]
+            out.append(f"{workload}, highest rate kept up with (95% achieved, none lost), "
+                       f"the library alone: {', '.join(said)}.")
+    return out

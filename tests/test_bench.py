@@ -94,6 +94,10 @@ def test_the_report_folder_is_written(results: tuple[dict, Path]) -> None:
         assert (out / name).stat().st_size > 0, name
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html
+    # the answers come first, computed from the run
+    md = (out / "report.md").read_text()
+    assert md.index("## In short") < md.index("| ") and "drain, the library alone" in md
+    assert html.index("In short") < html.index("<table>")
 
 
 def test_raw_mode_does_the_shared_tasks_work() -> None:

@@ -411,3 +411,35 @@ def test_rich_tables_render() -> None:
     assert "1,002 [1,000\u20131,005]" in text and "[min\u2013max]" in text
     assert "near ceiling" not in text and "direct/raw" in text
     assert "Overhead against the library alone" in text and "❌ missed" in text
+
+
+def test_findings_rank_drain_call_overlaps_noise_and_name_latency_and_saturation() -> None:
+    from bench.stats import findings
+
+    def burst(backend: str, mode: str, med: float, lo: float, hi: float) -> dict[str, Any]:
+        return {"backend": backend, "workload": "noop", "mode": mode, "phase": "burst",
+                "throughput_tasks_per_s": {"median": med, "min": lo, "max": hi}}
+
+    def steady(backend: str, rate: float, p50: float) -> dict[str, Any]:
+        return {"backend": backend, "workload": "noop", "mode": "raw", "phase": "sustained",
+                "offered_rate": rate, "latency_ms": {"end_to_end": {"p50": p50}}}
+
+    summary = [burst("arq", "raw", 600, 550, 650), burst("celery", "raw", 900, 640, 950),
+               burst("dramatiq", "raw", 2000, 1900, 2100), burst("arq", "direct", 500, 480, 520),
+               steady("arq", 250, 25.0), steady("celery", 250, 4.0),
+               steady("dramatiq", 250, 5.0), steady("dramatiq", 500, 6.0)]
+    sat = [{"backend": "arq", "mode": "raw", "workload": "noop", "max_sustained_rate": 250.0},
+           {"backend": "dramatiq", "mode": "raw", "workload": "noop",
+            "max_sustained_rate": 500.0},
+           {"backend": "celery", "mode": "raw", "workload": "noop", "max_sustained_rate": None}]
+    assert findings(summary, sat) == [
+        # celery's min (640) is under arq's max (650): no clear order between them
+        "noop, drain, the library alone: dramatiq 2,000/s, "
+        "then celery 900/s (within noise of arq), then arq 600/s.",
+        "noop, drain, through queuebench: arq 500/s.",
+        # 250/s is the lightest load all three ran; 500/s only dramatiq did
+        "noop, end-to-end p50 at 250/s, the library alone: celery 4.0 ms, dramatiq 5.0 ms, "
+        "arq 25.0 ms.",
+        "noop, highest rate kept up with (95% achieved, none lost), the library alone: "
+        "dramatiq 500/s, arq 250/s, celery none offered.",
+    ]
