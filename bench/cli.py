@@ -48,6 +48,13 @@ LIBRARIES = {"celery": ("celery", "kombu", "redis"), "arq": ("arq", "redis"),
              "dramatiq": ("dramatiq", "redis")}
 
 
+CONFIGS = ("safe", "defaults")
+# `defaults` runs the library alone and queuebench's direct path, where a worker's own
+# settings are what differ; a kill session runs this workload.
+DEFAULTS_MODES = ("raw", "direct")
+KILL_WORKLOAD = "sleep"
+
+
 @dataclasses.dataclass(frozen=True)
 class Profile:
     workloads: tuple[str, ...]
@@ -55,16 +62,20 @@ class Profile:
     tasks: dict[str, int]            # burst size per workload
     rates: dict[str, list[float]]    # sustained rates per workload (the sweep)
     seconds: float                   # per sustained rate
+    configs: tuple[str, ...] = ("safe",)
+    kill: bool = False               # a kill session per backend, mode and config (round 1)
+    kill_tasks: int = 3000
 
 
 PROFILES = {
     "quick": Profile(workloads=("noop",), repeats=1, tasks={"noop": 1500},
                      rates={"noop": [200.0]}, seconds=2.0),
+    # Bursts long enough that the fastest drain lasts about 5 s here.
     "full": Profile(workloads=WORKLOADS, repeats=3,
-                    tasks={"noop": 2000, "sleep": 1000, "cpu": 600},
+                    tasks={"noop": 8000, "sleep": 4000, "cpu": 2000},
                     rates={"noop": [250.0, 500.0, 1000.0, 2000.0],
                            "sleep": [200.0], "cpu": [100.0]},
-                    seconds=2.0),
+                    seconds=2.0, configs=CONFIGS, kill=True),
 }
 
 
@@ -75,6 +86,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--backends", default=",".join(BACKENDS))
     p.add_argument("--modes", default=",".join(MODES), help=f"{','.join(MODES)} (direct on "
                    "noop adds batch; the ceiling is measured whenever http is)")
+    p.add_argument("--configs", default=None,
+                   help="safe (acks late, prefetch 1, the same shape everywhere), defaults "
+                   "(each worker as a new user starts it; raw and direct): default: the "
+                   "profile's")
+    p.add_argument("--kill", action=argparse.BooleanOptionalAction, default=None,
+                   help="also SIGKILL a worker mid-burst per backend, mode and config, and "
+                   "count the tasks that never finish (default: the profile's)")
     p.add_argument("--arrivals", choices=("constant", "poisson"), default="constant",
                    help="sustained phases: evenly spaced or Poisson arrivals (open loop)")
     p.add_argument("--workloads", default=None, help="default: the profile's")
@@ -105,6 +123,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     profile = PROFILES[args.profile]
     args.workloads = _names(args.workloads, WORKLOADS, "workload", p) if args.workloads \
         else list(profile.workloads)
+    args.configs = _names(args.configs, CONFIGS, "config", p) if args.configs \
+        else list(profile.configs)
+    args.kill = profile.kill if args.kill is None else args.kill
     if args.concurrency % args.processes:
         p.error("--concurrency must be a multiple of --processes (the same slots per process)")
     if args.batch_size < 0 or args.batch_calls < 1 or args.server_workers < 1:
@@ -151,9 +172,18 @@ def plan(args: argparse.Namespace, database_url: str) -> list[Spec]:
             for mode in modes:
                 if mode == "ceiling":
                     specs.append(Spec(backend="ceiling", mode="ceiling", **common))
-                else:
-                    specs.extend(Spec(backend=b, mode=mode, rates=rates, **common)
-                                 for b in order)
+                    continue
+                for config in args.configs:
+                    if config == "safe" or mode in DEFAULTS_MODES:
+                        specs.extend(Spec(backend=b, mode=mode, rates=rates, config=config,
+                                          **common) for b in order)
+        if args.kill and repeat == 0:
+            specs.extend(
+                Spec(backend=b, mode=mode, workload=KILL_WORKLOAD, redis_url=args.redis,
+                     database_url=database_url, tasks=profile.kill_tasks, kill=True,
+                     config=config, processes=args.processes, concurrency=args.concurrency)
+                for config in args.configs for mode in DEFAULTS_MODES
+                if mode in args.modes for b in order)
     return specs
 
 
@@ -185,13 +215,25 @@ def meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
                      "server_workers": args.server_workers,
                      "repeats": args.repeats or PROFILES[args.profile].repeats,
                      "workloads": args.workloads, "modes": args.modes,
-                     "warm_up_excluded": f"first {WARMUP:.0%} of a burst's completions",
-                     "arrivals": args.arrivals, "log_level": LOG_LEVEL},
+                     "warm_up_excluded": "a burst's completions before every worker process "
+                     f"had finished one (readiness barrier; else the first {WARMUP:.0%})",
+                     "arrivals": args.arrivals, "log_level": LOG_LEVEL,
+                     "configs": args.configs, "kill": args.kill},
         "mapping": {
             "celery": f"{args.processes} x `celery worker --pool threads --concurrency {slots}`"
                       " (acks late, prefetch 1)",
             "dramatiq": f"{args.processes} x dramatiq worker, 1 process x {slots} threads",
             "arq": f"{args.processes} x arq Worker, max_jobs {slots} (poll delay 0.05 s)",
+        },
+        # what each library really holds per worker process (beyond the running tasks)
+        "in_flight": {
+            "celery": f"safe: at most {slots} held (prefetch 1 x {slots} threads; acks late, "
+                      "so running tasks count); defaults: prefork, a child per CPU, 4 "
+                      "prefetched per child, acked early (a killed worker's are gone)",
+            "dramatiq": f"safe: at most {2 * slots} held, {slots} running (Dramatiq prefetches "
+                        "2 x threads); defaults: a process per CPU x 8 threads",
+            "arq": f"safe: at most {slots} held (arq takes max_jobs minus its running jobs); "
+                   "defaults: max_jobs 10, poll delay 0.5 s",
         },
     }
 

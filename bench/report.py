@@ -321,6 +321,24 @@ def saturation_table(sat: list[dict[str, Any]]) -> TableData:
                      note="Kept up: achieved at least 95% of the offered rate, nothing lost.")
 
 
+def kill_table(runs: list[dict[str, Any]]) -> TableData:
+    """A worker SIGKILLed mid-burst (bench/session.py `_kill`): what never finished."""
+    body: list[list[Cell]] = []
+    for run in sorted((r for r in runs if r.get("phase") == "kill"),
+                      key=lambda r: (str(r.get("backend")), str(r.get("mode")))):
+        lost = run.get("lost") or 0
+        body.append([str(run.get("backend")), str(run.get("mode")), str(run.get("workload")),
+                     _count(run.get("tasks")), _count(run.get("finished_before_kill")),
+                     (f"{lost} ({run.get('lost_share', 0):.1%})", "bad") if lost else "0"])
+    return TableData("A worker killed mid-burst",
+                     ["backend", "mode", "workload", "tasks", "done before the kill",
+                      "never finished"], body, align="lllrrr",
+                     note="One worker SIGKILLed a few seconds into the drain and a new one "
+                          "started; never finished: not done a minute later (queuebench's "
+                          "reaper redelivers after REDELIVERY_AFTER, 30 s; the libraries' "
+                          "own redelivery waits for a visibility timeout, or never comes).")
+
+
 def report_tables(results: dict[str, Any]) -> list[TableData]:
     summary = _summary(results)
     tables = [throughput_table(summary), submit_table(summary), latency_table(summary),
@@ -329,6 +347,7 @@ def report_tables(results: dict[str, Any]) -> list[TableData]:
     sat = _saturation(results)
     if sat:
         tables.append(saturation_table(sat))
+    tables.append(kill_table(results.get("runs") or []))
     return [t for t in tables if t.rows]
 
 
@@ -349,6 +368,8 @@ def meta_items(meta: dict[str, Any]) -> list[tuple[str, str]]:
         items.append((f"versions: {backend}", text))
     for backend, mapping in (meta.get("mapping") or {}).items():
         items.append((f"workers: {backend}", str(mapping)))
+    for backend, window in (meta.get("in_flight") or {}).items():
+        items.append((f"in flight: {backend}", str(window)))
     settings = meta.get("settings") or {}
     if settings:
         items.append(("settings", ", ".join(f"{k}={v}" for k, v in settings.items())))
@@ -670,8 +691,15 @@ def _rich(table: TableData, **kwargs: Any) -> RichTable:
 
 
 def findings(results: dict[str, Any]) -> list[str]:
-    """The report's opening sentences (bench/stats.py `findings`)."""
-    return _findings(_summary(results), _saturation(results))
+    """The report's opening sentences (bench/stats.py `findings`), and what a worker's
+    death cost each backend and configuration."""
+    found = _findings(_summary(results), _saturation(results))
+    kills = [r for r in results.get("runs") or [] if r.get("phase") == "kill"]
+    if kills:
+        found.append("a worker killed mid-burst, tasks never finished: " + ", ".join(
+            f"{r['backend']} {r['mode']} {r.get('lost') or 0} of {r.get('tasks')}"
+            for r in sorted(kills, key=lambda r: (r["backend"], r["mode"]))) + ".")
+    return found
 
 
 def summary_table(results: dict[str, Any]) -> RichTable:

@@ -24,6 +24,7 @@ import dataclasses
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,12 +52,17 @@ WARMUP = 0.05
 SATURATED = 0.9
 #: threads for a blocking producer's calls in flight (raw Celery and Dramatiq)
 PRODUCER_THREADS = 64
+#: a kill session: the share of the burst done before the SIGKILL, and how long the
+#: harness then waits for the rest (past queuebench's REDELIVERY_AFTER of 30 s)
+KILL_AT = 0.2
+KILL_WAIT = 60.0
 #: Locust users of an open-loop phase: the most submissions in flight at once
 OPEN_LOOP_USERS = 256
 #: the log level of every worker, queuebench's and the libraries' alike
 LOG_LEVEL = "WARNING"
 ARGUMENTS: dict[str, Any] = {"noop": None, "sleep": 0.01, "cpu": 20_000}
-Outcome = tuple[bool, float, float] | None  # (succeeded, started, finished); None: never
+# (succeeded, started, finished, the worker process that ran it); None: never finished
+Outcome = tuple[bool, float, float, Any] | None
 
 
 @dataclasses.dataclass
@@ -78,6 +84,10 @@ class Spec:
     server_workers: int = 1  # uvicorn processes of the API and of the ceiling app
     quiet: float = 20.0      # seconds without progress before the rest counts as lost
     arrivals: str = "constant"  # sustained phases: constant spacing or Poisson
+    # safe: acks late, prefetch 1, the same processes and tasks in flight everywhere;
+    # defaults: each library's worker as a new user starts it (and queuebench's own)
+    config: str = "safe"
+    kill: bool = False          # a kill session: SIGKILL a worker mid-burst, count losses
     repeat: int = 0
     round: int = 0
     arg: Any = None
@@ -90,6 +100,14 @@ class Spec:
     def base_mode(self) -> str:
         """The mode without its variant: "direct+history" runs as "direct"."""
         return self.mode.split("+")[0]
+
+    @property
+    def worker_processes(self) -> int:
+        """OS processes that run tasks: with `defaults`, what each worker starts alone
+        (Celery prefork and Dramatiq a process per CPU; arq one)."""
+        if self.config == "safe":
+            return self.processes
+        return 1 if self.backend == "arq" else os.cpu_count() or 1
 
     @property
     def history(self) -> bool:
@@ -127,6 +145,10 @@ class Driver:
         raise NotImplementedError
 
     async def outcomes(self, phase: Phase) -> list[Outcome]:
+        raise NotImplementedError
+
+    async def done(self, handle: Any) -> bool:
+        """Whether this one submission has finished."""
         raise NotImplementedError
 
     async def burst(self, tasks: int) -> Phase:
@@ -207,6 +229,11 @@ class RawDriver(Driver):
     async def outcomes(self, phase: Phase) -> list[Outcome]:
         return list(await self.client.outcomes(phase.handles, self.spec.quiet))
 
+    async def done(self, handle: Any) -> bool:
+        if asyncio.iscoroutinefunction(self.client.done):
+            return bool(await self.client.done(handle))
+        return bool(await asyncio.to_thread(self.client.done, handle))
+
     async def aclose(self) -> None:
         self.pool.shutdown()
         await self.client.aclose()
@@ -233,8 +260,12 @@ class RecordDriver(Driver):
                 out.append(None)
             else:
                 out.append((record.state is TaskState.SUCCESS, record.started_at or 0.0,
-                            record.finished_at or 0.0))
+                            record.finished_at or 0.0, record.worker))
         return out
+
+    async def done(self, handle: Any) -> bool:
+        state = await self.redis.hget(TASK_KEY.format(handle), "state")
+        return state is not None and state.decode() in {s.value for s in FINISHED}
 
     async def aclose(self) -> None:
         await self.redis.aclose()
@@ -385,19 +416,26 @@ def raw_module(backend: str) -> Any:
 
 # -- processes -------------------------------------------------------------------------
 
+def worker(spec: Spec, env: dict[str, str]) -> Proc:
+    """One worker: with `safe`, of `concurrency // processes` slots in one process;
+    with `defaults`, the library's (or queuebench's) worker as a new user starts it."""
+    slots = None if spec.config == "defaults" else max(1, spec.concurrency // spec.processes)
+    if spec.base_mode == "raw":
+        module, args, extra = raw_module(spec.backend).worker_command(slots)
+        return Proc(args, {**env, **extra}, module=module)
+    if slots is None:
+        return Proc(["worker", "--backend", spec.backend], env)
+    return Proc(["worker", "--backend", spec.backend, "--concurrency", str(slots),
+                 "--processes", "1"], env)
+
+
 @contextmanager
 def workers(spec: Spec, env: dict[str, str]) -> Iterator[list[Proc]]:
-    """`processes` worker processes of `concurrency // processes` slots each."""
-    slots = max(1, spec.concurrency // spec.processes)
+    """`processes` workers (`safe`), or one as a new user starts it (`defaults`)."""
     procs: list[Proc] = []
     try:
-        for _ in range(spec.processes):
-            if spec.base_mode == "raw":
-                module, args, extra = raw_module(spec.backend).worker_command(slots)
-                procs.append(Proc(args, {**env, **extra}, module=module))
-            else:
-                procs.append(Proc(["worker", "--backend", spec.backend, "--concurrency",
-                                   str(slots), "--processes", "1"], env))
+        for _ in range(spec.processes if spec.config == "safe" else 1):
+            procs.append(worker(spec, env))
         if spec.history and spec.base_mode == "direct":
             # No API runs its history writer here: the writer alone, as without an API.
             procs.append(Proc(["history"], env))
@@ -480,17 +518,23 @@ def figures(spec: Spec, phase: Phase, outcomes: list[Outcome], kind: str,
     ok = [(s, o[1], o[2]) for s, o in done if o is not None and o[0]]
     wait = [(start - sub) * 1000 for sub, start, _ in ok]
     e2e = [(end - sub) * 1000 for sub, _, end in ok]
+    ready = readiness([o for _, o in done if o is not None and o[0]],
+                      spec.worker_processes) if kind == "burst" else None
     run: dict[str, Any] = {
-        "backend": spec.backend, "workload": spec.workload, "mode": spec.mode, "phase": kind,
+        "backend": spec.backend, "workload": spec.workload, "phase": kind,
+        # a `defaults` session is its own mode in the tables: "raw/defaults"
+        "mode": spec.mode if spec.config == "safe" else f"{spec.mode}/{spec.config}",
         "repeat": spec.repeat, "round": spec.round, "tasks": phase.count,
         "offered_rate": rate, "duration_s": round(phase.seconds, 3),
         "submit_rps": phase.count / phase.seconds if phase.seconds > 0 else None,
-        "throughput_tasks_per_s": _throughput(ok, kind),
+        "throughput_tasks_per_s": _throughput(ok, kind, ready),
+        "readiness": ready,
         "latency_ms": {"submit": percentiles(phase.submit_ms), "queue_wait": percentiles(wait),
                        "end_to_end": percentiles(e2e)},
         "latency_cdf_ms": {"end_to_end": cdf_points(e2e), "queue_wait": cdf_points(wait)},
         "errors": phase.rejected + len(done) - len(ok),
         "history": spec.history,
+        "config": spec.config,
         "generator": phase.generator,
         # Accepted but never finished, including any the API accepted without a record.
         "lost": max(phase.count, len(outcomes)) - len(done),
@@ -517,14 +561,35 @@ def limited_by(run: dict[str, Any]) -> str | None:
     return None
 
 
-def _throughput(ok: list[tuple[float, float, float]], kind: str) -> float | None:
-    """burst: completions per second once warm (the first WARMUP of them excluded);
+def readiness(ok: list[tuple[bool, float, float, Any]], processes: int) -> dict[str, Any]:
+    """The burst's readiness barrier: the time by which every worker process had
+    finished a task (so was up, connected and running), from the worker each outcome
+    names. Before it, start-up skew between processes would be inside the window."""
+    first: dict[Any, float] = {}
+    for _, _, end, worker in ok:
+        if worker is not None and end < first.get(worker, float("inf")):
+            first[worker] = end
+    ends = sorted(end for _, _, end, _ in ok)
+    at = max(first.values()) if len(first) >= processes else None
+    return {"workers_seen": len(first), "workers_expected": processes, "at": at,
+            "before": sum(end < at for end in ends) if at is not None else None,
+            "drain_s": round(ends[-1] - at, 3) if at is not None and ends else None}
+
+
+def _throughput(ok: list[tuple[float, float, float]], kind: str,
+                ready: dict[str, Any] | None = None) -> float | None:
+    """burst: completions per second once every worker process is ready (readiness),
+    or, when not every process ran a task, once the first WARMUP of them are done;
     sustained: completions per second from the first submission to the last finish."""
     if len(ok) < 2:
         return None
     ends = sorted(end for _, _, end in ok)
     if kind == "burst":
-        skip = max(1, int(len(ends) * WARMUP))
+        at = (ready or {}).get("at")
+        skip = sum(end <= at for end in ends) if at is not None else \
+            max(1, int(len(ends) * WARMUP))
+        if len(ends) - skip < 2:
+            return None
         span = ends[-1] - ends[skip - 1]
         return (len(ends) - skip) / span if span > 0 else None
     span = ends[-1] - min(sub for sub, _, _ in ok)
@@ -551,7 +616,7 @@ async def run(spec: Spec) -> list[dict[str, Any]]:
            "QUEUE_BACKEND": spec.backend if spec.backend != "ceiling" else "arq",
            "DATABASE_URL": spec.database_url,
            "HISTORY_ENABLED": "true" if spec.history else "false",
-           "ENVIRONMENT": "production", "LOG_LEVEL": LOG_LEVEL}
+           "ENVIRONMENT": "production", "LOG_LEVEL": LOG_LEVEL, "RAW_CONFIG": spec.config}
     os.environ.update(env)  # raw modules read RAW_REDIS_URL at import
     if spec.base_mode in ("http", "ceiling"):
         with server(spec, env) as url:
@@ -567,6 +632,8 @@ async def _session(spec: Spec, env: dict[str, str], url: str) -> list[dict[str, 
     else:
         driver = RawDriver(spec) if spec.base_mode == "raw" else DirectDriver(spec)
     try:
+        if spec.kill:
+            return [await _kill(spec, env, driver)]
         burst = await driver.burst(spec.tasks)
         if spec.mode == "ceiling":
             return [ceiling_run(spec, burst)]
@@ -589,6 +656,35 @@ async def _session(spec: Spec, env: dict[str, str], url: str) -> list[dict[str, 
         return runs
     finally:
         await driver.aclose()
+
+
+async def _kill(spec: Spec, env: dict[str, str], driver: Driver) -> dict[str, Any]:
+    """A worker dies mid-burst: the burst is submitted, the workers start, and once
+    KILL_AT of the burst is done one worker is SIGKILLed (its whole process group) and a fresh one
+    started in its place, as a supervisor would. Whatever has not finished KILL_WAIT
+    seconds later (time for queuebench's reaper, REDELIVERY_AFTER 30 s by default)
+    counts as lost: the library may still redeliver it, after its own visibility
+    timeout (Celery, Dramatiq: an hour with queuebench's settings), or never."""
+    burst = await driver.burst(spec.tasks)
+    with workers(spec, env) as procs:
+        # Mid-burst: once KILL_AT of it is done, every worker has long been taking tasks.
+        mark = burst.handles[int(len(burst.handles) * KILL_AT)]
+        deadline = time.monotonic() + spec.quiet * 3
+        while not await driver.done(mark) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        procs[0].signal_group(signal.SIGKILL)
+        killed = time.time()
+        procs.append(worker(spec, env))
+        quiet, spec.quiet = spec.quiet, KILL_WAIT
+        try:
+            outcomes = await driver.outcomes(burst)
+        finally:
+            spec.quiet = quiet
+    run = figures(spec, burst, outcomes, "kill", None)
+    ends = [o[2] for o in outcomes if o is not None]
+    run.update(killed_at_share=KILL_AT, finished_before_kill=sum(e < killed for e in ends),
+               lost_share=run["lost"] / max(1, burst.count))
+    return run
 
 
 def main() -> None:

@@ -75,6 +75,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
     module = adapter_module(settings.queue_backend)
     check_redis(settings)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] or [DEFAULT_QUEUE]
+    if args.concurrency is None:  # what the library's own worker runs by default
+        args.concurrency = module.default_concurrency(os.cpu_count() or 2)
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
     if args.processes is not None and args.processes < 1:
@@ -161,9 +163,10 @@ def parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run the backend's own worker on the shared tasks")
     worker.add_argument("--backend", choices=BACKENDS)
-    worker.add_argument("--concurrency", type=int, default=os.cpu_count() or 2,
+    worker.add_argument("--concurrency", type=int, default=None,
                         help="tasks in flight at once in this worker, over all its queues "
-                        "and processes (processes, threads or max_jobs)")
+                        "and processes (processes, threads or max_jobs); default: the "
+                        "library's own (Celery one per CPU, Dramatiq 8 per CPU, arq 10)")
     worker.add_argument("--queues", default=DEFAULT_QUEUE, help="comma-separated queue names")
     worker.add_argument("--processes", type=int, default=None,
                         help="OS processes the concurrency is spread over (default: Celery "

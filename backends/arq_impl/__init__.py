@@ -169,6 +169,11 @@ class _SharedWorker(Worker):
         self._slots.taken = value
 
 
+def default_concurrency(cpus: int) -> int:
+    """arq's default max_jobs (one process, async jobs)."""
+    return 10
+
+
 def run_worker(settings: Settings, concurrency: int, queues: list[str],
                processes: int | None = None) -> None:
     """arq's own Worker, one per queue, in one process and one event loop; the

@@ -78,6 +78,11 @@ class Backend(TaskBackend):
         await asyncio.to_thread(celery_app(self.settings).control.revoke, record.delivery_id)
 
 
+def default_concurrency(cpus: int) -> int:
+    """Celery's default: a prefork child per CPU."""
+    return cpus
+
+
 def run_worker(settings: Settings, concurrency: int, queues: list[str],
                processes: int | None = None) -> None:
     """`celery worker`: the prefork pool, one child process per task in flight; or, with

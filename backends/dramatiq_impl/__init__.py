@@ -88,6 +88,11 @@ def split_concurrency(concurrency: int, processes: int | None, cpus: int) -> tup
     return processes, concurrency // processes
 
 
+def default_concurrency(cpus: int) -> int:
+    """Dramatiq's default: a process per CPU, 8 threads each."""
+    return 8 * cpus
+
+
 def run_worker(settings: Settings, concurrency: int, queues: list[str],
                processes: int | None = None) -> None:
     """Dramatiq's own CLI: processes x threads = concurrency, exactly."""

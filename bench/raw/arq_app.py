@@ -21,31 +21,34 @@ URL = os.environ.get("RAW_REDIS_URL", "redis://127.0.0.1:6379/9")
 async def noop(ctx: dict[str, Any], payload: Any = None) -> list[float]:
     started = time.time()
     workloads.noop(payload)
-    return [started, time.time()]
+    return [started, time.time(), os.getpid()]
 
 
 async def sleep(ctx: dict[str, Any], seconds: float) -> list[float]:
     started = time.time()
     await workloads.sleep_async(seconds)
-    return [started, time.time()]
+    return [started, time.time(), os.getpid()]
 
 
 async def cpu(ctx: dict[str, Any], n: int) -> list[float]:
     started = time.time()
     await asyncio.to_thread(workloads.cpu, n)
-    return [started, time.time()]
+    return [started, time.time(), os.getpid()]
 
 
 class WorkerSettings:
     functions = [noop, sleep, cpu]
     redis_settings = RedisSettings.from_dsn(URL)
-    max_jobs = int(os.environ.get("RAW_MAX_JOBS", "8"))
-    poll_delay = 0.05
+    if os.environ.get("RAW_CONFIG", "safe") == "safe":  # else arq's defaults (10, 0.5 s)
+        max_jobs = int(os.environ.get("RAW_MAX_JOBS", "8"))
+        poll_delay = 0.05
 
 
-def worker_command(concurrency: int) -> tuple[str, list[str], dict[str, str]]:
-    """(module, arguments, environment) of one worker process with `concurrency` slots."""
-    return "bench.raw.arq_app", [], {"RAW_MAX_JOBS": str(concurrency)}
+def worker_command(concurrency: int | None) -> tuple[str, list[str], dict[str, str]]:
+    """(module, arguments, environment) of one worker process with `concurrency` slots;
+    None: arq's defaults (max_jobs 10, poll delay 0.5 s)."""
+    return "bench.raw.arq_app", [], {} if concurrency is None else \
+        {"RAW_MAX_JOBS": str(concurrency)}
 
 
 class Client:
@@ -61,18 +64,21 @@ class Client:
         assert job is not None  # None only for a duplicate job id, which we never give
         return job
 
+    async def done(self, handle: Job) -> bool:
+        return await handle.result_info() is not None
+
     async def outcomes(self, handles: list[Job], quiet: float
-                       ) -> list[tuple[bool, float, float] | None]:
-        out: list[tuple[bool, float, float] | None] = []
+                       ) -> list[tuple[bool, float, float, Any] | None]:
+        out: list[tuple[bool, float, float, Any] | None] = []
         for job in handles:
             try:
-                started, finished = await job.result(timeout=quiet, poll_delay=0.1)
-                out.append((True, started, finished))
+                started, finished, *pid = await job.result(timeout=quiet, poll_delay=0.1)
+                out.append((True, started, finished, pid[0] if pid else None))
             except TimeoutError:
                 out.append(None)
                 quiet = 0.1  # the rest had as long: no more waiting
             except Exception:  # the job raised
-                out.append((False, 0.0, 0.0))
+                out.append((False, 0.0, 0.0, None))
         return out
 
     async def aclose(self) -> None:

@@ -1,6 +1,7 @@
 """Celery alone: its client, `celery worker` (threads pool, so in-flight tasks match the
 other libraries), results in its Redis result backend; acks late and a prefetch of 1,
-as queuebench's Celery adapter."""
+as queuebench's Celery adapter. RAW_CONFIG=defaults: Celery as a new user gets it
+(prefork, prefetch 4 per child, acks early)."""
 
 from __future__ import annotations
 
@@ -16,42 +17,46 @@ from bench import workloads
 
 URL = os.environ.get("RAW_REDIS_URL", "redis://127.0.0.1:6379/9")
 app = Celery("rawbench", broker=URL, backend=URL)
-app.conf.update(
-    task_serializer="json", result_serializer="json", accept_content=["json"],
-    task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
-    broker_connection_retry_on_startup=True, worker_hijack_root_logger=False,
-    # queuebench's adapter offers priority 0-9: the same ten lists, polled in order.
-    broker_transport_options={"priority_steps": list(range(10)),
-                              "queue_order_strategy": "priority"},
-)
+app.conf.update(broker_connection_retry_on_startup=True, worker_hijack_root_logger=False)
+if os.environ.get("RAW_CONFIG", "safe") == "safe":  # else Celery's defaults: early acks
+    app.conf.update(
+        task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
+        # queuebench's adapter offers priority 0-9: the same ten lists, polled in order.
+        broker_transport_options={"priority_steps": list(range(10)),
+                                  "queue_order_strategy": "priority"},
+    )
 
 
 @app.task(name="noop")
 def noop(payload: Any = None) -> list[float]:
     started = time.time()
     workloads.noop(payload)
-    return [started, time.time()]
+    return [started, time.time(), os.getpid()]
 
 
 @app.task(name="sleep")
 def sleep(seconds: float) -> list[float]:
     started = time.time()
     workloads.sleep_sync(seconds)
-    return [started, time.time()]
+    return [started, time.time(), os.getpid()]
 
 
 @app.task(name="cpu")
 def cpu(n: int) -> list[float]:
     started = time.time()
     workloads.cpu(n)
-    return [started, time.time()]
+    return [started, time.time(), os.getpid()]
 
 
-def worker_command(concurrency: int) -> tuple[str, list[str], dict[str, str]]:
-    """(module, arguments, environment) of one worker process with `concurrency` slots."""
+def worker_command(concurrency: int | None) -> tuple[str, list[str], dict[str, str]]:
+    """(module, arguments, environment) of one worker process with `concurrency` slots;
+    None: `celery worker` as a new user starts it (prefork, one child per CPU)."""
+    level = f"--loglevel={os.environ.get('LOG_LEVEL', 'WARNING')}"
+    if concurrency is None:
+        return "celery", ["-A", "bench.raw.celery_app", "worker", level], {}
     return "celery", ["-A", "bench.raw.celery_app", "worker", "--pool", "threads",
                       f"--concurrency={concurrency}", "--without-gossip", "--without-mingle",
-                      f"--loglevel={os.environ.get('LOG_LEVEL', 'WARNING')}"], {}
+                      level], {}
 
 
 class Client:
@@ -61,13 +66,16 @@ class Client:
         """Blocking: the benchmark calls it on a thread pool, off its event loop."""
         return app.tasks[workload].apply_async((arg,))
 
+    def done(self, handle: AsyncResult) -> bool:
+        return bool(handle.ready())
+
     async def outcomes(self, handles: list[AsyncResult], quiet: float
-                       ) -> list[tuple[bool, float, float] | None]:
+                       ) -> list[tuple[bool, float, float, Any] | None]:
         """(succeeded, started, finished) per handle; None for one that never finished."""
         return await asyncio.to_thread(self._outcomes, handles, quiet)
 
     def _outcomes(self, handles: list[AsyncResult], quiet: float
-                  ) -> list[tuple[bool, float, float] | None]:
+                  ) -> list[tuple[bool, float, float, Any] | None]:
         # Tasks finish in about the order they were sent: follow the oldest unfinished.
         waiting, moved = 0, time.monotonic()
         while waiting < len(handles) and time.monotonic() - moved < quiet:
@@ -75,13 +83,13 @@ class Client:
                 waiting, moved = waiting + 1, time.monotonic()
             else:
                 time.sleep(0.05)
-        out: list[tuple[bool, float, float] | None] = []
+        out: list[tuple[bool, float, float, Any] | None] = []
         for handle in handles:
             if handle.successful():
-                started, finished = handle.result
-                out.append((True, started, finished))
+                started, finished, *pid = handle.result
+                out.append((True, started, finished, pid[0] if pid else None))
             else:
-                out.append((False, 0.0, 0.0) if handle.failed() else None)
+                out.append((False, 0.0, 0.0, None) if handle.failed() else None)
         return out
 
     async def aclose(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.results import Results, ResultTimeout
+from dramatiq.results import ResultMissing, Results, ResultTimeout
 from dramatiq.results.backends import RedisBackend
 
 from bench import workloads
@@ -25,28 +25,31 @@ dramatiq.set_broker(broker)
 def noop(payload: Any = None) -> list[float]:
     started = time.time()
     workloads.noop(payload)
-    return [started, time.time()]
+    return [started, time.time(), os.getpid()]
 
 
 @dramatiq.actor(actor_name="sleep", max_retries=0, store_results=True)
 def sleep(seconds: float) -> list[float]:
     started = time.time()
     workloads.sleep_sync(seconds)
-    return [started, time.time()]
+    return [started, time.time(), os.getpid()]
 
 
 @dramatiq.actor(actor_name="cpu", max_retries=0, store_results=True)
 def cpu(n: int) -> list[float]:
     started = time.time()
     workloads.cpu(n)
-    return [started, time.time()]
+    return [started, time.time(), os.getpid()]
 
 
 ACTORS = {"noop": noop, "sleep": sleep, "cpu": cpu}
 
 
-def worker_command(concurrency: int) -> tuple[str, list[str], dict[str, str]]:
-    """(module, arguments, environment) of one worker process with `concurrency` slots."""
+def worker_command(concurrency: int | None) -> tuple[str, list[str], dict[str, str]]:
+    """(module, arguments, environment) of one worker process with `concurrency` slots;
+    None: `dramatiq` as a new user starts it (a process per CPU, 8 threads each)."""
+    if concurrency is None:
+        return "dramatiq", ["bench.raw.dramatiq_app"], {}
     return "dramatiq", ["bench.raw.dramatiq_app", "--processes", "1",
                         "--threads", str(concurrency)], {}
 
@@ -58,22 +61,31 @@ class Client:
         """Blocking: the benchmark calls it on a thread pool, off its event loop."""
         return ACTORS[workload].send(arg)
 
+    def done(self, handle: dramatiq.Message[Any]) -> bool:
+        try:
+            handle.get_result(block=False)
+        except ResultMissing:
+            return False
+        except Exception:  # failed: done all the same
+            return True
+        return True
+
     async def outcomes(self, handles: list[dramatiq.Message[Any]], quiet: float
-                       ) -> list[tuple[bool, float, float] | None]:
+                       ) -> list[tuple[bool, float, float, Any] | None]:
         return await asyncio.to_thread(self._outcomes, handles, quiet)
 
     def _outcomes(self, handles: list[dramatiq.Message[Any]], quiet: float
-                  ) -> list[tuple[bool, float, float] | None]:
-        out: list[tuple[bool, float, float] | None] = []
+                  ) -> list[tuple[bool, float, float, Any] | None]:
+        out: list[tuple[bool, float, float, Any] | None] = []
         for message in handles:
             try:
-                started, finished = message.get_result(block=True, timeout=int(quiet * 1000))
-                out.append((True, started, finished))
+                started, finished, *pid = message.get_result(block=True, timeout=int(quiet * 1000))
+                out.append((True, started, finished, pid[0] if pid else None))
             except ResultTimeout:
                 out.append(None)
                 quiet = 0.1  # the rest had as long: no more waiting
             except Exception:  # the actor raised: a result of failure
-                out.append((False, 0.0, 0.0))
+                out.append((False, 0.0, 0.0, None))
         return out
 
     async def aclose(self) -> None:
