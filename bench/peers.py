@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -109,6 +110,7 @@ def run_one(config: Config, jobs: int, workers: int, redis_url: str, quiet: floa
     app = importlib.import_module(f"bench.raw.{config.backend}_app")
     enqueue = asyncio.run(_enqueue(app.Client(), jobs))
     procs: list[Proc] = []
+    cpu = _children_cpu()
     started = time.time()  # as the peer's `time.log`, just before the workers start
     try:
         for module, args, extra in config.command(workers):
@@ -118,6 +120,7 @@ def run_one(config: Config, jobs: int, workers: int, redis_url: str, quiet: floa
         for proc in procs:
             proc.stop()
             Path(proc.log.name).unlink(missing_ok=True)
+    cpu = _children_cpu() - cpu  # the workers', once they are reaped
     from importlib.metadata import version
     return {
         "name": config.name, "backend": config.backend, "version": version(config.backend),
@@ -125,7 +128,13 @@ def run_one(config: Config, jobs: int, workers: int, redis_url: str, quiet: floa
         "processes": len(procs), "finished": len(times), "enqueue_s": round(enqueue, 3),
         "finish_s": round(max(times.values()) - started, 3) if times else None,
         "first_job_s": round(min(times.values()) - started, 3) if times else None,
+        "workers_cpu_ms_per_job": round(cpu * 1000 / len(times), 3) if times else None,
     }
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def _enqueue(client: Any, jobs: int) -> float:
@@ -173,22 +182,38 @@ def _wait(procs: list[Proc], jobs: int, quiet: float) -> dict[int, float]:
 
 def run_config(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     load = {"before": _load()}
+    before, started = _cpu(args.redis), time.monotonic()
     done = subprocess.run(
         [venv_python(config.backend), "-m", "bench.peers", "--run", config.name, "--jobs",
          str(args.jobs), "--workers", str(args.workers), "--redis", args.redis,
          "--quiet", str(args.quiet)],
         cwd=ROOT, capture_output=True, text=True, check=False)
     load["after"] = _load()
+    busy, redis_cpu, ours = (b - a for a, b in zip(before, _cpu(args.redis), strict=True))
+    share = (busy - redis_cpu - ours) / ((time.monotonic() - started) * (os.cpu_count() or 1))
     if done.returncode != 0:
         raise RuntimeError((done.stderr.strip() or f"exit code {done.returncode}")[-2000:])
     run = dict(json.loads(done.stdout.strip().splitlines()[-1]))
     their_enqueue, their_finish = config.theirs
     return {**run, "their_enqueue_s": their_enqueue, "their_finish_s": their_finish,
-            "load_avg": load}
+            "load_avg": load, "others_cpu_share": round(max(0.0, share), 3)}
 
 
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def _cpu(redis_url: str) -> tuple[float, float, float]:
+    """CPU seconds so far: the machine's busy time (Linux /proc/stat), Redis's, and this
+    process's reaped children's (the run and its workers); what is left of the busy
+    time during a run is other people's, the noise."""
+    import redis
+
+    ticks = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    busy = sum(int(t) for i, t in enumerate(ticks[:7]) if i not in (3, 4))  # user..softirq
+    info: Any = redis.Redis.from_url(redis_url).info("cpu")
+    return (busy / os.sysconf("SC_CLK_TCK"), info["used_cpu_user"] + info["used_cpu_sys"],
+            _children_cpu())
 
 
 def ratios(runs: list[dict[str, Any]]) -> None:
@@ -217,17 +242,20 @@ def markdown(results: dict[str, Any]) -> str:
         f"Python {meta['machine']['python']}, Redis {meta['machine']['redis']}. "
         "x: the time over the fastest in its column.", "",
         "| library | setup | enqueue theirs | x | enqueue ours | x | finish theirs | x "
-        "| finish ours | x | ours: first job at | finished | load 1 min before → after |",
+        "| finish ours | x | ours: first job at | workers' CPU ms a job | finished "
+        "| load 1 min before → after | others' CPU share |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| --- |",
+        "| ---: | --- | ---: |",
     ]
     for r in runs:
         lines.append(
             f"| {r['name']} ({r['version']}) | {r['setup']} | {r['their_enqueue_s']:.2f} "
             f"| {r['their_enqueue_x']:.2f} | {_s(r['enqueue_s'])} | {_s(r['enqueue_x'])} "
             f"| {r['their_finish_s']:.2f} | {r['their_finish_x']:.2f} | {_s(r['finish_s'])} "
-            f"| {_s(r['finish_x'])} | {_s(r['first_job_s'])} | {r['finished']:,} "
-            f"| {r['load_avg']['before'][0]:.2f} → {r['load_avg']['after'][0]:.2f} |")
+            f"| {_s(r['finish_x'])} | {_s(r['first_job_s'])} "
+            f"| {_s(r['workers_cpu_ms_per_job'])} | {r['finished']:,} "
+            f"| {r['load_avg']['before'][0]:.2f} → {r['load_avg']['after'][0]:.2f} "
+            f"| {r['others_cpu_share']:.0%} |")
     lines += ["", "Order, fastest first:", ""]
     for label, key in (("enqueue", "enqueue_s"), ("finish", "finish_s")):
         lines.append(f"- {label}, theirs: {order(runs, 'their_' + key)}")
@@ -246,14 +274,15 @@ def table(runs: list[dict[str, Any]]) -> Any:
 
     out = Table(title="steventen/python_queue_benchmark through raw mode (seconds)")
     for column in ("library", "enqueue theirs", "x", "enqueue ours", "x", "finish theirs",
-                   "x", "finish ours", "x", "finished", "load before → after"):
+                   "x", "finish ours", "x", "finished", "load before → after", "others' CPU"):
         out.add_column(column, justify="left" if column == "library" else "right")
     for r in runs:
         out.add_row(r["name"], f"{r['their_enqueue_s']:.2f}", f"{r['their_enqueue_x']:.2f}",
                     _s(r["enqueue_s"]), _s(r["enqueue_x"]), f"{r['their_finish_s']:.2f}",
                     f"{r['their_finish_x']:.2f}", _s(r["finish_s"]), _s(r["finish_x"]),
                     f"{r['finished']:,}/{r['jobs']:,}",
-                    f"{r['load_avg']['before'][0]:.2f} → {r['load_avg']['after'][0]:.2f}")
+                    f"{r['load_avg']['before'][0]:.2f} → {r['load_avg']['after'][0]:.2f}",
+                    f"{r['others_cpu_share']:.0%}")
     return out
 
 
