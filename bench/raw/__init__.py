@@ -7,4 +7,7 @@ Every module here defines the three workloads as that library's tasks, returning
 latency from the library's own results. The work itself is `bench.workloads`.
 The harness runs the library's own worker command (`WORKER` below each module's
 docstring) and submits with the library's own client through `Client`.
+
+Each also defines `peer_job(num)`, the job of the public comparison that bench/peers.py
+reproduces: it prints its finish time and returns nothing, as there.
 """

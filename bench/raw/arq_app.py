@@ -1,6 +1,7 @@
 """arq alone: its client, its Worker (`python -m bench.raw.arq_app`), results
 kept by arq; the same poll delay as queuebench's arq adapter, max_jobs from
-RAW_MAX_JOBS, sync work (cpu) in a thread as queuebench does it."""
+RAW_MAX_JOBS, sync work (cpu) in a thread as queuebench does it. `peer_job` is
+steventen/python_queue_benchmark's job (bench/peers.py), which polls at RAW_POLL_DELAY."""
 
 from __future__ import annotations
 
@@ -36,12 +37,16 @@ async def cpu(ctx: dict[str, Any], n: int) -> list[float]:
     return [started, time.time(), os.getpid()]
 
 
+async def peer_job(ctx: dict[str, Any], num: int) -> None:
+    print(f"Job {num} finished at {time.time()}")
+
+
 class WorkerSettings:
-    functions = [noop, sleep, cpu]
+    functions = [noop, sleep, cpu, peer_job]
     redis_settings = RedisSettings.from_dsn(URL)
     if os.environ.get("RAW_CONFIG", "safe") == "safe":  # else arq's defaults (10, 0.5 s)
         max_jobs = int(os.environ.get("RAW_MAX_JOBS", "8"))
-        poll_delay = 0.05
+        poll_delay = float(os.environ.get("RAW_POLL_DELAY", "0.05"))
 
 
 def worker_command(concurrency: int | None) -> tuple[str, list[str], dict[str, str]]:

@@ -1,7 +1,9 @@
 """Celery alone: its client, `celery worker` (threads pool, so in-flight tasks match the
 other libraries), results in its Redis result backend; acks late and a prefetch of 1,
 as queuebench's Celery adapter. RAW_CONFIG=defaults: Celery as a new user gets it
-(prefork, prefetch 4 per child, acks early)."""
+(prefork, prefetch 4 per child, acks early). `peer_job` is
+steventen/python_queue_benchmark's job (bench/peers.py), with Celery's default early
+acks as there."""
 
 from __future__ import annotations
 
@@ -46,6 +48,11 @@ def cpu(n: int) -> list[float]:
     started = time.time()
     workloads.cpu(n)
     return [started, time.time(), os.getpid()]
+
+
+@app.task(name="peer_job", acks_late=False)
+def peer_job(num: int) -> None:
+    print(f"Job {num} finished at {time.time()}")
 
 
 def worker_command(concurrency: int | None) -> tuple[str, list[str], dict[str, str]]:

@@ -1,5 +1,6 @@
 """Dramatiq alone: its client, its worker (one process of N threads per worker
-command), results kept by its Results middleware in Redis."""
+command), results kept by its Results middleware in Redis. `peer_job` is
+steventen/python_queue_benchmark's job (bench/peers.py): Dramatiq's defaults, no result."""
 
 from __future__ import annotations
 
@@ -42,7 +43,12 @@ def cpu(n: int) -> list[float]:
     return [started, time.time(), os.getpid()]
 
 
-ACTORS = {"noop": noop, "sleep": sleep, "cpu": cpu}
+@dramatiq.actor(actor_name="peer_job")
+def peer_job(num: int) -> None:
+    print(f"Job {num} finished at {time.time()}")
+
+
+ACTORS = {"noop": noop, "sleep": sleep, "cpu": cpu, "peer_job": peer_job}
 
 
 def worker_command(concurrency: int | None) -> tuple[str, list[str], dict[str, str]]:
