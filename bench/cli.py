@@ -65,17 +65,27 @@ class Profile:
     configs: tuple[str, ...] = ("safe",)
     kill: bool = False               # a kill session per backend, mode and config (round 1)
     kill_tasks: int = 3000
+    # workloads that also run the history modes and the `defaults` config, in the first
+    # round (the rest run raw, direct and http, safe): noop, where queuebench's own
+    # cost shows most
+    dimensions: tuple[str, ...] = ("noop",)
 
 
 PROFILES = {
     "quick": Profile(workloads=("noop",), repeats=1, tasks={"noop": 1500},
                      rates={"noop": [200.0]}, seconds=2.0),
-    # Bursts long enough that the fastest drain lasts about 5 s here.
     "full": Profile(workloads=WORKLOADS, repeats=3,
-                    tasks={"noop": 8000, "sleep": 4000, "cpu": 2000},
+                    tasks={"noop": 3000, "sleep": 2000, "cpu": 1000},
                     rates={"noop": [250.0, 500.0, 1000.0, 2000.0],
                            "sleep": [200.0], "cpu": [100.0]},
-                    seconds=2.0, configs=CONFIGS, kill=True),
+                    seconds=2.0, configs=CONFIGS),
+    # full, with bursts long enough that the fastest drain lasts about 5 s here, and a
+    # worker killed mid-burst in every backend, mode and config
+    "long": Profile(workloads=WORKLOADS, repeats=3,
+                    tasks={"noop": 10000, "sleep": 4000, "cpu": 2000},
+                    rates={"noop": [250.0, 500.0, 1000.0, 2000.0],
+                           "sleep": [200.0], "cpu": [100.0]},
+                    seconds=3.0, configs=CONFIGS, kill=True),
 }
 
 
@@ -117,6 +127,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--redis", default="redis://127.0.0.1:6379/9",
                    help="a Redis database the benchmark may flush")
     p.add_argument("--out", type=Path, default=None)
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     args.backends = _names(args.backends, BACKENDS, "backend", p)
     args.modes = _names(args.modes, MODES, "mode", p)
@@ -126,6 +137,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.configs = _names(args.configs, CONFIGS, "config", p) if args.configs \
         else list(profile.configs)
     args.kill = profile.kill if args.kill is None else args.kill
+    # --modes or --configs given: every workload runs them
+    args.workloads_all_dimensions = "--modes" in raw_argv or "--configs" in raw_argv
     if args.concurrency % args.processes:
         p.error("--concurrency must be a multiple of --processes (the same slots per process)")
     if args.batch_size < 0 or args.batch_calls < 1 or args.server_workers < 1:
@@ -155,7 +168,7 @@ def plan(args: argparse.Namespace, database_url: str) -> list[Spec]:
     specs: list[Spec] = []
     for repeat in range(repeats):
         order = _rotated(args.backends, repeat)
-        modes = _rotated([*args.modes, *(["ceiling"] if any(
+        rotated = _rotated([*args.modes, *(["ceiling"] if any(
             m.startswith("http") for m in args.modes) else [])], repeat)
         for workload in args.workloads:
             rates = profile.rates.get(workload, []) if args.rates is None else \
@@ -169,11 +182,16 @@ def plan(args: argparse.Namespace, database_url: str) -> list[Spec]:
                           batch_size=args.batch_size if workload == "noop" else 0,
                           batch_calls=args.batch_calls, server_workers=args.server_workers,
                           arrivals=args.arrivals)
+            # the history modes and `defaults`: in the first round, on the profile's
+            # workloads (every round and workload when --modes or --configs is given)
+            wide = (workload in profile.dimensions and repeat == 0) or \
+                args.workloads_all_dimensions
+            modes = [m for m in rotated if wide or "+" not in m]
             for mode in modes:
                 if mode == "ceiling":
                     specs.append(Spec(backend="ceiling", mode="ceiling", **common))
                     continue
-                for config in args.configs:
+                for config in args.configs if wide else ["safe"]:
                     if config == "safe" or mode in DEFAULTS_MODES:
                         specs.extend(Spec(backend=b, mode=mode, rates=rates, config=config,
                                           **common) for b in order)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -142,9 +142,10 @@ class TaskBackend(ABC):
         record, arguments, opts = self.prepare(name, args, kwargs, options, time.time(),
                                                schedule)
         push = self.push(record, arguments, opts) if self.one_trip else None
-        stands = await self.store.create(record, idempotency_key=opts.idempotency_key,
-                                         not_before=_not_before(opts, record.submitted_at),
-                                         push=push)
+        create = self.store.create(record, idempotency_key=opts.idempotency_key,
+                                   not_before=_not_before(opts, record.submitted_at),
+                                   push=push)
+        stands = await (create if push else self._unqueued_if_cancelled(create, [record.id]))
         if stands != record.id:  # the idempotency key is bound to an earlier task
             return await self.get(stands)
         if push is None:
@@ -168,15 +169,34 @@ class TaskBackend(ABC):
         if errors:
             raise InvalidArguments(errors)
         pushes = [self.push(*p) if self.one_trip else None for p in prepared]
-        stands = await self.store.create_many([
+        create = self.store.create_many([
             (record, opts.idempotency_key and f"{opts.idempotency_key}:{index}",
              _not_before(opts, submitted), push)
             for index, ((record, _, opts), push) in enumerate(zip(prepared, pushes, strict=True))])
+        stands = await (create if self.one_trip else self._unqueued_if_cancelled(
+            create, [record.id for record, _, _ in prepared]))
         for (record, arguments, opts), push, stood in zip(prepared, pushes, stands,
                                                            strict=True):
             if push is None and stood == record.id:
                 await self._enqueue(record, arguments, opts)
         return stands
+
+    async def _unqueued_if_cancelled(self, create: Awaitable[Any], ids: list[str]) -> Any:
+        """Create records whose messages the library's producer sends next. Cancelled
+        meanwhile (the client went away), the creation still runs to its end and its
+        records end FAILURE NotQueued, as in `_enqueue`: never PENDING for ever with
+        no message. (With native producers the message is in the creating script.)"""
+        creating = asyncio.ensure_future(create)
+        try:
+            return await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            error = {"type": "NotQueued", "message": "submission interrupted (CancelledError)"}
+            with contextlib.suppress(Exception):
+                await asyncio.wait([creating])
+                for task_id in ids:  # one already bound to an earlier task has no record
+                    await asyncio.shield(self.store.finish(task_id, TaskState.FAILURE,
+                                                           error=error))
+            raise
 
     async def _enqueue(self, record: TaskRecord, arguments: dict[str, Any],
                        opts: TaskOptions) -> None:

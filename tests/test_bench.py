@@ -134,7 +134,8 @@ def test_sustained_runs_are_open_loop_and_say_what_the_generator_managed(
 def test_modes_and_backends_rotate_between_rounds(results: tuple[dict, Path]) -> None:
     from bench.cli import parse, plan
 
-    specs = plan(parse(["--repeats", "3", "--workloads", "noop"]), "sqlite://")
+    specs = plan(parse(["--repeats", "3", "--workloads", "noop", "--modes", "raw,direct,http"]),
+                 "sqlite://")
     rounds = [[(s.mode, s.backend) for s in specs if s.round == r] for r in range(3)]
     firsts = [r[0] for r in rounds]
     assert len({mode for mode, _ in firsts}) == 3, firsts  # each round starts elsewhere
@@ -143,3 +144,18 @@ def test_modes_and_backends_rotate_between_rounds(results: tuple[dict, Path]) ->
     order = results[0]["meta"]["order"]  # one entry per session, as it ran
     sessions = {(r["backend"], r["mode"]) for r in results[0]["runs"] if r["mode"] != "batch"}
     assert sorted(order) == sorted(f"1:{b}:{m}:noop" for b, m in sessions)
+
+
+def test_the_full_profile_runs_both_configs_and_the_long_one_kills_workers() -> None:
+    from bench.cli import parse, plan
+
+    full = plan(parse(["--profile", "full"]), "sqlite://")
+    defaults = {(s.mode, s.workload, s.round) for s in full if s.config == "defaults"}
+    assert {m for m, _, _ in defaults} == {"raw", "direct"}  # a worker's own settings
+    assert {(w, r) for _, w, r in defaults} == {("noop", 0)}
+    assert {s.mode for s in full if s.history} == {"direct+history", "http+history"}
+    assert {s.round for s in full} == {0, 1, 2} and not any(s.kill for s in full)
+    kills = [s for s in plan(parse(["--profile", "long"]), "sqlite://") if s.kill]
+    assert {(s.backend, s.mode, s.config) for s in kills} == {
+        (b, m, c) for b in ("celery", "arq", "dramatiq") for m in ("raw", "direct")
+        for c in ("safe", "defaults")}
