@@ -17,7 +17,6 @@ from redis.asyncio import Redis
 
 from core.records import (
     INDEX_KEY,
-    TASK_KEY,
     WORKER_TASKS_KEY,
     WORKERS_SEEN_KEY,
     RecordStore,
@@ -27,7 +26,7 @@ from core.workers import WORKERS_KEY
 
 PAGE_SIZE = 50
 CHUNK = 1_000
-# Records a filtered page reads at most (two fields each): about 30 ms here.
+# Records a filtered page reads at most (two fields each, in Redis): see _SCAN.
 SCAN_LIMIT = 10_000
 
 
@@ -64,29 +63,44 @@ async def task_page(store: RecordStore, query: TaskQuery) -> TaskPage:
         more = len(ids) > query.size
         rows = await store.get_many([_str(i) for i in ids[:query.size]])
         return TaskPage(rows, query.cursor + query.size if more else None)
-    matched, at, end = [], query.cursor, query.cursor + SCAN_LIMIT
+    scan = redis.register_script(_SCAN)
+    matched: list[str] = []
+    at, end = query.cursor, query.cursor + SCAN_LIMIT
     while at < end:
-        ids = [_str(i) for i in await redis.zrevrangebyscore(
-            INDEX_KEY, top, bottom, start=at, num=min(CHUNK, end - at))]
-        if not ids:
+        found = [_str(v) for v in await scan(
+            keys=[INDEX_KEY], args=[top, bottom, at, min(CHUNK, end - at), query.state or "",
+                                    query.name or "", query.size + 1 - len(matched)])]
+        read, *ids = found
+        if int(read) == 0:  # the window holds no more
             return TaskPage(await store.get_many(matched), None, scanned=at - query.cursor)
-        async with redis.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hmget(TASK_KEY.format(task_id), "state", "name")
-            fields = await pipe.execute()
-        for task_id, (state, name) in zip(ids, fields, strict=True):
-            if query.state and _str(state or b"") != query.state:
-                at += 1
-                continue
-            if query.name and _str(name or b"") != query.name:
-                at += 1
-                continue
+        for task_id in ids:
             if len(matched) == query.size:  # a full page: the next one starts here
-                return TaskPage(await store.get_many(matched), at, scanned=at - query.cursor)
-            matched.append(task_id)
-            at += 1
+                nxt = int(task_id.split(":", 1)[0])
+                return TaskPage(await store.get_many(matched), nxt, scanned=nxt - query.cursor)
+            matched.append(task_id.split(":", 1)[1])
+        at += int(read)
     return TaskPage(await store.get_many(matched), at, scanned=at - query.cursor,
                     stopped=True)
+
+
+# KEYS: the index. ARGV: max score, min score, offset, count, state ('' any), name ('' any),
+# wanted. Reads `count` ids of the window from `offset` on, newest first; returns how
+# many it read (0: none left), then "position:id" of the first `wanted` that match.
+# Server-side, so a filter reads two fields of a chunk without sending them: about
+# 1 ms of Redis per CHUNK.
+_SCAN = """
+local ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', ARGV[3], ARGV[4])
+local out, wanted = {0}, tonumber(ARGV[7])
+for i, id in ipairs(ids) do
+  local f = redis.call('HMGET', 'qb:task:' .. id, 'state', 'name')
+  if (ARGV[5] == '' or f[1] == ARGV[5]) and (ARGV[6] == '' or f[2] == ARGV[6]) then
+    table.insert(out, (tonumber(ARGV[3]) + i - 1) .. ':' .. id)
+    if #out - 1 == wanted then out[1] = i; return out end
+  end
+end
+out[1] = #ids
+return out
+"""
 
 
 @dataclass
