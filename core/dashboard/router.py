@@ -76,7 +76,8 @@ def page(request: Request, template: str, backend: Any, **context: Any) -> HTMLR
 @router.get("", response_class=HTMLResponse)
 async def overview(request: Request, backend: BackendDep) -> HTMLResponse:
     counts = await read_counts(backend.redis)
-    return page(request, "overview.html", backend, chart=hub(request).chart(),
+    latest = await data.task_page(backend.store, data.TaskQuery(size=10))
+    return page(request, "overview.html", backend, chart=hub(request).chart(), found=latest,
                 submitted=sum(counts.submitted.values()), finished=counts.by_state(),
                 depths=await backend.queue_depths(),
                 workers=await data.worker_views(backend.redis, _alive(backend)))

@@ -40,6 +40,7 @@
       pts.push(`${(i / Math.max(1, n - 1)) * 600},${175 - (v / max) * 165}`);
     });
     if (!pts.length) return;
+    if (pts.length === 1) pts.push(pts[0].replace(/^[^,]*/, (x) => String(Number(x) - 6)));
     const el = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
     el.setAttribute("points", pts.join(" "));
     el.setAttribute("fill", "none");
