@@ -94,6 +94,12 @@ async def test_time_filter_reads_the_window_only(store: RecordStore) -> None:
     found = await data.task_page(store, data.TaskQuery(since=now - 9.5, size=50))
     assert [r.id for r in found.rows] == [r.id for r in reversed(records[-10:])]
     assert found.next_cursor is None
+    found = await data.task_page(store, data.TaskQuery(since=now - 9.5, name="add", size=3))
+    assert [r.id for r in found.rows] == [r.id for r in reversed(records[-10:])
+                                          if r.name == "add"][:3]
+    found = await data.task_page(store, data.TaskQuery(since=now - 9.5, name="add",
+                                                       cursor=found.next_cursor or 0))
+    assert len(found.rows) == 2 and found.next_cursor is None
 
 
 async def test_a_filter_stops_at_its_scan_limit_and_says_so(

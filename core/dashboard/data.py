@@ -53,29 +53,32 @@ class TaskPage:
 
 
 async def task_page(store: RecordStore, query: TaskQuery) -> TaskPage:
-    """A page of the task table, newest first."""
+    """A page of the task table, newest first. Positions are ranks in the index (a
+    rank is found in O(log n), where a range by score with an offset walks it)."""
     redis = store.redis
-    top = f"({query.until}" if query.until is not None else "+inf"
-    bottom = query.since if query.since is not None else "-inf"
+    # The window's first rank: the ids submitted at or after `until` come before it.
+    base = 0 if query.until is None else int(await redis.zcount(INDEX_KEY, query.until, "+inf"))
+    bottom = 0 if query.since is None else query.since  # submit times are epoch seconds
     if not query.filtered:
-        ids = await redis.zrevrangebyscore(INDEX_KEY, top, bottom, start=query.cursor,
-                                           num=query.size + 1)
+        found = await redis.zrevrange(INDEX_KEY, base + query.cursor,
+                                      base + query.cursor + query.size, withscores=True)
+        ids = [_str(i) for i, score in found if query.since is None or score >= query.since]
         more = len(ids) > query.size
-        rows = await store.get_many([_str(i) for i in ids[:query.size]])
+        rows = await store.get_many(ids[:query.size])
         return TaskPage(rows, query.cursor + query.size if more else None)
     scan = redis.register_script(_SCAN)
     matched: list[str] = []
     at, end = query.cursor, query.cursor + SCAN_LIMIT
     while at < end:
         found = [_str(v) for v in await scan(
-            keys=[INDEX_KEY], args=[top, bottom, at, min(CHUNK, end - at), query.state or "",
+            keys=[INDEX_KEY], args=[base + at, min(CHUNK, end - at), bottom, query.state or "",
                                     query.name or "", query.size + 1 - len(matched)])]
         read, *ids = found
         if int(read) == 0:  # the window holds no more
             return TaskPage(await store.get_many(matched), None, scanned=at - query.cursor)
         for task_id in ids:
             if len(matched) == query.size:  # a full page: the next one starts here
-                nxt = int(task_id.split(":", 1)[0])
+                nxt = int(task_id.split(":", 1)[0]) - base
                 return TaskPage(await store.get_many(matched), nxt, scanned=nxt - query.cursor)
             matched.append(task_id.split(":", 1)[1])
         at += int(read)
@@ -83,22 +86,27 @@ async def task_page(store: RecordStore, query: TaskQuery) -> TaskPage:
                     stopped=True)
 
 
-# KEYS: the index. ARGV: max score, min score, offset, count, state ('' any), name ('' any),
-# wanted. Reads `count` ids of the window from `offset` on, newest first; returns how
-# many it read (0: none left), then "position:id" of the first `wanted` that match.
-# Server-side, so a filter reads two fields of a chunk without sending them: about
-# 1 ms of Redis per CHUNK.
+# KEYS: the index. ARGV: first rank, count, min score, state ('' any), name ('' any),
+# wanted. Reads `count` ids from that rank on, newest first, down to the min score;
+# returns how many it read (0: none left in the window), then "rank:id" of the first
+# `wanted` that match. Server-side, so a filter reads two fields of a chunk without
+# sending them: about 1 ms of Redis per CHUNK.
 _SCAN = """
-local ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', ARGV[3], ARGV[4])
-local out, wanted = {0}, tonumber(ARGV[7])
-for i, id in ipairs(ids) do
-  local f = redis.call('HMGET', 'qb:task:' .. id, 'state', 'name')
-  if (ARGV[5] == '' or f[1] == ARGV[5]) and (ARGV[6] == '' or f[2] == ARGV[6]) then
-    table.insert(out, (tonumber(ARGV[3]) + i - 1) .. ':' .. id)
-    if #out - 1 == wanted then out[1] = i; return out end
+local first = tonumber(ARGV[1])
+local found = redis.call('ZREVRANGE', KEYS[1], first, first + tonumber(ARGV[2]) - 1,
+                         'WITHSCORES')
+local low = tonumber(ARGV[3])
+local out, wanted, read = {0}, tonumber(ARGV[6]), 0
+for i = 1, #found, 2 do
+  if tonumber(found[i + 1]) < low then break end
+  read = read + 1
+  local f = redis.call('HMGET', 'qb:task:' .. found[i], 'state', 'name')
+  if (ARGV[4] == '' or f[1] == ARGV[4]) and (ARGV[5] == '' or f[2] == ARGV[5]) then
+    table.insert(out, (first + read - 1) .. ':' .. found[i])
+    if #out - 1 == wanted then out[1] = read; return out end
   end
 end
-out[1] = #ids
+out[1] = read
 return out
 """
 
