@@ -108,6 +108,7 @@ class LiveHub:
         self.activity = Activity()
         self._clients: set[_Client] = set()
         self._listener: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()  # subscribed
         self._closing = asyncio.Event()
         self._chart: tuple[float, dict[str, Any]] = (0.0, {})
 
@@ -121,11 +122,13 @@ class LiveHub:
             try:
                 async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(EVENTS_CHANNEL)
+                    self._ready.set()
                     async for message in pubsub.listen():
                         self._dispatch(json.loads(message["data"]))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away: subscribe again
+                self._ready.clear()
                 log.warning("dashboard events: %s; subscribing again in 1 s", exc)
                 await asyncio.sleep(1)
 
@@ -144,9 +147,16 @@ class LiveHub:
         return series
 
     async def stream(self) -> AsyncIterator[str]:
+        """One client's SSE body. The client is subscribed once this returns: a page
+        that fetches its live part when the stream opens misses no change."""
         self.start()
+        with contextlib.suppress(TimeoutError):  # Redis away: the stream says nothing
+            await asyncio.wait_for(self._ready.wait(), 5)
         client = _Client()
         self._clients.add(client)
+        return self._messages(client)
+
+    async def _messages(self, client: _Client) -> AsyncIterator[str]:
         try:
             yield "retry: 1000\n\n"
             while not self._closing.is_set():

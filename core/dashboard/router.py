@@ -118,7 +118,7 @@ async def queues(request: Request, backend: BackendDep) -> HTMLResponse:
 
 @router.get("/events")
 async def events(request: Request) -> StreamingResponse:
-    return StreamingResponse(hub(request).stream(), media_type="text/event-stream",
+    return StreamingResponse(await hub(request).stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 

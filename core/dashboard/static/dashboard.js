@@ -103,7 +103,11 @@
     if (initial) charts(JSON.parse(initial.textContent));
     const status = document.getElementById("live-status");
     const source = new EventSource(document.querySelector("main").dataset.events);
-    source.onopen = () => { status.textContent = "live"; status.className = "ok"; };
+    source.onopen = () => {  // subscribed now: catch up on what changed since the render
+      status.textContent = "live";
+      status.className = "ok";
+      refresh();
+    };
     source.onerror = () => { status.textContent = "reconnecting…"; status.className = "muted"; };
     source.onmessage = (e) => {
       const update = JSON.parse(e.data);
