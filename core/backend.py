@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Sequence
@@ -31,11 +32,19 @@ from core.features import CORE_FEATURES, Support, supported_options
 from core.history import HistoryStore, TaskFilter, recent
 from core.options import TaskOptions
 from core.policy import Policy
-from core.records import Command, RecordStore, TaskRecord, connect, error_of, new_task_id
+from core.records import (
+    QUEUES_KEY,
+    Command,
+    RecordStore,
+    TaskRecord,
+    connect,
+    error_of,
+    new_task_id,
+)
 from core.registry import get_task
 from core.settings import Settings
 from core.states import FINISHED, TaskState
-from core.workers import live_workers
+from core.workers import WORKERS_KEY, live_workers
 
 DEFAULT_QUEUE = "default"
 # The options a redelivery sends again (the delay, expiry and key have done their work).
@@ -59,6 +68,7 @@ class TaskBackend(ABC):
         self.events = EventHub(self.redis)
         # Where finished tasks are found after Redis has let them go (core/history.py).
         self.history = HistoryStore(settings.database_url) if settings.history_enabled else None
+        self._broker_redis: Redis | None = None
 
     # -- what an adapter implements -------------------------------------------------
     @abstractmethod
@@ -78,9 +88,16 @@ class TaskBackend(ABC):
         """Tell the library to drop or stop `record`'s task. The record is already
         REVOKED, and the runner will not start it; this is for what runs already."""
 
+    def depth_commands(self, queue: str) -> list[Command]:
+        """Redis commands whose replies, summed, are how many messages wait in
+        `queue`, read from the library's own structures (none: depth unknown)."""
+        return []
+
     async def aclose(self) -> None:
         await self.events.aclose()
         await self.redis.aclose()
+        if self._broker_redis is not None:
+            await self._broker_redis.aclose()
 
     # -- the same for every backend ---------------------------------------------------
     @classmethod
@@ -251,6 +268,41 @@ class TaskBackend(ABC):
         await self.revoke(record)
         return record
 
+    async def queues(self) -> list[str]:
+        """The queues tasks were submitted to and workers consume, DEFAULT_QUEUE first."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(QUEUES_KEY)
+            pipe.hvals(WORKERS_KEY)
+            submitted, infos = await pipe.execute()
+        named = {_text(q) for q in submitted}
+        for info in infos:
+            named.update(json.loads(info).get("queues") or ())
+        return [DEFAULT_QUEUE, *sorted(named - {DEFAULT_QUEUE})]
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Messages waiting per queue, as the library keeps them in its broker (empty
+        when the broker is not Redis, or the adapter cannot tell)."""
+        broker = self._broker()
+        queues = await self.queues()
+        commands = {queue: self.depth_commands(queue) for queue in queues}
+        if broker is None or not any(commands.values()):
+            return {}
+        async with broker.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                for command in commands[queue]:
+                    pipe.execute_command(*command)
+            replies = iter(await pipe.execute())
+        return {queue: sum(int(next(replies)) for _ in commands[queue]) for queue in queues}
+
+    def _broker(self) -> Redis | None:
+        if self.settings.broker == self.settings.redis_url:
+            return self.redis
+        if not self.settings.broker.startswith(("redis://", "rediss://", "unix://")):
+            return None
+        if self._broker_redis is None:
+            self._broker_redis = connect(self.settings.broker, 4)
+        return self._broker_redis
+
     async def wait(self, task_id: str, timeout: float) -> TaskRecord:
         """The record once final, or after `timeout` seconds: never later than that
         plus one read bounded by READ_TIMEOUT, whatever Redis does meanwhile."""
@@ -313,6 +365,10 @@ async def _fired_by(backend: TaskBackend, schedule: str, where: TaskFilter, limi
                 found.append(record)
         start += page
     return found[offset:offset + limit]
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _not_before(options: TaskOptions, submitted: float) -> float:

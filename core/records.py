@@ -41,6 +41,19 @@ OWNED_KEY = "qb:owned:{}"
 ORPHANS_KEY = "qb:orphans"
 # Every worker process's last heartbeat (core/workers.py), a sorted set by time.
 WORKERS_SEEN_KEY = "qb:workers:seen"
+# The counters and histograms of /metrics (core/metrics.py), one hash kept by the
+# scripts below as records move: exact, whichever process moved them, and it
+# survives any process's restart. Fields: `s|task|backend` submitted,
+# `f|task|backend|state` finished, `r|...` run time and `w|...` queue wait
+# histograms (`|i`: the count in bucket i of METRIC_BOUNDS, i = len + 1: above the
+# last; `|sum`: seconds).
+METRICS_KEY = "qb:metrics"
+METRIC_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                 300.0)
+# Runs and failed runs per worker process (`id|run`, `id|failed`), for the dashboard.
+WORKER_TASKS_KEY = "qb:workers:tasks"
+# Queue names tasks were submitted to, beside DEFAULT_QUEUE (queue depths).
+QUEUES_KEY = "qb:queues"
 
 # Lua helpers shared by the scripts. A record without a name is no record: Redis lost
 # it (TTL, FLUSHDB, eviction), and no script ever writes a partial one back.
@@ -49,19 +62,38 @@ local function is_final(s)
   return s == 'SUCCESS' or s == 'FAILURE' or s == 'REVOKED' or s == 'EXPIRED'
 end
 local function task_id(key) return string.sub(key, 9) end
-local function announce(key, state, maxlen, channel)
+local BOUNDS = {""" + ", ".join(map(repr, METRIC_BOUNDS)) + """}
+-- One observation of a histogram of qb:metrics: its bucket and its sum.
+local function observe(kind, label, seconds)
+  local i = #BOUNDS + 1
+  for b = 1, #BOUNDS do
+    if seconds <= BOUNDS[b] then i = b; break end
+  end
+  redis.call('HINCRBY', 'qb:metrics', kind .. '|' .. label .. '|' .. i, 1)
+  redis.call('HINCRBYFLOAT', 'qb:metrics', kind .. '|' .. label .. '|sum', seconds)
+end
+-- A final state is counted and streamed, and its event carries what a live chart
+-- needs (the task's name and its end-to-end seconds), so no listener reads records.
+local function announce(key, state, maxlen, channel, now)
+  local event = {id=task_id(key), state=state}
   if is_final(state) then
     redis.call('ZREM', 'qb:expiring', task_id(key))
     if maxlen ~= '0' then
       redis.call('XADD', 'qb:history', 'MAXLEN', '~', maxlen, '*', 'id', task_id(key))
     end
+    local f = redis.call('HMGET', key, 'name', 'backend', 'submitted_at')
+    redis.call('HINCRBY', 'qb:metrics', 'f|' .. f[1] .. '|' .. (f[2] or '') .. '|' .. state, 1)
+    event.name = f[1]
+    local submitted = tonumber(f[3] or '')
+    if submitted and now then event.latency = tonumber(now) - submitted end
   end
-  redis.call('PUBLISH', channel, cjson.encode({id=task_id(key), state=state}))
+  redis.call('PUBLISH', channel, cjson.encode(event))
 end
 """
 
 # KEYS: record, index, idempotency key. ARGV: ttl, kept, channel, submitted,
-# idempotent (0/1), expires_at ('' for none), n, the record's n field/value items,
+# idempotent (0/1), expires_at ('' for none), metric label (task|backend), queue ('':
+# the default), n, the record's n field/value items,
 # then the commands that queue the task's message (each: its length, then its words).
 # Claim, create and queue are one step: a second submit with the key finds the first
 # record (and queues nothing), never a key bound to nothing, and no record is left
@@ -75,10 +107,12 @@ if ARGV[5] == '1' then
   if first and redis.call('HEXISTS', 'qb:task:' .. first, 'name') == 1 then return first end
   redis.call('SET', KEYS[3], id, 'EX', ARGV[1])
 end
-local n = tonumber(ARGV[7])
-redis.call('HSET', KEYS[1], unpack(ARGV, 8, 7 + n))
+local n = tonumber(ARGV[9])
+redis.call('HSET', KEYS[1], unpack(ARGV, 10, 9 + n))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-local at = 8 + n
+redis.call('HINCRBY', 'qb:metrics', 's|' .. ARGV[7], 1)
+if ARGV[8] ~= '' then redis.call('SADD', 'qb:queues', ARGV[8]) end
+local at = 10 + n
 while at <= #ARGV do  -- the library's message, in its own wire format
   local size = tonumber(ARGV[at])
   redis.call(unpack(ARGV, at + 1, at + size))
@@ -107,7 +141,8 @@ return id
 # after a worker died is not a retry on any backend.
 _START = _LIB + """
 local id = task_id(KEYS[1])
-local f = redis.call('HMGET', KEYS[1], 'state', 'retries', 'expires_at', 'worker', 'name')
+local f = redis.call('HMGET', KEYS[1], 'state', 'retries', 'expires_at', 'worker', 'name',
+                    'backend', 'submitted_at')
 if not f[5] then return {'LOST', 0} end
 local found = f[1]
 local retries = tonumber(f[2] or '0') or 0
@@ -123,12 +158,17 @@ if found == 'RETRY' then retries = retries + 1 end
 local expires = tonumber(f[3] or '')
 if expires and expires < now then
   redis.call('HSET', KEYS[1], 'state', 'EXPIRED', 'finished_at', ARGV[1])
-  announce(KEYS[1], 'EXPIRED', ARGV[4], ARGV[2])
+  announce(KEYS[1], 'EXPIRED', ARGV[4], ARGV[2], ARGV[1])
   return {'EXPIRED', retries}
 end
 redis.call('HSET', KEYS[1], 'state', 'STARTED', 'started_at', ARGV[1], 'retries', retries,
            'worker', ARGV[3])
 redis.call('SADD', KEYS[2], id)
+-- Queue wait: submitted to started, for a run from PENDING (not a retry's, which
+-- waited on its backoff; a redelivered task's counts again).
+if (not found or found == 'PENDING') and f[7] then
+  observe('w', f[5] .. '|' .. (f[6] or ''), math.max(0, now - tonumber(f[7])))
+end
 announce(KEYS[1], 'STARTED', ARGV[4], ARGV[2])
 return {found or '', retries}
 """
@@ -139,16 +179,22 @@ return {found or '', retries}
 # not stop a run wins), and a second delivery cannot overwrite a finished one.
 _FINISH = _LIB + """
 redis.call('SREM', KEYS[2], task_id(KEYS[1]))
-local f = redis.call('HMGET', KEYS[1], 'state', 'name')
+local f = redis.call('HMGET', KEYS[1], 'state', 'name', 'backend', 'started_at')
 if not f[2] then return 'LOST' end
 if is_final(f[1]) then return f[1] end
+local worker = string.sub(KEYS[2], 10)
+if f[1] == 'STARTED' and f[4] and worker ~= '' then  -- a run of this worker ended
+  observe('r', f[2] .. '|' .. (f[3] or ''), math.max(0, tonumber(ARGV[2]) - tonumber(f[4])))
+  redis.call('HINCRBY', 'qb:workers:tasks', worker .. '|run', 1)
+  if ARGV[1] ~= 'SUCCESS' then redis.call('HINCRBY', 'qb:workers:tasks', worker .. '|failed', 1) end
+end
 local fields = {'state', ARGV[1], 'result', ARGV[3], 'error', ARGV[4], 'retries', ARGV[5]}
 if ARGV[1] ~= 'RETRY' then
   table.insert(fields, 'finished_at'); table.insert(fields, ARGV[2])
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ARGV[6])
-announce(KEYS[1], ARGV[1], ARGV[8], ARGV[7])
+announce(KEYS[1], ARGV[1], ARGV[8], ARGV[7], ARGV[2])
 return f[1] or false
 """
 
@@ -160,7 +206,7 @@ if not f[2] then return false end
 if is_final(f[1]) then return f[1] end
 if f[1] == 'STARTED' and ARGV[3] == '0' then return f[1] end
 redis.call('HSET', KEYS[1], 'state', 'REVOKED', 'finished_at', ARGV[1])
-announce(KEYS[1], 'REVOKED', ARGV[4], ARGV[2])
+announce(KEYS[1], 'REVOKED', ARGV[4], ARGV[2], ARGV[1])
 return f[1]
 """
 
@@ -172,7 +218,7 @@ if not f[3] then redis.call('ZREM', 'qb:expiring', task_id(KEYS[1])); return fal
 local expires = tonumber(f[2] or '')
 if (f[1] == 'PENDING' or f[1] == 'RETRY') and expires and expires < tonumber(ARGV[1]) then
   redis.call('HSET', KEYS[1], 'state', 'EXPIRED', 'finished_at', ARGV[1])
-  announce(KEYS[1], 'EXPIRED', ARGV[3], ARGV[2])
+  announce(KEYS[1], 'EXPIRED', ARGV[3], ARGV[2], ARGV[1])
   return 'EXPIRED'
 end
 if is_final(f[1]) then redis.call('ZREM', 'qb:expiring', task_id(KEYS[1])) end
@@ -397,7 +443,8 @@ class RecordStore:
             words += [len(command), *command]
         return {"keys": [TASK_KEY.format(record.id), INDEX_KEY, key],
                 "args": [ttl, self.kept, EVENTS_CHANNEL, submitted, int(bool(idempotency_key)),
-                         "" if record.expires_at is None else record.expires_at, len(pairs),
+                         "" if record.expires_at is None else record.expires_at,
+                         f"{record.name}|{record.backend}", record.queue or "", len(pairs),
                          *pairs, *words]}
 
     async def get(self, task_id: str) -> TaskRecord | None:

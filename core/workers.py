@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from redis.asyncio import Redis
 
-from core.records import OWNED_KEY, WORKERS_SEEN_KEY
+from core.records import OWNED_KEY, WORKER_TASKS_KEY, WORKERS_SEEN_KEY
 
 WORKERS_KEY = "qb:workers"
 log = logging.getLogger("queuebench.workers")
@@ -95,6 +95,7 @@ class Heartbeat:
                 with self.client.pipeline(transaction=False) as pipe:
                     pipe.hdel(WORKERS_KEY, self.id)
                     pipe.zrem(WORKERS_SEEN_KEY, self.id)
+                    pipe.hdel(WORKER_TASKS_KEY, f"{self.id}|run", f"{self.id}|failed")
                     pipe.execute()
         except redis.RedisError as exc:
             log.warning("heartbeat: could not leave the registry: %s", exc)
@@ -147,4 +148,5 @@ async def forget(client: Redis, wid: str) -> None:
     async with client.pipeline(transaction=False) as pipe:
         pipe.hdel(WORKERS_KEY, wid)
         pipe.zrem(WORKERS_SEEN_KEY, wid)
+        pipe.hdel(WORKER_TASKS_KEY, f"{wid}|run", f"{wid}|failed")
         await pipe.execute()

@@ -88,6 +88,11 @@ class Backend(TaskBackend):
                             queue_name=QUEUE_PREFIX + (options.queue or DEFAULT_QUEUE),
                             defer_by=options.countdown, defer_until=options.eta)
 
+    def depth_commands(self, queue: str) -> list[Command]:
+        # arq's queue is one sorted set of job ids by run time: deferred jobs too, and
+        # running ones (arq removes a job when it ends).
+        return [("ZCARD", QUEUE_PREFIX + queue)]
+
     async def revoke(self, record: TaskRecord) -> None:
         # Drop a queued job from arq's queue, as arq's abort does for a job not started
         # (without making workers poll an abort set: allow_abort_jobs is off, and a

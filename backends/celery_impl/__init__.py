@@ -12,7 +12,7 @@ try:
 except ModuleNotFoundError as exc:  # the loader turns this into one clear line
     raise ModuleNotFoundError(exc.msg, name="celery") from None
 
-from backends.celery_impl.app import celery_app
+from backends.celery_impl.app import PRIORITY_STEPS, SEP, celery_app
 from backends.celery_impl.wire import task_commands
 from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import ConfigError
@@ -70,6 +70,12 @@ class Backend(TaskBackend):
              options: TaskOptions) -> list[Command]:
         return task_commands(celery_app(self.settings), record.name,
                              **self._publish(record, arguments, options))
+
+    def depth_commands(self, queue: str) -> list[Command]:
+        # kombu's Redis transport: one list per priority step, `queue` for step 0 and
+        # `queue<sep><step>` for the others (a countdown waits in the worker, not here).
+        steps = [queue if not step else f"{queue}{SEP}{step}" for step in PRIORITY_STEPS]
+        return [("LLEN", key) for key in steps]
 
     async def revoke(self, record: TaskRecord) -> None:
         # Celery's revoke: workers drop the message if it is queued. A running task is

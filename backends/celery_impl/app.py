@@ -17,6 +17,7 @@ from core.settings import Settings
 # kombu's Redis transport: priority 0 is served first; queuebench's 9 is the highest.
 PRIORITY_STEPS = list(range(10))
 DEFAULT_PRIORITY = 5
+SEP = ":"  # between a queue's name and its priority step, in its Redis list's key
 
 
 def _register(app: Celery, loops: ThreadLoops, spec: TaskSpec) -> None:
@@ -54,7 +55,7 @@ def celery_app(settings: Settings) -> Celery:
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 3)),
             "unacked_restore_throttle": 1,
             "priority_steps": PRIORITY_STEPS,
-            "sep": ":",
+            "sep": SEP,
             "queue_order_strategy": "priority",
         },
         broker_connection_retry_on_startup=True,

@@ -12,6 +12,7 @@ except ModuleNotFoundError as exc:  # the loader turns this into one clear line
     raise ModuleNotFoundError(exc.msg, name="dramatiq") from None
 
 from dramatiq import Message
+from dramatiq.common import dq_name
 
 from backends.dramatiq_impl.actors import broker
 from backends.dramatiq_impl.wire import message_commands
@@ -65,6 +66,12 @@ class Backend(TaskBackend):
         return message_commands(self._message(record, arguments, options),
                                 namespace=broker(self.settings).namespace,
                                 delay_ms=_delay_ms(options, record))
+
+    def depth_commands(self, queue: str) -> list[Command]:
+        # Dramatiq's Redis broker: a list of message ids per queue, and one per delay
+        # queue (`.DQ`); a message a worker fetched has left the list.
+        namespace = broker(self.settings).namespace
+        return [("LLEN", f"{namespace}:{name}") for name in (queue, dq_name(queue))]
 
 
 def _delay_ms(options: TaskOptions, record: TaskRecord) -> int | None:

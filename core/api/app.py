@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.api.routers import health, schedules, tasks, users
+from core import dashboard
+from core.api.routers import health, metrics, schedules, tasks, users
 from core.db import dispose_all
 from core.errors import QueuebenchError
 from core.history import writing
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with writing(settings, backend.redis):  # the history writer
                 yield
         finally:
+            await dashboard.aclose(app)
             await backend.aclose()
             await dispose_all()
 
@@ -44,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(schedules.router)
     app.include_router(health.router)
     app.include_router(users.router)
+    app.include_router(metrics.router)
+    dashboard.mount(app)
 
     @app.exception_handler(QueuebenchError)
     async def known_error(request: Request, exc: QueuebenchError) -> JSONResponse:
