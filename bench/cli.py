@@ -248,8 +248,9 @@ def meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
             "celery": f"safe: at most {slots} held (prefetch 1 x {slots} threads; acks late, "
                       "so running tasks count); defaults: prefork, a child per CPU, 4 "
                       "prefetched per child, acked early (a killed worker's are gone)",
-            "dramatiq": f"safe: at most {2 * slots} held, {slots} running (Dramatiq prefetches "
-                        "2 x threads); defaults: a process per CPU x 8 threads",
+            "dramatiq": f"safe: at most {slots} held (prefetch = threads, where Dramatiq's "
+                        "default is 2 x threads); defaults: a process per CPU x 8 threads, "
+                        "16 prefetched each",
             "arq": f"safe: at most {slots} held (arq takes max_jobs minus its running jobs); "
                    "defaults: max_jobs 10, poll delay 0.5 s",
         },

@@ -326,13 +326,14 @@ def kill_table(runs: list[dict[str, Any]]) -> TableData:
     body: list[list[Cell]] = []
     for run in sorted((r for r in runs if r.get("phase") == "kill"),
                       key=lambda r: (str(r.get("backend")), str(r.get("mode")))):
-        lost = run.get("lost") or 0
+        lost, failed = run.get("lost") or 0, run.get("errors") or 0
         body.append([str(run.get("backend")), str(run.get("mode")), str(run.get("workload")),
                      _count(run.get("tasks")), _count(run.get("finished_before_kill")),
-                     (f"{lost} ({run.get('lost_share', 0):.1%})", "bad") if lost else "0"])
+                     (f"{lost} ({run.get('lost_share', 0):.1%})", "bad") if lost else "0",
+                     (str(failed), "bad") if failed else "0"])
     return TableData("A worker killed mid-burst",
                      ["backend", "mode", "workload", "tasks", "done before the kill",
-                      "never finished"], body, align="lllrrr",
+                      "never finished", "failed"], body, align="lllrrrr",
                      note="One worker SIGKILLed a few seconds into the drain and a new one "
                           "started; never finished: not done a minute later (queuebench's "
                           "reaper redelivers after REDELIVERY_AFTER, 30 s; the libraries' "
@@ -696,8 +697,10 @@ def findings(results: dict[str, Any]) -> list[str]:
     found = _findings(_summary(results), _saturation(results))
     kills = [r for r in results.get("runs") or [] if r.get("phase") == "kill"]
     if kills:
-        found.append("a worker killed mid-burst, tasks never finished: " + ", ".join(
-            f"{r['backend']} {r['mode']} {r.get('lost') or 0} of {r.get('tasks')}"
+        found.append("a worker killed mid-burst, tasks not done (never finished or "
+                     "failed): " + ", ".join(
+            f"{r['backend']} {r['mode']} {(r.get('lost') or 0) + (r.get('errors') or 0)} "
+            f"of {r.get('tasks')}"
             for r in sorted(kills, key=lambda r: (r["backend"], r["mode"]))) + ".")
     return found
 

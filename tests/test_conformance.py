@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -515,6 +516,34 @@ async def test_task_of_a_killed_worker_runs_again_elsewhere_with_default_setting
     info = json.loads(redis_client.hget("qb:workers", ran_on) or "{}")
     assert rescuer.pid in (info.get("pid"), info.get("parent")), (ran_on, info)
     assert body["started_at"] > first["started_at"]
+
+
+async def test_a_killed_workers_waiting_tasks_run_elsewhere_with_default_settings(
+        client: httpx.AsyncClient, backend_name: str, queue_name: str, redis_url: str,
+        start_worker: Callable[..., Proc]) -> None:
+    """A worker holds a task beside the one it runs (a prefetching library takes the
+    next message early): when it dies, that one too runs elsewhere in seconds, not
+    after the library's own visibility timeout of an hour. Every message a worker
+    holds must be a task it runs, whose record names its owner."""
+    doomed = start_worker(concurrency=1, queues=queue_name, WORKER_HEARTBEAT="2")
+    running = await submit(client, "sleep", 8, options={"queue": queue_name})
+    waiting = await submit(client, "add", 1, 2, options={"queue": queue_name})
+    assert await state_seen(client, running["id"], {"STARTED"}) == "STARTED"
+    backend = adapter_module(backend_name).Backend(Settings(redis_url=redis_url))
+    try:  # give a prefetching worker the time to take the waiting task (or not)
+        deadline = time.monotonic() + 3
+        while (await backend.queue_depths()).get(queue_name) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        await backend.aclose()
+    states = [(await client.get(f"/tasks/{t['id']}")).json()["state"] for t in (running, waiting)]
+    assert states == ["STARTED", "PENDING"]  # killed with both on hand, neither done
+    doomed.signal_group(signal.SIGKILL)
+    doomed.stop()
+    start_worker(concurrency=1, queues=queue_name, WORKER_HEARTBEAT="2")
+    for task, result in ((running, 8), (waiting, 3)):
+        body = await finished(client, task["id"], timeout=60)  # 30 s lease + a pass
+        assert (body["state"], body["result"]) == ("SUCCESS", result), body
 
 
 async def test_a_second_delivery_of_a_running_task_is_refused(

@@ -103,6 +103,7 @@ def default_concurrency(cpus: int) -> int:
 def run_worker(settings: Settings, concurrency: int, queues: list[str],
                processes: int | None = None) -> None:
     """Dramatiq's own CLI: processes x threads = concurrency, exactly."""
+    from dramatiq import worker as dramatiq_worker
     from dramatiq.cli import main, make_argument_parser
 
     processes, threads = split_concurrency(concurrency, processes, os.cpu_count() or 1)
@@ -110,6 +111,14 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
     # forked from this process, so declaring here reaches them all.
     for queue in queues:
         broker(settings).declare_queue(queue)
+    # A process holds no more messages than it has threads (Dramatiq prefetches 2 x
+    # threads by default), as Celery's prefetch of 1 with acks late: every message a
+    # worker holds is a running task, whose record names its owner, so the reaper
+    # sends all of a dead worker's tasks again (a prefetched one would wait for
+    # Dramatiq's own requeue, VISIBILITY_TIMEOUT later). Read when dramatiq.worker is
+    # imported (the environment, for spawned processes) and at each Worker's start.
+    os.environ["dramatiq_queue_prefetch"] = str(threads)  # noqa: SIM112 (its name)
+    dramatiq_worker.QUEUE_PREFETCH = threads
     with worker_services(settings, concurrency, queues, processes=processes, threads=threads):
         args = make_argument_parser().parse_args([
             "backends.dramatiq_impl.actors", "--processes", str(processes),

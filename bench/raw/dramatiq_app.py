@@ -56,8 +56,10 @@ def worker_command(concurrency: int | None) -> tuple[str, list[str], dict[str, s
     None: `dramatiq` as a new user starts it (a process per CPU, 8 threads each)."""
     if concurrency is None:
         return "dramatiq", ["bench.raw.dramatiq_app"], {}
+    # as queuebench's adapter: a process holds no more messages than it has threads
     return "dramatiq", ["bench.raw.dramatiq_app", "--processes", "1",
-                        "--threads", str(concurrency)], {}
+                        "--threads", str(concurrency)], \
+        {"dramatiq_queue_prefetch": str(concurrency)}
 
 
 class Client:
