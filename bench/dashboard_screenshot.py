@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import redis
 
-from core.procs import ROOT, Proc, Server, wait_until
+from bench.dashboard_timing import stack
+from core.procs import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -61,26 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     redis.Redis.from_url(args.redis).flushdb()
-    db = Path(tempfile.mkdtemp(prefix="qb-shot-")) / "history.db"
-    env = {"REDIS_URL": args.redis, "DATABASE_URL": f"sqlite+aiosqlite:///{db}",
-           "WORKER_HEARTBEAT": "1"}
-    from core.db.migrate import upgrade
-
-    upgrade(env["DATABASE_URL"])
-    worker = Proc(["worker", "--backend", args.backend, "--concurrency", "4"], env)
-    server = None
-    try:
-        wait_until(lambda: redis.Redis.from_url(args.redis).hlen("qb:workers"), timeout=60,
-                   what="worker heartbeat")
-        server = Server(args.backend, env)
+    with stack(args.redis, args.backend, 4) as url:
         # The page's charts hold what its process saw since its first dashboard client.
-        httpx.get(f"{server.url}/dashboard", timeout=10).raise_for_status()
-        asyncio.run(load(server.url, args.seconds))
-        asyncio.run(shoot(server.url, args.out))
-    finally:
-        if server is not None:
-            server.stop()
-        worker.stop()
+        httpx.get(f"{url}/dashboard", timeout=10).raise_for_status()
+        asyncio.run(load(url, args.seconds))
+        asyncio.run(shoot(url, args.out))
     print(f"saved {args.out}")
 
 

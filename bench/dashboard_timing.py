@@ -15,6 +15,8 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -80,6 +82,28 @@ def time_pages(base: str, paths: dict[str, str], repeat: int) -> list[tuple[str,
     return out
 
 
+@contextmanager
+def stack(redis_url: str, backend: str, concurrency: int, **env: str) -> Iterator[str]:
+    """A worker and the API (its URL) on `redis_url`, with a scratch SQLite history."""
+    from core.db.migrate import upgrade
+
+    db = Path(tempfile.mkdtemp(prefix="qb-dash-")) / "history.db"
+    env = {"REDIS_URL": redis_url, "DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+           "WORKER_HEARTBEAT": "1", **env}
+    upgrade(env["DATABASE_URL"])
+    worker = Proc(["worker", "--backend", backend, "--concurrency", str(concurrency)], env)
+    server = None
+    try:
+        wait_until(lambda: redis.Redis.from_url(redis_url).hlen("qb:workers"), timeout=60,
+                   what="worker heartbeat")
+        server = Server(backend, env)
+        yield server.url
+    finally:
+        if server is not None:
+            server.stop()
+        worker.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,24 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     task_id = asyncio.run(fill(args.redis, args.records))
     print(f"filled {args.records:,} records in {time.perf_counter() - start:.1f} s")
 
-    db = Path(tempfile.mkdtemp(prefix="qb-dash-")) / "history.db"
-    env = {"REDIS_URL": args.redis, "DATABASE_URL": f"sqlite+aiosqlite:///{db}",
-           "RECORDS_KEPT": str(args.records), "HISTORY_ENABLED": "false",
-           "WORKER_HEARTBEAT": "1"}
-    from core.db.migrate import upgrade
-
-    upgrade(env["DATABASE_URL"])
-    worker = Proc(["worker", "--backend", args.backend, "--concurrency", "2"], env)
-    server = None
-    try:
-        wait_until(lambda: redis.Redis.from_url(args.redis).hlen("qb:workers"), timeout=60,
-                   what="worker heartbeat")
-        server = Server(args.backend, env)
-        rows = time_pages(server.url, pages(task_id), args.repeat)
-    finally:
-        if server is not None:
-            server.stop()
-        worker.stop()
+    with stack(args.redis, args.backend, 2, RECORDS_KEPT=str(args.records),
+               HISTORY_ENABLED="false") as url:
+        rows = time_pages(url, pages(task_id), args.repeat)
     print(f"\n{args.records:,} records, {args.repeat} requests each (ms)\n")
     print("| page | median | p95 |\n| --- | ---: | ---: |")
     for label, median, p95 in rows:
