@@ -571,8 +571,12 @@ def readiness(ok: list[tuple[bool, float, float, Any]], processes: int) -> dict[
             first[worker] = end
     ends = sorted(end for _, _, end, _ in ok)
     at = max(first.values()) if len(first) >= processes else None
+    before = sum(end <= at for end in ends) if at is not None else None
+    # A barrier that leaves under half the burst says the burst is too short for
+    # the processes' start-up skew: the drain then counts from the first WARMUP.
+    used = before is not None and len(ends) - before >= max(2, len(ends) // 2)
     return {"workers_seen": len(first), "workers_expected": processes, "at": at,
-            "before": sum(end < at for end in ends) if at is not None else None,
+            "before": before, "used": used,
             "drain_s": round(ends[-1] - at, 3) if at is not None and ends else None}
 
 
@@ -585,7 +589,7 @@ def _throughput(ok: list[tuple[float, float, float]], kind: str,
         return None
     ends = sorted(end for _, _, end in ok)
     if kind == "burst":
-        at = (ready or {}).get("at")
+        at = (ready or {}).get("at") if (ready or {}).get("used") else None
         skip = sum(end <= at for end in ends) if at is not None else \
             max(1, int(len(ends) * WARMUP))
         if len(ends) - skip < 2:
