@@ -105,3 +105,24 @@ def test_what_limited_a_sustained_run_is_named() -> None:
     assert limited_by(run(99.0, 10, 98.0)) == "generator"   # on rate, but late starts
     assert limited_by(run(99.0, 2, 98.0)) is None           # 1% late is tolerated
     assert limited_by(run(99.0, 0, 60.0)) == "workers"      # submitted, not completed
+
+
+def test_a_burst_drains_from_when_every_worker_process_is_ready() -> None:
+    from bench.session import _throughput, readiness
+
+    # process "a" from t=0; "b" finishes its first task at t=2: the barrier
+    ok = [(True, 0.0, t / 10, "a") for t in range(1, 41)] + \
+        [(True, 0.0, 2.0 + t / 10, "b") for t in range(20)]
+    ready = readiness(ok, processes=2)
+    assert ready["at"] == 2.0 and ready["workers_seen"] == 2 and ready["used"]
+    assert ready["before"] == sum(end <= 2.0 for _, _, end, _ in ok)
+    # counted from the barrier on: completions after t=2, over the time after it
+    after = [end for _, _, end, _ in ok if end > 2.0]
+    assert _throughput([(0.0, 0.0, e) for _, _, e, _ in ok], "burst", ready) == \
+        pytest.approx(len(after) / (max(after) - 2.0))
+    # one process never ran a task: no barrier, the first 5% are skipped instead
+    alone = readiness(ok[:40], processes=2)
+    assert alone["at"] is None and not alone["used"]
+    # a process ready only at the very end: too late to use
+    late = readiness([*ok[:40], (True, 0.0, 4.05, "b")], processes=2)
+    assert late["at"] == 4.05 and not late["used"]
