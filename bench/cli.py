@@ -215,6 +215,47 @@ def run_session(spec: Spec) -> list[dict[str, Any]]:
     return list(json.loads(done.stdout))
 
 
+def settings_table(args: argparse.Namespace) -> list[dict[str, str]]:
+    """Every setting that differs between backends, modes and configs, one row each:
+    what the report's configuration table shows."""
+    slots = args.concurrency // args.processes
+    cpus = os.cpu_count() or 1
+    safe = {
+        "celery": (f"{args.processes} x `celery worker --pool threads -c {slots}`",
+                   "late", f"1 per thread ({slots} held)", "10 priority lists, polled in order"),
+        "dramatiq": (f"{args.processes} x `dramatiq --processes 1 --threads {slots}`",
+                     "late (after the run)", f"= threads ({slots} held)", ""),
+        "arq": (f"{args.processes} x arq Worker, max_jobs {slots}", "job kept until done",
+                f"max_jobs minus running ({slots} held)", "poll delay 0.05 s, no abort polling"),
+    }
+    defaults = {
+        "celery": (f"1 x `celery worker` (prefork, {cpus} children)", "early",
+                   f"4 per child ({4 * cpus} held)", "one list"),
+        "dramatiq": (f"1 x `dramatiq` ({cpus} processes x 8 threads)", "late (after the run)",
+                     f"2 x threads ({16 * cpus} held)", ""),
+        "arq": ("1 x arq Worker, max_jobs 10", "job kept until done", "up to 10 held",
+                "poll delay 0.5 s"),
+    }
+    rows = []
+    for config, table in (("safe", safe), ("defaults", defaults)):
+        if config not in args.configs:
+            continue
+        for backend in args.backends:
+            workers, acks, prefetch, other = table[backend]
+            for mode in ("raw", "direct"):
+                shown = workers if mode == "raw" else \
+                    f"{args.processes} x `queuebench worker -c {slots} --processes 1`: {workers}" \
+                    if config == "safe" else f"1 x `queuebench worker` (its defaults): {workers}"
+                rows.append({"backend": backend, "mode": mode, "config": config,
+                             "workers": shown, "acks": acks, "prefetch": prefetch,
+                             "log level": LOG_LEVEL,
+                             "producer": "the library's own client" if mode == "raw" else
+                             "queuebench native (record and message in one script)",
+                             "other": "; ".join(part for part in (other, "" if mode == "raw"
+                                                else "records: 2 Lua scripts a task") if part)})
+    return rows
+
+
 def meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]:
     import redis
 
@@ -237,6 +278,7 @@ def meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
                      f"had finished one (readiness barrier; else the first {WARMUP:.0%})",
                      "arrivals": args.arrivals, "log_level": LOG_LEVEL,
                      "configs": args.configs, "kill": args.kill},
+        "settings_table": settings_table(args),
         "mapping": {
             "celery": f"{args.processes} x `celery worker --pool threads --concurrency {slots}`"
                       " (acks late, prefetch 1)",

@@ -340,6 +340,15 @@ def kill_table(runs: list[dict[str, Any]]) -> TableData:
                           "own redelivery waits for a visibility timeout, or never comes).")
 
 
+def settings_table_data(rows: list[dict[str, str]]) -> TableData:
+    headers = ["backend", "mode", "config", "workers", "acks", "prefetch", "log level",
+               "producer", "other"]
+    return TableData("Configuration per backend, mode and config",
+                     headers, [[str(r.get(h, "")) for h in headers] for r in rows],
+                     align="l" * len(headers),
+                     note="http runs direct's workers behind `queuebench serve`.")
+
+
 def report_tables(results: dict[str, Any]) -> list[TableData]:
     summary = _summary(results)
     tables = [throughput_table(summary), submit_table(summary), latency_table(summary),
@@ -349,6 +358,7 @@ def report_tables(results: dict[str, Any]) -> list[TableData]:
     if sat:
         tables.append(saturation_table(sat))
     tables.append(kill_table(results.get("runs") or []))
+    tables.append(settings_table_data((results.get("meta") or {}).get("settings_table") or []))
     return [t for t in tables if t.rows]
 
 

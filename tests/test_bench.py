@@ -84,6 +84,9 @@ def test_summary_ratios_and_meta(results: tuple[dict, Path], backend_name: str) 
     meta = data["meta"]
     assert meta["settings"]["server_workers"] == 2 and meta["settings"]["batch_size"] == 15
     assert backend_name in meta["versions"] and backend_name in meta["mapping"]
+    mine = [r for r in meta["settings_table"] if r["backend"] == backend_name]
+    assert {(r["mode"], r["config"]) for r in mine} == {("raw", "safe"), ("direct", "safe")}
+    assert all(r["log level"] == "WARNING" and r["acks"] and r["prefetch"] for r in mine)
     assert meta["machine"]["cpus"] and meta["machine"]["redis"]
 
 
@@ -98,6 +101,7 @@ def test_the_report_folder_is_written(results: tuple[dict, Path]) -> None:
     md = (out / "report.md").read_text()
     assert md.index("## In short") < md.index("| ") and "drain, the library alone" in md
     assert html.index("In short") < html.index("<table>")
+    assert "## Configuration per backend, mode and config" in md
 
 
 def test_raw_mode_does_the_shared_tasks_work() -> None:
