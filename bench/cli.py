@@ -5,8 +5,9 @@ own environment, with its Redis database flushed and fresh worker processes. Rou
 repeat the whole grid; within a round the backends are interleaved and their order
 rotates, so a slow minute of the machine does not land on one backend.
 
-    queuebench bench --profile quick          # all backends and modes, about 2 minutes
-    queuebench bench --profile full           # 3 repeats, every workload, a load sweep
+    queuebench bench --profile quick          # all backends and modes, about 4 minutes
+    queuebench bench --profile full           # 3 repeats, every workload, a load sweep (~34 min)
+    queuebench bench --profile long           # full, longer bursts, a worker killed mid-burst
 
 Writes results.json, report.md, report.html and PNG charts to --out
 (default bench/results/<timestamp>/).
