@@ -95,8 +95,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     p.add_argument("--backends", default=",".join(BACKENDS))
-    p.add_argument("--modes", default=",".join(MODES), help=f"{','.join(MODES)} (direct on "
-                   "noop adds batch; the ceiling is measured whenever http is)")
+    p.add_argument("--modes", default=None, help=f"{','.join(MODES)} (default: all; direct "
+                   "on noop adds batch; the ceiling is measured whenever http is)")
     p.add_argument("--configs", default=None,
                    help="safe (acks late, prefetch 1, the same shape everywhere), defaults "
                    "(each worker as a new user starts it; raw and direct): default: the "
@@ -128,18 +128,17 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--redis", default="redis://127.0.0.1:6379/9",
                    help="a Redis database the benchmark may flush")
     p.add_argument("--out", type=Path, default=None)
-    raw_argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
+    # --modes or --configs given: every workload and round runs them
+    args.workloads_all_dimensions = args.modes is not None or args.configs is not None
     args.backends = _names(args.backends, BACKENDS, "backend", p)
-    args.modes = _names(args.modes, MODES, "mode", p)
+    args.modes = _names(args.modes or ",".join(MODES), MODES, "mode", p)
     profile = PROFILES[args.profile]
     args.workloads = _names(args.workloads, WORKLOADS, "workload", p) if args.workloads \
         else list(profile.workloads)
     args.configs = _names(args.configs, CONFIGS, "config", p) if args.configs \
         else list(profile.configs)
     args.kill = profile.kill if args.kill is None else args.kill
-    # --modes or --configs given: every workload runs them
-    args.workloads_all_dimensions = "--modes" in raw_argv or "--configs" in raw_argv
     if args.concurrency % args.processes:
         p.error("--concurrency must be a multiple of --processes (the same slots per process)")
     if args.batch_size < 0 or args.batch_calls < 1 or args.server_workers < 1:
@@ -285,17 +284,6 @@ def meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
                       " (acks late, prefetch 1)",
             "dramatiq": f"{args.processes} x dramatiq worker, 1 process x {slots} threads",
             "arq": f"{args.processes} x arq Worker, max_jobs {slots} (poll delay 0.05 s)",
-        },
-        # what each library really holds per worker process (beyond the running tasks)
-        "in_flight": {
-            "celery": f"safe: at most {slots} held (prefetch 1 x {slots} threads; acks late, "
-                      "so running tasks count); defaults: prefork, a child per CPU, 4 "
-                      "prefetched per child, acked early (a killed worker's are gone)",
-            "dramatiq": f"safe: at most {slots} held (prefetch = threads, where Dramatiq's "
-                        "default is 2 x threads); defaults: a process per CPU x 8 threads, "
-                        "16 prefetched each",
-            "arq": f"safe: at most {slots} held (arq takes max_jobs minus its running jobs); "
-                   "defaults: max_jobs 10, poll delay 0.5 s",
         },
     }
 

@@ -379,8 +379,6 @@ def meta_items(meta: dict[str, Any]) -> list[tuple[str, str]]:
         items.append((f"versions: {backend}", text))
     for backend, mapping in (meta.get("mapping") or {}).items():
         items.append((f"workers: {backend}", str(mapping)))
-    for backend, window in (meta.get("in_flight") or {}).items():
-        items.append((f"in flight: {backend}", str(window)))
     settings = meta.get("settings") or {}
     if settings:
         items.append(("settings", ", ".join(f"{k}={v}" for k, v in settings.items())))

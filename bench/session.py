@@ -63,6 +63,7 @@ LOG_LEVEL = "WARNING"
 ARGUMENTS: dict[str, Any] = {"noop": None, "sleep": 0.01, "cpu": 20_000}
 # (succeeded, started, finished, the worker process that ran it); None: never finished
 Outcome = tuple[bool, float, float, Any] | None
+FINAL = {s.value for s in FINISHED}  # the final states' words, as records store them
 
 
 @dataclasses.dataclass
@@ -214,25 +215,24 @@ class RawDriver(Driver):
         self.client = raw_module(spec.backend).Client()
         # A blocking producer (Celery's, Dramatiq's) runs on threads, enough for the
         # calls in flight, never on the loop that keeps the schedule.
-        self.blocking = not asyncio.iscoroutinefunction(self.client.submit)
         self.pool = ThreadPoolExecutor(max_workers=PRODUCER_THREADS,
                                        thread_name_prefix="producer")
 
+    async def _call(self, method: Callable[..., Any], *args: Any) -> Any:
+        """A client method: awaited when async, else on the producer threads."""
+        if asyncio.iscoroutinefunction(method):
+            return await method(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, method, *args)
+
     async def submit(self) -> tuple[Any, float]:
         now = time.time()
-        if self.blocking:
-            handle = await asyncio.get_running_loop().run_in_executor(
-                self.pool, self.client.submit, self.spec.workload, self.spec.argument)
-            return handle, now
-        return await self.client.submit(self.spec.workload, self.spec.argument), now
+        return await self._call(self.client.submit, self.spec.workload, self.spec.argument), now
 
     async def outcomes(self, phase: Phase) -> list[Outcome]:
         return list(await self.client.outcomes(phase.handles, self.spec.quiet))
 
     async def done(self, handle: Any) -> bool:
-        if asyncio.iscoroutinefunction(self.client.done):
-            return bool(await self.client.done(handle))
-        return bool(await asyncio.to_thread(self.client.done, handle))
+        return bool(await self._call(self.client.done, handle))
 
     async def aclose(self) -> None:
         self.pool.shutdown()
@@ -265,7 +265,7 @@ class RecordDriver(Driver):
 
     async def done(self, handle: Any) -> bool:
         state = await self.redis.hget(TASK_KEY.format(handle), "state")
-        return state is not None and state.decode() in {s.value for s in FINISHED}
+        return state is not None and state.decode() in FINAL
 
     async def aclose(self) -> None:
         await self.redis.aclose()
@@ -274,7 +274,6 @@ class RecordDriver(Driver):
 async def _wait_final(redis: Any, ids: list[str], quiet: float) -> None:
     """Until every id is final, or nothing moved for `quiet` seconds. Tasks finish in
     about the order they were sent, so only the oldest unfinished ones are read."""
-    final = {s.value for s in FINISHED}
     remaining = list(ids)
     moved = time.monotonic()
     while remaining:
@@ -283,7 +282,7 @@ async def _wait_final(redis: Any, ids: list[str], quiet: float) -> None:
             for task_id in chunk:
                 pipe.hget(TASK_KEY.format(task_id), "state")
             states = await pipe.execute()
-        left = [i for i, s in zip(chunk, states, strict=True) if (s or b"").decode() not in final]
+        left = [i for i, s in zip(chunk, states, strict=True) if (s or b"").decode() not in FINAL]
         if len(left) < len(chunk):
             moved = time.monotonic()
         remaining = left + remaining[len(chunk):]
@@ -334,10 +333,9 @@ class DirectDriver(RecordDriver):
 
 
 class LocustDriver(RecordDriver):
-    """A burst: Locust (bench/locustfile.py, FastHttpUser) flat out against a server at
-    `url`; the ids are the records the API made, read back from its index. A sustained
-    phase: the open-loop generator (bench/openloop.py) with an httpx client, as
-    Locust's pacing is closed loop per user."""
+    """Locust (bench/locustfile.py, FastHttpUser) against a server at `url`: a burst
+    flat out, its ids the records the API made, read back from its index; a sustained
+    phase on the open-loop schedule (Locust's own pacing is closed loop per user)."""
 
     url = ""
 

@@ -207,12 +207,10 @@ class TaskBackend(ABC):
         try:
             return await asyncio.shield(creating)
         except asyncio.CancelledError:
-            error = {"type": "NotQueued", "message": "submission interrupted (CancelledError)"}
             with contextlib.suppress(Exception):
                 await asyncio.wait([creating])
                 for task_id in ids:  # one already bound to an earlier task has no record
-                    await asyncio.shield(self.store.finish(task_id, TaskState.FAILURE,
-                                                           error=error))
+                    await self._not_queued(task_id, _not_queued(asyncio.CancelledError()))
             raise
 
     async def _enqueue(self, record: TaskRecord, arguments: dict[str, Any],
@@ -223,12 +221,14 @@ class TaskBackend(ABC):
             # Never a silent drop, nor a record left PENDING for ever (a cancelled
             # request included): it says it failed to reach the queue, and no
             # worker will run it.
-            error = error_of(exc) if isinstance(exc, Exception) else {
-                "type": "NotQueued", "message": f"submission interrupted ({type(exc).__name__})"}
+            error = error_of(exc) if isinstance(exc, Exception) else _not_queued(exc)
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.store.finish(record.id, TaskState.FAILURE,
-                                                       error=error))
+                await self._not_queued(record.id, error)
             raise
+
+    async def _not_queued(self, task_id: str, error: dict[str, str]) -> None:
+        """End a task that never reached its queue FAILURE, even while cancelled."""
+        await asyncio.shield(self.store.finish(task_id, TaskState.FAILURE, error=error))
 
     async def get(self, task_id: str) -> TaskRecord:
         record = await self.store.get(task_id)
@@ -369,6 +369,11 @@ async def _fired_by(backend: TaskBackend, schedule: str, where: TaskFilter, limi
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _not_queued(interrupted: BaseException) -> dict[str, str]:
+    return {"type": "NotQueued",
+            "message": f"submission interrupted ({type(interrupted).__name__})"}
 
 
 def _not_before(options: TaskOptions, submitted: float) -> float:
