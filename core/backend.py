@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from abc import ABC, abstractmethod
@@ -117,7 +118,7 @@ class TaskBackend(ABC):
     def meta(self, record: TaskRecord, options: TaskOptions) -> dict[str, Any]:
         """What a message carries beside the task's arguments: the task's id (the
         message's own id changes on a redelivery) and its policy (core/runner.py)."""
-        return {"task_id": record.id, **self.policy(options).to_wire()}
+        return {"task_id": record.id, **_wire_policy(options, self.settings.retry_backoff_max)}
 
     def push(self, record: TaskRecord, arguments: dict[str, Any],
              options: TaskOptions) -> list[Command] | None:
@@ -139,15 +140,15 @@ class TaskBackend(ABC):
         spec = get_task(name)
         args, kwargs = list(args or []), dict(kwargs or {})
         arguments = spec.bind(args, kwargs)
-        requested = options or TaskOptions()
-        self.check_options(requested)
-        opts = requested.merged_over(spec.defaults)
+        if options is None or not options.model_fields_set:  # none asked: the task's own
+            opts = spec.defaults
+        else:
+            self.check_options(options)
+            opts = options.merged_over(spec.defaults)
         record = TaskRecord(id=new_task_id(), name=name, backend=self.name, args=args,
                             kwargs=kwargs, submitted_at=submitted, queue=opts.queue,
                             expires_at=_expires_at(opts.expires, submitted),
-                            options=opts.model_dump(mode="json", include=REDELIVERED,
-                                                    exclude_none=True),
-                            schedule=schedule)
+                            options=dict(_redelivered(opts)), schedule=schedule)
         return record, arguments, opts
 
     async def submit(self, name: str, args: list[Any] | None = None,
@@ -365,6 +366,18 @@ async def _fired_by(backend: TaskBackend, schedule: str, where: TaskFilter, limi
                 found.append(record)
         start += page
     return found[offset:offset + limit]
+
+
+# Options repeat from one submit to the next (most often a task's defaults): what a
+# record and a message carry of them is worked out once per distinct options object.
+@functools.lru_cache(maxsize=512)
+def _redelivered(opts: TaskOptions) -> dict[str, Any]:
+    return opts.model_dump(mode="json", include=REDELIVERED, exclude_none=True)
+
+
+@functools.lru_cache(maxsize=512)
+def _wire_policy(opts: TaskOptions, backoff_cap: float) -> dict[str, Any]:
+    return opts.policy(backoff_cap).to_wire()
 
 
 def _text(value: str | bytes) -> str:

@@ -7,7 +7,7 @@ TimeLimit, arq's Retry)."""
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 DEFAULT_BACKOFF = 1.0
@@ -31,7 +31,7 @@ class Policy:
         return delay / 2 + random.uniform(0, delay / 2)
 
     def to_wire(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: v for k in _FIELDS if (v := getattr(self, k)) is not None}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any] | None) -> Policy:
@@ -39,4 +39,4 @@ class Policy:
         return cls(**{k: v for k, v in (data or {}).items() if k in _FIELDS})
 
 
-_FIELDS = frozenset(f.name for f in fields(Policy))
+_FIELDS = tuple(f.name for f in fields(Policy))

@@ -91,8 +91,10 @@ build() {  # build BACKEND : (re)create .venv/BACKEND and install the project in
             "$PY_EXE" -m venv "$venv" >>"$log" 2>&1
         fi
     fi
+    # --compile-bytecode: every worker, server and test process starts from .pyc files even
+    # where PYTHONDONTWRITEBYTECODE is set (else each one compiles SQLAlchemy & co. again).
     if [ "${#UV[@]}" -gt 0 ]; then
-        "${UV[@]}" pip install --python "$venv/bin/python" -e ".[$b,dev,bench]" >>"$log" 2>&1
+        "${UV[@]}" pip install --compile-bytecode --python "$venv/bin/python" -e ".[$b,dev,bench]" >>"$log" 2>&1
     else
         { "$venv/bin/python" -m pip install -q --upgrade pip \
             && "$venv/bin/python" -m pip install -q -e ".[$b,dev,bench]"; } >>"$log" 2>&1
