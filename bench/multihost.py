@@ -107,6 +107,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "stranded": [{"id": i, "state": found[i]["state"], "host": host_of(found[i]["worker"]),
                       "deliveries": int(found[i]["deliveries"] or 0)} for i in stranded],
         "redelivered_after_cut_s": [round(s, 2) for s in sorted(again)],
+        # Not succeeded, or not run to the end exactly once: what happened to each.
+        "odd": [{"id": i, **found[i], "runs": n, "cut_s": round(float(found[i]["started_at"]
+                 or 0) - cut_at, 2)}
+                for i, n in zip(ids, runs, strict=True) if n != 1 or found[i]["state"] != "SUCCESS"],
         "all_done_after_cut_s": round(time.time() - cut_at, 2),
         "redelivery_after": float(os.environ.get("REDELIVERY_AFTER", 30)),
     }
