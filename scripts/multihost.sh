@@ -31,13 +31,20 @@ STATE="${QB_MH_STATE:-/tmp/$P}"
 declare -A ADDR=([redis]=2 [api]=3 [w1]=11 [w2]=12 [client]=100)
 HOSTS=(redis api w1 w2 client)
 
+# One multi-host run at a time on a machine: a second waits (its `up` would tear the
+# first one's hosts down). Started processes do not inherit the lock (9>&-).
+lock() {
+    exec 9>"/run/lock/$P.lock"
+    flock -w 600 9 || die "another multi-host run holds /run/lock/$P.lock"
+}
+
 say() { printf 'multihost: %s\n' "$*" >&2; }
 die() { printf 'multihost: ERROR: %s\n' "$*" >&2; exit 1; }
 
 preflight() {
     [ "$(id -u)" -eq 0 ] || die "needs root (ip netns)"
     local tool
-    for tool in ip unshare setsid redis-server; do
+    for tool in ip unshare setsid flock redis-server; do
         command -v "$tool" >/dev/null 2>&1 || die "no '$tool' on PATH"
     done
 }
@@ -55,7 +62,7 @@ start() {
     local host="$1" name="$2"; shift 2
     setsid ip netns exec "$P-$host" unshare --uts -- \
         sh -c 'hostname "$0" && exec "$@"' "$P-$host" "$@" \
-        >"$STATE/$name.log" 2>&1 </dev/null &
+        >"$STATE/$name.log" 2>&1 </dev/null 9>&- &
     echo "$!" >"$STATE/$name.pid"
     disown "$!"  # down kills it; no "Killed" notice from this shell
 }
@@ -113,7 +120,7 @@ cmd_check() {
     local py; py="$(python_of "${1:-}")"
     PYTHONPATH="$ROOT" REDELIVERY_AFTER="${REDELIVERY_AFTER:-30}" on client "$py" -m bench.multihost \
         --api "http://$NET.${ADDR[api]}:8000" --redis "redis://$NET.${ADDR[redis]}:6379/0" \
-        --hosts "$P-w1,$P-w2" --cut "$SELF cut w1" --tasks "${QB_MH_TASKS:-40}"
+        --hosts "$P-w1,$P-w2" --cut "$SELF cut w1" --tasks "${QB_MH_TASKS:-40}" 9>&-
 }
 
 cmd_cut() {
@@ -152,9 +159,10 @@ cmd_run() {
 [ "$#" -gt 0 ] || { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 command="$1"; shift
 case "$command" in
-    up|check|run) "cmd_$command" "$@" ;;
+    up|run) preflight; lock; "cmd_$command" "$@" ;;
+    check) cmd_check "$@" ;;
     cut) cmd_cut "$@" ;;
-    down) preflight; cmd_down ;;
+    down) preflight; lock; cmd_down ;;
     -h|--help|help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$command' (up, check, cut, down, run)" ;;
 esac
