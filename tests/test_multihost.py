@@ -28,7 +28,8 @@ pytestmark = pytest.mark.netns
 
 @pytest.fixture
 def netns_ready() -> None:
-    missing = [tool for tool in ("ip", "unshare", "redis-server") if not shutil.which(tool)]
+    missing = [tool for tool in ("ip", "unshare", "setsid", "flock", "redis-server")
+               if not shutil.which(tool)]
     reason = ("not root" if os.geteuid() != 0 else
               f"no {', '.join(missing)} on PATH" if missing else None)
     if reason:
