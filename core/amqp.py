@@ -1,0 +1,107 @@
+"""RabbitMQ as the broker (`BROKER_URL=amqp://...`): the native producer's publisher.
+
+With PRODUCER=native, Celery's and Dramatiq's adapters build their library's message
+(body, headers, properties) and publish it here, from the event loop, with aio-pika:
+one connection and one channel per process, publisher confirms on, `mandatory` (a
+message no queue takes is an error, not a silent drop). Task records stay in Redis:
+the record is created first, then the message is published; a publish that fails
+ends the record FAILURE (TaskBackend._enqueue), never PENDING for ever.
+
+A queue is declared before its first message, once per process, by the library
+itself (`declare`, run off the event loop): the producer and the library's workers
+then agree on its arguments (`x-max-priority`, dead-lettering) by construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import Unavailable
+
+SCHEMES = ("amqp://", "amqps://", "pyamqp://")
+# Seconds a publish (its confirm included) may take before the submit fails.
+PUBLISH_TIMEOUT = 10.0
+
+
+def is_amqp(url: str) -> bool:
+    return url.startswith(SCHEMES)
+
+
+def pika_url(url: str) -> str:
+    """kombu's `pyamqp://` names its transport; aio-pika and pika know `amqp://`."""
+    return "amqp://" + url.removeprefix("pyamqp://") if url.startswith("pyamqp://") else url
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message as the library's own producer sends it (exchange "": the queue's
+    name is the routing key), with the queue it lands in (to declare first)."""
+
+    queue: str
+    routing_key: str
+    body: bytes
+    headers: dict[str, Any] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+class Publisher:
+    def __init__(self, url: str, declare: Callable[[str], None]) -> None:
+        self.url = pika_url(url)
+        self._declare = declare
+        self._declared: set[str] = set()
+        self._channel: Any = None
+        self._connection: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _ready(self, queue: str) -> Any:
+        import aio_pika
+
+        async with self._lock:
+            if self._channel is None or self._channel.is_closed:
+                if self._connection is None:
+                    self._connection = await aio_pika.connect_robust(self.url, timeout=5)
+                self._channel = await self._connection.channel(publisher_confirms=True)
+            if queue not in self._declared:
+                await asyncio.to_thread(self._declare, queue)
+                self._declared.add(queue)
+            return self._channel
+
+    async def publish(self, message: Outgoing) -> None:
+        """Publish and wait for the broker's confirm; Unavailable (503) when it does
+        not take the message."""
+        import aio_pika
+
+        try:
+            channel = await self._ready(message.queue)
+            await channel.default_exchange.publish(
+                aio_pika.Message(message.body, headers=message.headers or None,
+                                 **message.properties),
+                routing_key=message.routing_key, mandatory=True, timeout=PUBLISH_TIMEOUT)
+        except (asyncio.CancelledError, Unavailable):
+            raise
+        except Exception as exc:  # refused, returned, unroutable, connection lost
+            raise Unavailable(f"broker did not take the message: "
+                              f"{type(exc).__name__}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = self._channel = None
+
+
+def check(url: str, timeout: float = 3.0) -> str | None:
+    """None when RabbitMQ at `url` answers (credentials and vhost too), else why not."""
+    import aio_pika
+
+    async def probe() -> None:
+        connection = await aio_pika.connect(pika_url(url), timeout=timeout)
+        await connection.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:  # refused, auth, unknown vhost: the reason goes in the line
+        return f"{type(exc).__name__}: {exc}"
+    return None
