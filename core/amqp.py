@@ -15,9 +15,14 @@ then agree on its arguments (`x-max-priority`, dead-lettering) by construction.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from core.errors import Unavailable
 
@@ -105,3 +110,23 @@ def check(url: str, timeout: float = 3.0) -> str | None:
     except Exception as exc:  # refused, auth, unknown vhost: the reason goes in the line
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+@contextmanager
+def scratch_vhost(base: str, prefix: str) -> Iterator[str]:
+    """A fresh RabbitMQ virtual host beside `base` (amqp://user:pass@host:port), made
+    with `rabbitmqctl` (the broker's own host, as root or its user) and deleted after:
+    the URL of it. Nothing of an earlier run (queues, messages) meets this one."""
+    user = urlsplit(base).username or "guest"
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", name)
+    try:
+        _rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
+        yield f"{base.rstrip('/')}/{name}"
+    finally:
+        _rabbitmqctl("delete_vhost", name)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    subprocess.run([ctl, *args], check=True, capture_output=True, text=True, timeout=60)

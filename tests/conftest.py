@@ -7,9 +7,9 @@ A service that is down skips the tests locally but fails them in CI (CI=true).""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -78,11 +78,6 @@ def amqp_base() -> str:
     return os.environ.get("QB_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672").rstrip("/")
 
 
-def _rabbitmqctl(*args: str) -> None:
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([ctl, *args], check=True, capture_output=True, text=True, timeout=60)
-
-
 @pytest.fixture(scope="session")
 def broker_url(request: pytest.FixtureRequest, backend_name: str,
                redis_url: str) -> Iterator[str]:
@@ -95,23 +90,17 @@ def broker_url(request: pytest.FixtureRequest, backend_name: str,
     if "amqp" not in adapter_module(backend_name).Backend.brokers:
         pytest.fail(f"--broker rabbitmq: backend {backend_name} needs Redis as its broker; "
                     "run it with --broker redis")
-    from urllib.parse import urlsplit
+    from core.amqp import check, scratch_vhost
 
-    from core.amqp import check
-
-    user = urlsplit(amqp_base()).username or "guest"
-    vhost = f"qb-{backend_name}-{uuid.uuid4().hex[:8]}"
-    try:
-        _rabbitmqctl("add_vhost", vhost)
-        _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
-    except (OSError, subprocess.SubprocessError) as exc:
-        service_down(f"rabbitmqctl cannot make a vhost on RabbitMQ at {amqp_base()}: {exc}")
-    url = f"{amqp_base()}/{vhost}"
-    reason = check(url)
-    if reason:
-        service_down(f"RabbitMQ at {url} does not answer: {reason}")
-    yield url
-    _rabbitmqctl("delete_vhost", vhost)
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(scratch_vhost(amqp_base(), f"qb-{backend_name}"))
+        except (OSError, subprocess.SubprocessError) as exc:
+            service_down(f"rabbitmqctl cannot make a vhost beside {amqp_base()}: {exc}")
+        reason = check(url)
+        if reason:
+            service_down(f"RabbitMQ at {url} does not answer: {reason}")
+        yield url
 
 
 def redis_database(db: int, *, flush: bool) -> str:
