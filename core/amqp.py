@@ -15,6 +15,7 @@ then agree on its arguments (`x-max-priority`, dead-lettering) by construction.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import subprocess
 import uuid
@@ -105,10 +106,15 @@ def check(url: str, timeout: float = 3.0) -> str | None:
         connection = await aio_pika.connect(pika_url(url), timeout=timeout)
         await connection.close()
 
+    # aiormq logs the failure too: the caller's one line says it.
+    quiet = logging.getLogger("aiormq.connection")
+    level, quiet.level = quiet.level, logging.CRITICAL
     try:
         asyncio.run(probe())
     except Exception as exc:  # refused, auth, unknown vhost: the reason goes in the line
         return f"{type(exc).__name__}: {exc}"
+    finally:
+        quiet.setLevel(level)
     return None
 
 

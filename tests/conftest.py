@@ -245,7 +245,8 @@ def feature(request: pytest.FixtureRequest, backend_name: str) -> Callable[..., 
     def declare(name: str, via: Support | None = None) -> Support:
         claim = adapter_module(backend_name).Backend.support().get(name, Support.NONE)
         request.node.user_properties += [("feature", name), ("claim", claim.value),
-                                         ("support", (via or claim).value)]
+                                         ("support", (via or claim).value),
+                                         ("broker", request.config.getoption("--broker"))]
         return claim
 
     return declare

@@ -1,7 +1,8 @@
 """Golden tests of the native producers on RabbitMQ (core/amqp.py, backends/*/wire.py):
 the same task published by the library's own producer and by queuebench's, both
 taken back from their queue with basic.get, compared field by field (body, headers,
-properties, exchange and routing key; ids and timestamps aside).
+properties, exchange and routing key; ids and timestamps aside: the native message
+alone has an AMQP message_id, which aiormq needs, set to the task's id).
 
 They need RabbitMQ: run with `--broker rabbitmq` (the session's own vhost); with the
 Redis broker each case says so and skips. Each library's cases run in its own
@@ -97,6 +98,8 @@ async def test_celery_amqp_message_matches_apply_async(
         await backend.aclose()
     nat = await _taken(amqp_url, queue)
     assert (lib["headers"]["id"], nat["headers"]["id"]) == ("lib", "nat")
+    # kombu sets no AMQP message id; aiormq needs one: the task's
+    assert (lib.pop("message_id"), nat.pop("message_id")) == (None, "nat")
     etas = []
     for message in (lib, nat):
         message["body"] = json.loads(message["body"])
@@ -142,6 +145,8 @@ async def test_dramatiq_amqp_message_matches_broker_enqueue(
     finally:
         await backend.aclose()
     nat = await _taken(amqp_url, lands)
+    # pika sets no AMQP message id; aiormq needs one: Dramatiq's own
+    assert (lib.pop("message_id"), nat.pop("message_id")) == (None, message.message_id)
     lib["body"], nat["body"] = json.loads(lib["body"]), json.loads(nat["body"])
     if delay_ms is not None:
         assert _close(lib["body"]["options"].pop("eta"), nat["body"]["options"].pop("eta"),

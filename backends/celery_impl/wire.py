@@ -10,8 +10,10 @@ of the anonymous direct exchange), and it is pushed as kombu's Redis transport's
 step above 0. tests/test_wire.py compares it, field by field, with what
 `apply_async` writes, for every option combination. On RabbitMQ, kombu's py-amqp
 transport sends the same headers, properties and body as they are, to the anonymous
-exchange with the queue's name as routing key (Celery's `send_task_message`);
-tests/test_wire.py compares both messages as RabbitMQ hands them out.
+exchange with the queue's name as routing key (Celery's `send_task_message`); the
+AMQP `message_id` property, which kombu leaves unset, is the task's id (aiormq needs
+one on every message it publishes). tests/test_wire_amqp.py compares both messages
+as RabbitMQ hands them out.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def task_outgoing(app: Celery, name: str, args: tuple[Any, ...], *, task_id: str
     return Outgoing(queue=queue, routing_key=queue, body=body, headers=message.headers,
                     properties={**message.properties, "content_type": content_type,
                                 "content_encoding": encoding, "delivery_mode": PERSISTENT,
-                                "priority": priority})
+                                "priority": priority, "message_id": task_id})
 
 
 def task_commands(app: Celery, name: str, args: tuple[Any, ...], *, task_id: str,

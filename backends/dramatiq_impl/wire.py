@@ -10,7 +10,8 @@ broker's enqueue hooks are not run: its default middleware adds nothing to a mes
 there (Prometheus only counts). tests/test_wire.py compares the two field by field.
 
 `RabbitmqBroker.enqueue` publishes the encoded message to the anonymous exchange,
-routed to the queue (or, delayed, to its delay queue with the `eta`), persistent.
+routed to the queue (or, delayed, to its delay queue with the `eta`), persistent;
+the AMQP `message_id` property (pika leaves it unset, aiormq needs one) is Dramatiq's.
 """
 
 from __future__ import annotations
@@ -47,5 +48,5 @@ def message_outgoing(message: Message, delay_ms: int | None = None,
         now = round(time.time() * 1000) if now_ms is None else now_ms
         message = message.copy(queue_name=dq_name(queue), options={"eta": now + delay_ms})
     return Outgoing(queue=queue, routing_key=message.queue_name, body=message.encode(),
-                    properties={"delivery_mode": PERSISTENT,
+                    properties={"delivery_mode": PERSISTENT, "message_id": message.message_id,
                                 "priority": message.options.get("broker_priority")})
