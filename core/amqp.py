@@ -37,8 +37,20 @@ def is_amqp(url: str) -> bool:
 
 
 def pika_url(url: str) -> str:
-    """kombu's `pyamqp://` names its transport; aio-pika and pika know `amqp://`."""
-    return "amqp://" + url.removeprefix("pyamqp://") if url.startswith("pyamqp://") else url
+    """The URL as pika and aio-pika read it: kombu's `pyamqp://` names its transport
+    (`amqp://` here), and kombu's `//` is the vhost "/" (pika would read "")."""
+    if url.startswith("pyamqp://"):
+        url = "amqp://" + url.removeprefix("pyamqp://")
+    parts = urlsplit(url)
+    return parts._replace(path="/%2F").geturl() if parts.path == "//" else url
+
+
+def shown(url: str) -> str:
+    """The URL without its password, for a message."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 @dataclass(frozen=True)

@@ -58,3 +58,12 @@ async def test_a_publish_that_fails_ends_the_record_failure_not_pending(
         assert record.error is not None and record.error["type"], record.error
     finally:
         await backend.aclose()
+
+
+def test_a_kombu_url_names_the_same_vhost_to_pika() -> None:
+    from core.amqp import pika_url, shown
+
+    assert pika_url("amqp://u:p@h:5672//") == "amqp://u:p@h:5672/%2F"
+    assert pika_url("pyamqp://u:p@h:5672/qb") == "amqp://u:p@h:5672/qb"
+    assert pika_url("amqp://u:p@h:5672/") == "amqp://u:p@h:5672/"
+    assert shown("amqp://guest:secret@h:5672/qb") == "amqp://guest:***@h:5672/qb"
