@@ -101,6 +101,7 @@ class Publisher:
         except (asyncio.CancelledError, Unavailable):
             raise
         except Exception as exc:  # refused, returned, unroutable, connection lost
+            self._declared.discard(message.queue)  # deleted meanwhile? declared again next
             raise Unavailable(f"broker did not take the message: "
                               f"{type(exc).__name__}: {exc}") from exc
 
