@@ -949,7 +949,12 @@ async def _three_in_flight(client: httpx.AsyncClient, redis_client: redis.Redis,
     peak_seen = 0
     deadline = asyncio.get_running_loop().time() + 60
     while True:
-        states = [redis_client.hget(f"qb:task:{i}", "state") for i in ids]
+        # One snapshot (MULTI/EXEC): read one by one, a task read STARTED just before
+        # it finished and the next one read STARTED just after it started count twice.
+        with redis_client.pipeline(transaction=True) as pipe:
+            for i in ids:
+                pipe.hget(f"qb:task:{i}", "state")
+            states = pipe.execute()
         running = states.count("STARTED")
         assert running <= 3, f"{running} tasks in flight with --concurrency 3"
         peak_seen = max(peak_seen, running)
