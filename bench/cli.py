@@ -6,7 +6,9 @@ repeat the whole grid; within a round the backends are interleaved and their ord
 rotates, so a slow minute of the machine does not land on one backend.
 
     queuebench bench --profile quick          # all backends and modes, about 4 minutes
-    queuebench bench --profile full           # 3 repeats, every workload, a load sweep (~34 min)
+    queuebench bench --profile full           # 3 repeats, every workload, a load sweep, and
+                                              # Celery and Dramatiq on RabbitMQ too (~34 min
+                                              # before RabbitMQ's sessions were added)
     queuebench bench --profile long           # full, longer bursts, a worker killed mid-burst
 
 Writes results.json, report.md, report.html and PNG charts to --out
@@ -54,6 +56,11 @@ CONFIGS = ("safe", "defaults")
 # settings are what differ; a kill session runs this workload.
 DEFAULTS_MODES = ("raw", "direct")
 KILL_WORKLOAD = "sleep"
+# The broker dimension: RabbitMQ for the libraries that speak it, in these modes (the
+# `safe` config); every other session runs on Redis.
+BROKERS = ("redis", "rabbitmq")
+AMQP_BACKENDS = ("celery", "dramatiq")
+AMQP_MODES = ("raw", "direct", "http")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +77,7 @@ class Profile:
     # round (the rest run raw, direct and http, safe): noop, where queuebench's own
     # cost shows most
     dimensions: tuple[str, ...] = ("noop",)
+    brokers: tuple[str, ...] = ("redis",)
 
 
 PROFILES = {
@@ -79,14 +87,14 @@ PROFILES = {
                     tasks={"noop": 3000, "sleep": 2000, "cpu": 1000},
                     rates={"noop": [250.0, 500.0, 1000.0, 2000.0],
                            "sleep": [200.0], "cpu": [100.0]},
-                    seconds=2.0, configs=CONFIGS),
+                    seconds=2.0, configs=CONFIGS, brokers=BROKERS),
     # full, with bursts long enough that the fastest drain lasts about 5 s here, and a
     # worker killed mid-burst in every backend, mode and config
     "long": Profile(workloads=WORKLOADS, repeats=3,
                     tasks={"noop": 10000, "sleep": 4000, "cpu": 2000},
                     rates={"noop": [250.0, 500.0, 1000.0, 2000.0],
                            "sleep": [200.0], "cpu": [100.0]},
-                    seconds=3.0, configs=CONFIGS, kill=True),
+                    seconds=3.0, configs=CONFIGS, kill=True, brokers=BROKERS),
 }
 
 
@@ -104,6 +112,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--kill", action=argparse.BooleanOptionalAction, default=None,
                    help="also SIGKILL a worker mid-burst per backend, mode and config, and "
                    "count the tasks that never finish (default: the profile's)")
+    p.add_argument("--brokers", default=None,
+                   help="redis, rabbitmq (Celery and Dramatiq in raw, direct and http; the "
+                   "rest on Redis): default: the profile's")
+    p.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672",
+                   help="RabbitMQ: each session makes a vhost of its own there (rabbitmqctl)")
     p.add_argument("--arrivals", choices=("constant", "poisson"), default="constant",
                    help="sustained phases: evenly spaced or Poisson arrivals (open loop)")
     p.add_argument("--workloads", default=None, help="default: the profile's")
@@ -139,6 +152,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.configs = _names(args.configs, CONFIGS, "config", p) if args.configs \
         else list(profile.configs)
     args.kill = profile.kill if args.kill is None else args.kill
+    args.brokers = _names(args.brokers, BROKERS, "broker", p) if args.brokers \
+        else list(profile.brokers)
+    if "redis" not in args.brokers and not set(args.backends) & set(AMQP_BACKENDS):
+        p.error(f"--brokers rabbitmq: only {' and '.join(AMQP_BACKENDS)} run on RabbitMQ "
+                "(arq needs Redis)")
     if args.concurrency % args.processes:
         p.error("--concurrency must be a multiple of --processes (the same slots per process)")
     if args.batch_size < 0 or args.batch_calls < 1 or args.server_workers < 1:
@@ -194,7 +212,9 @@ def plan(args: argparse.Namespace, database_url: str) -> list[Spec]:
                 for config in args.configs if wide else ["safe"]:
                     if config == "safe" or mode in DEFAULTS_MODES:
                         specs.extend(Spec(backend=b, mode=mode, rates=rates, config=config,
-                                          **common) for b in order)
+                                          broker=broker, amqp_url=args.amqp, **common)
+                                     for b in order for broker in args.brokers
+                                     if on_broker(broker, b, mode, config))
         if args.kill and repeat == 0:
             specs.extend(
                 Spec(backend=b, mode=mode, workload=KILL_WORKLOAD, redis_url=args.redis,
@@ -203,6 +223,12 @@ def plan(args: argparse.Namespace, database_url: str) -> list[Spec]:
                 for config in args.configs for mode in DEFAULTS_MODES
                 if mode in args.modes for b in order)
     return specs
+
+
+def on_broker(broker: str, backend: str, mode: str, config: str) -> bool:
+    """Whether a session of `backend`, `mode` and `config` runs on `broker` too."""
+    return broker == "redis" or (backend in AMQP_BACKENDS and mode in AMQP_MODES
+                                 and config == "safe")
 
 
 def run_session(spec: Spec) -> list[dict[str, Any]]:
@@ -240,17 +266,21 @@ def settings_table(args: argparse.Namespace) -> list[dict[str, str]]:
     for config, table in (("safe", safe), ("defaults", defaults)):
         if config not in args.configs:
             continue
-        for backend in args.backends:
+        for backend, broker in ((b, k) for b in args.backends for k in args.brokers):
             workers, acks, prefetch, other = table[backend]
-            for mode in ("raw", "direct"):
+            if broker == "rabbitmq":
+                other = "queues with x-max-priority 9" if backend == "celery" else ""
+            for mode in (m for m in ("raw", "direct") if on_broker(broker, backend, m, config)):
                 shown = workers if mode == "raw" else \
                     f"{args.processes} x `queuebench worker -c {slots} --processes 1`: {workers}" \
                     if config == "safe" else f"1 x `queuebench worker` (its defaults): {workers}"
-                rows.append({"backend": backend, "mode": mode, "config": config,
-                             "workers": shown, "acks": acks, "prefetch": prefetch,
-                             "log level": LOG_LEVEL,
+                rows.append({"backend": backend, "broker": broker, "mode": mode,
+                             "config": config, "workers": shown, "acks": acks,
+                             "prefetch": prefetch, "log level": LOG_LEVEL,
                              "producer": "the library's own client" if mode == "raw" else
-                             "queuebench native (record and message in one script)",
+                             "queuebench native (record and message in one script)"
+                             if broker == "redis" else "queuebench native (record in Redis, "
+                             "then an AMQP publish with confirms, aio-pika)",
                              "other": "; ".join(part for part in (other, "" if mode == "raw"
                                                 else "records: 2 Lua scripts a task") if part)})
     return rows
@@ -277,7 +307,7 @@ def meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
                      "warm_up_excluded": "a burst's completions before every worker process "
                      f"had finished one (readiness barrier; else the first {WARMUP:.0%})",
                      "arrivals": args.arrivals, "log_level": LOG_LEVEL,
-                     "configs": args.configs, "kill": args.kill},
+                     "configs": args.configs, "kill": args.kill, "brokers": args.brokers},
         "settings_table": settings_table(args),
         "mapping": {
             "celery": f"{args.processes} x `celery worker --pool threads --concurrency {slots}`"
@@ -325,6 +355,18 @@ def _check(args: argparse.Namespace) -> None:
     except redis.RedisError as exc:
         raise SystemExit(f"queuebench bench: error: Redis at {args.redis} does not answer "
                          f"({exc}); start it (./run services redis) or pass --redis") from None
+    if "rabbitmq" in args.brokers and any(b in AMQP_BACKENDS for b in args.backends):
+        import socket
+        from urllib.parse import urlsplit
+
+        where = urlsplit(args.amqp)
+        try:  # the sessions' own environments speak AMQP; this one need not
+            socket.create_connection((where.hostname or "127.0.0.1", where.port or 5672),
+                                     timeout=3).close()
+        except OSError as exc:
+            raise SystemExit(f"queuebench bench: error: RabbitMQ at {args.amqp} does not "
+                             f"answer ({exc}); start it (./run services rabbitmq), pass "
+                             "--amqp, or --brokers redis") from None
     missing = [b for b in args.backends if not Path(venv_python(b)).exists()]
     if missing:
         raise SystemExit(f"queuebench bench: error: no environment for {', '.join(missing)}; "
@@ -343,12 +385,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         specs = plan(args, migrate.scratch_sqlite(Path(scratch) / "bench.db"))
         # The order the sessions ran in, so the interleaving can be checked.
         results["meta"]["order"] = [f"{s.round + 1}:{s.backend}:{s.mode}:{s.workload}"
+                                    + ("" if s.broker == "redis" else f":{s.broker}")
                                     for s in specs]
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as progress:
             bar = progress.add_task("starting", total=len(specs))
             for number, spec in enumerate(specs, 1):
-                name = f"round {spec.round + 1}: {spec.backend} {spec.mode} {spec.workload}"
+                name = (f"round {spec.round + 1}: {spec.backend} {spec.mode} {spec.workload}"
+                        + ("" if spec.broker == "redis" else f" on {spec.broker}"))
                 progress.update(bar, description=name)
                 started = time.monotonic()
                 try:

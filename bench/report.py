@@ -29,7 +29,9 @@ from bench.stats import (
     E2E_P50_FACTOR,
     E2E_P50_SLACK_MS,
     OVERHEAD_TARGETS,
+    broker_of,
     overhead,
+    queue_label,
     ratios,
     saturation,
     summarise,
@@ -165,6 +167,10 @@ def _queues(rows: Iterable[dict[str, Any]]) -> list[str]:
     return [b for b in _unique(r.get("backend") for r in rows) if b != "ceiling"]
 
 
+def _by_queue(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**r, "backend": queue_label(r)} for r in rows]
+
+
 def _burst(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in summary if r.get("phase") == "burst"]
 
@@ -201,15 +207,15 @@ def _pivot(rows: list[dict[str, Any]], figure: str, title: str, note: str) -> Ta
     modes = _modes(rows)
     cells: dict[tuple[Any, Any], dict[Any, str]] = {}
     for row in rows:
-        key = (row.get("workload"), row.get("backend"))
+        key = (row.get("workload"), row.get("backend"), broker_of(row))
         cells.setdefault(key, {}).setdefault(row.get("mode"), _spread_text(row.get(figure)))
     # Grouped by workload, queues in the order they ran.
-    workloads = _unique(w for w, _ in cells)
+    workloads = _unique(w for w, _, _ in cells)
     ordered = sorted(cells.items(), key=lambda item: workloads.index(item[0][0]))
-    body: list[list[Cell]] = [[str(w), str(b), *(line.get(m, DASH) for m in modes)]
-                              for (w, b), line in ordered]
-    return TableData(title, ["workload", "backend", *modes], body,
-                     align="ll" + "r" * len(modes), note=note)
+    body: list[list[Cell]] = [[str(w), str(b), k, *(line.get(m, DASH) for m in modes)]
+                              for (w, b, k), line in ordered]
+    return TableData(title, ["workload", "backend", "broker", *modes], body,
+                     align="lll" + "r" * len(modes), note=note)
 
 
 def throughput_table(summary: list[dict[str, Any]]) -> TableData:
@@ -232,13 +238,13 @@ def latency_table(summary: list[dict[str, Any]]) -> TableData:
     for row in summary:
         if not row.get("latency_ms"):
             continue
-        body.append([str(row.get("backend")), str(row.get("workload")), str(row.get("mode")),
-                     _phase_text(row),
+        body.append([str(row.get("backend")), broker_of(row), str(row.get("workload")),
+                     str(row.get("mode")), _phase_text(row),
                      *(" / ".join(_num(_latency(row, k, p)) for p in ("p50", "p95", "p99"))
                        for k in kinds)])
-    headers = ["backend", "workload", "mode", "phase",
+    headers = ["backend", "broker", "workload", "mode", "phase",
                *(f"{KIND_TITLES.get(k, k)} p50 / p95 / p99" for k in kinds)]
-    return TableData("Latency (ms)", headers, body, align="llll" + "r" * len(kinds),
+    return TableData("Latency (ms)", headers, body, align="lllll" + "r" * len(kinds),
                      note="Each percentile is the median of the repeats' own percentiles. "
                           "batch: a submit is a whole submit_many call.")
 
@@ -247,12 +253,13 @@ def errors_table(summary: list[dict[str, Any]]) -> TableData:
     body: list[list[Cell]] = []
     for row in summary:
         lost = row.get("lost")
-        body.append([str(row.get("backend")), str(row.get("workload")), str(row.get("mode")),
-                     _phase_text(row), _count(row.get("tasks")), _count(row.get("errors")),
+        body.append([str(row.get("backend")), broker_of(row), str(row.get("workload")),
+                     str(row.get("mode")), _phase_text(row), _count(row.get("tasks")),
+                     _count(row.get("errors")),
                      (f"⚠ {lost} lost", "bad") if lost else _count(lost)])
     return TableData("Errors and lost tasks",
-                     ["backend", "workload", "mode", "phase", "tasks", "errors", "lost"],
-                     body, align="llllrrr",
+                     ["backend", "broker", "workload", "mode", "phase", "tasks", "errors",
+                      "lost"], body, align="lllllrrr",
                      note="Lost: submitted but never reached a final state. Sums over repeats.")
 
 
@@ -260,13 +267,13 @@ def ratios_table_data(rows: list[dict[str, Any]]) -> TableData:
     body: list[list[Cell]] = []
     for row in rows:
         text, warn = verdict(row)
-        body.append([str(row.get("backend")), str(row.get("workload")),
+        body.append([str(row.get("backend")), broker_of(row), str(row.get("workload")),
                      _ratio_text(row.get("direct_vs_raw")), _ratio_text(row.get("http_vs_raw")),
                      _ratio_text(row.get("http_submit_vs_ceiling")),
                      (text, "warn") if warn else text])
     return TableData("Ratios, burst",
-                     ["backend", "workload", "direct / raw", "http / raw",
-                      "http submit / ceiling", "verdict"], body, align="llrrrl",
+                     ["backend", "broker", "workload", "direct / raw", "http / raw",
+                      "http submit / ceiling", "verdict"], body, align="lllrrrl",
                      note="Median throughput of each mode over the queue's own raw client; "
                           "http submit rate over the load generator's ceiling.")
 
@@ -286,7 +293,7 @@ def overhead_table_data(rows: list[dict[str, Any]]) -> TableData:
     """Per backend: each overhead ratio against its target, then sustained latency."""
     body: list[list[Cell]] = []
     for row in rows:
-        backend, met = str(row.get("backend")), row.get("met") or {}
+        backend, met = queue_label(row), row.get("met") or {}
         for name, target in OVERHEAD_TARGETS.items():
             body.append([backend, OVERHEAD_LABELS.get(name, name), _ratio_text(row.get(name)),
                          f"≥ {target:.2f}", _mark(met.get(name))])
@@ -312,12 +319,12 @@ def saturation_table(sat: list[dict[str, Any]]) -> TableData:
         points = ", ".join(f"{_num(rate)}→{_num(done)} ({_num(p95)} ms)"
                            for rate, done, p95 in group.get("points") or [])
         best = group.get("max_sustained_rate")
-        body.append([str(group.get("backend")), str(group.get("workload")),
+        body.append([str(group.get("backend")), broker_of(group), str(group.get("workload")),
                      str(group.get("mode")), _num(best) if best is not None else ("none", "warn"),
                      points])
     return TableData("Saturation, sustained",
-                     ["backend", "workload", "mode", "kept up to (tasks/s)",
-                      "offered → achieved (p95 end to end)"], body, align="lllrl",
+                     ["backend", "broker", "workload", "mode", "kept up to (tasks/s)",
+                      "offered → achieved (p95 end to end)"], body, align="llllrl",
                      note="Kept up: achieved at least 95% of the offered rate, nothing lost.")
 
 
@@ -341,8 +348,8 @@ def kill_table(runs: list[dict[str, Any]]) -> TableData:
 
 
 def settings_table_data(rows: list[dict[str, str]]) -> TableData:
-    headers = ["backend", "mode", "config", "workers", "acks", "prefetch", "log level",
-               "producer", "other"]
+    headers = ["backend", "broker", "mode", "config", "workers", "acks", "prefetch",
+               "log level", "producer", "other"]
     return TableData("Configuration per backend, mode and config",
                      headers, [[str(r.get(h, "")) for h in headers] for r in rows],
                      align="l" * len(headers),
@@ -670,10 +677,11 @@ def render(results: dict[str, Any], out: Path) -> list[Path]:
     """Write report.md, report.html (self-contained) and the PNG charts into `out`;
     return the written paths."""
     out.mkdir(parents=True, exist_ok=True)
-    summary, sat = _summary(results), _saturation(results)
+    # A queue in the charts is a backend on a broker: "celery on rabbitmq" apart.
+    summary, sat = _by_queue(_summary(results)), _by_queue(_saturation(results))
     charts = [_save(throughput_chart(summary), out / "throughput.png"),
               _save(latency_chart(summary, sat), out / "latency.png"),
-              _save(cdf_chart(results.get("runs") or [], sat), out / "cdf.png")]
+              _save(cdf_chart(_by_queue(results.get("runs") or []), sat), out / "cdf.png")]
     if sat:
         charts.append(_save(saturation_chart(sat), out / "saturation.png"))
     meta, tables = results.get("meta") or {}, report_tables(results)
@@ -715,18 +723,19 @@ def findings(results: dict[str, Any]) -> list[str]:
 
 def summary_table(results: dict[str, Any]) -> RichTable:
     """The burst summary, one row per queue, workload and mode (and the ceiling)."""
-    headers = ["backend", "workload", "mode", f"tasks/s median [min{DASH}max]", "submit rps",
-               "e2e p50 ms", "e2e p95 ms", "e2e p99 ms", "errors", "lost"]
+    headers = ["backend", "broker", "workload", "mode", f"tasks/s median [min{DASH}max]",
+               "submit rps", "e2e p50 ms", "e2e p95 ms", "e2e p99 ms", "errors", "lost"]
     rows: list[list[Cell]] = []
     for row in _burst(_summary(results)):
         lost = row.get("lost")
-        rows.append([str(row.get("backend")), str(row.get("workload")), str(row.get("mode")),
+        rows.append([str(row.get("backend")), broker_of(row), str(row.get("workload")),
+                     str(row.get("mode")),
                      _spread_text(row.get("throughput_tasks_per_s")),
                      _num(_median_of(row, "submit_rps")),
                      *(_num(_latency(row, "end_to_end", p)) for p in ("p50", "p95", "p99")),
                      _count(row.get("errors")),
                      (f"⚠ {lost}", "bad") if lost else _count(lost)])
-    return _rich(TableData("Burst", headers, rows, align="lll" + "r" * 7))
+    return _rich(TableData("Burst", headers, rows, align="llll" + "r" * 7))
 
 
 def ratios_table(results: dict[str, Any]) -> RichTable:

@@ -2,7 +2,8 @@
 
     .venv/<backend>/bin/python -m bench.session '<Spec as JSON>'
 
-flushes its Redis database, then for one backend, mode and workload:
+flushes its Redis database (with the RabbitMQ broker, makes a virtual host of its own,
+deleted after), then for one backend, broker, mode and workload:
 
 - burst: `tasks` submissions with no worker running (the submit figures), then the
   workers start and drain them (completed tasks/s, warm-up excluded); a direct session
@@ -73,6 +74,10 @@ class Spec:
     workload: str
     redis_url: str
     database_url: str = ""
+    # the broker: Redis (redis_url's), or RabbitMQ (a fresh vhost beside amqp_url; Celery
+    # and Dramatiq), task records and raw mode's results staying in Redis
+    broker: str = "redis"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672"
     tasks: int = 2000
     rates: list[float] = dataclasses.field(default_factory=list)
     seconds: float = 3.0
@@ -533,6 +538,7 @@ def figures(spec: Spec, phase: Phase, outcomes: list[Outcome], kind: str,
         "errors": phase.rejected + len(done) - len(ok),
         "history": spec.history,
         "config": spec.config,
+        "broker": spec.broker,
         "generator": phase.generator,
         # Accepted but never finished, including any the API accepted without a record.
         "lost": max(phase.count, len(outcomes)) - len(done),
@@ -612,9 +618,26 @@ def ceiling_run(spec: Spec, phase: Phase) -> dict[str, Any]:
 
 # -- the session -------------------------------------------------------------------------
 
+@contextmanager
+def broker_url(spec: Spec) -> Iterator[str]:
+    if spec.broker == "redis":
+        yield spec.redis_url
+        return
+    from core.amqp import scratch_vhost
+
+    with scratch_vhost(spec.amqp_url, "qb-bench") as url:
+        yield url
+
+
 async def run(spec: Spec) -> list[dict[str, Any]]:
     sync_redis.Redis.from_url(spec.redis_url).flushdb()
+    with broker_url(spec) as url:
+        return await _run(spec, url)
+
+
+async def _run(spec: Spec, broker: str) -> list[dict[str, Any]]:
     env = {"REDIS_URL": spec.redis_url, "RAW_REDIS_URL": spec.redis_url,
+           "BROKER_URL": broker, "RAW_BROKER_URL": broker,
            "QUEUE_BACKEND": spec.backend if spec.backend != "ceiling" else "arq",
            "DATABASE_URL": spec.database_url,
            "HISTORY_ENABLED": "true" if spec.history else "false",

@@ -92,22 +92,37 @@ def _group(runs: Iterable[dict[str, Any]], fields: Sequence[str]) -> dict[tuple,
     return groups
 
 
+def broker_of(row: dict[str, Any]) -> str:
+    """The broker a run or row used: Redis unless it says otherwise (older results)."""
+    return str(row.get("broker") or "redis")
+
+
+def queue_label(row: dict[str, Any]) -> str:
+    """The backend, and its broker when not Redis: "celery on rabbitmq"."""
+    backend, broker = str(row.get("backend")), broker_of(row)
+    return backend if broker == "redis" else f"{backend} on {broker}"
+
+
+def _brokered(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**r, "broker": broker_of(r)} for r in runs]
+
+
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (backend, workload, mode, phase, offered_rate): the repeats' median,
+    """One row per (backend, broker, workload, mode, phase, offered_rate): the repeats' median,
     min and max of throughput and submit rate, the median of each latency percentile,
     and the sums of errors, lost and tasks.
 
     offered_rate is part of the group so that a sustained sweep gives one row per rate
     instead of a median over different loads; burst runs (rate None) group as one."""
-    keys = ("backend", "workload", "mode", "phase", "offered_rate")
+    keys = ("backend", "broker", "workload", "mode", "phase", "offered_rate")
     summary = []
-    for key, group in _group(runs, keys).items():
+    for key, group in _group(_brokered(runs), keys).items():
         kinds = [k for k in LATENCY_KINDS if any(_latency(r, k, "p50") is not None
                                                  or _latency(r, k, "p95") is not None
                                                  or _latency(r, k, "p99") is not None
                                                  for r in group)]
         summary.append({
-            **dict(zip(keys[:4], key[:4], strict=True)),
+            **dict(zip(keys[:5], key[:5], strict=True)),
             "repeats": len(group),
             "throughput_tasks_per_s": _spread(r.get("throughput_tasks_per_s") for r in group),
             "submit_rps": _spread(r.get("submit_rps") for r in group),
@@ -138,11 +153,12 @@ def _ceiling(summary: list[dict[str, Any]], workload: Any) -> dict[str, Any] | N
 
 
 def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (backend, workload) in the burst phase: direct and http throughput over raw,
+    """Per (backend, broker, workload) in the burst phase: direct and http throughput over raw,
     and the http submit rate over the load generator's ceiling. Missing parts: None."""
     burst = [r for r in summary if r.get("phase") == "burst" and r.get("backend") != "ceiling"]
     result = []
-    for (backend, workload), rows in _group(burst, ("backend", "workload")).items():
+    for (backend, broker, workload), rows in _group(_brokered(burst),
+                                                    ("backend", "broker", "workload")).items():
         by_mode: dict[Any, dict[str, Any]] = {}
         for row in rows:
             by_mode.setdefault(row.get("mode"), row)
@@ -150,6 +166,7 @@ def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ceiling = _figure(_ceiling(summary, workload), "submit_rps")
         result.append({
             "backend": backend,
+            "broker": broker,
             "workload": workload,
             "direct_vs_raw": _ratio(_figure(by_mode.get("direct"), "throughput_tasks_per_s"), raw),
             "http_vs_raw": _ratio(_figure(by_mode.get("http"), "throughput_tasks_per_s"), raw),
@@ -158,14 +175,14 @@ def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return result
 
 
-def _e2e_p50(summary: list[dict[str, Any]], backend: Any, workload: Any
+def _e2e_p50(summary: list[dict[str, Any]], backend: Any, broker: str, workload: Any
              ) -> tuple[float | None, float | None, float | None]:
     """(rate, raw p50, direct p50) of sustained end-to-end latency at the lowest offered
     rate both modes ran: the lightest load, where latency is overhead, not queueing."""
     p50: dict[tuple[Any, Any], Any] = {}
     for row in summary:
-        if (row.get("backend"), row.get("workload"), row.get("phase")) == \
-                (backend, workload, "sustained"):
+        if (row.get("backend"), broker_of(row), row.get("workload"), row.get("phase")) == \
+                (backend, broker, workload, "sustained"):
             p50[(row.get("mode"), row.get("offered_rate"))] = \
                 ((row.get("latency_ms") or {}).get("end_to_end") or {}).get("p50")
     rates = sorted(({rate for mode, rate in p50 if mode == "raw"}
@@ -183,7 +200,7 @@ def overhead(summary: list[dict[str, Any]], workload: str = "noop") -> list[dict
              and r.get("backend") != "ceiling"]
     ceiling = _figure(_ceiling(summary, workload), "submit_rps")
     result = []
-    for (backend,), rows in _group(burst, ("backend",)).items():
+    for (backend, broker), rows in _group(_brokered(burst), ("backend", "broker")).items():
         # The first row of each mode: (figure name -> its median).
         modes: dict[Any, dict[str, float | None]] = {}
         for row in rows:
@@ -198,13 +215,13 @@ def overhead(summary: list[dict[str, Any]], workload: str = "noop") -> list[dict
             "direct_vs_raw": _ratio(direct.get("drain"), raw.get("drain")),
             "http_vs_raw": _ratio(http.get("drain"), raw.get("drain")),
         }
-        rate, raw_p50, direct_p50 = _e2e_p50(summary, backend, workload)
+        rate, raw_p50, direct_p50 = _e2e_p50(summary, backend, broker, workload)
         limit = None if raw_p50 is None else E2E_P50_FACTOR * raw_p50 + E2E_P50_SLACK_MS
         met = {name: None if value is None else value >= OVERHEAD_TARGETS[name]
                for name, value in ratios.items()}
         met["e2e_p50"] = None if limit is None or direct_p50 is None else direct_p50 <= limit
         result.append({
-            "backend": backend, "workload": workload,
+            "backend": backend, "broker": broker, "workload": workload,
             "raw_submit_rps": raw.get("submit"), "direct_submit_rps": direct.get("submit"),
             "batch_submit_rps": batch.get("submit"), "ceiling_submit_rps": ceiling,
             **ratios,
@@ -216,14 +233,14 @@ def overhead(summary: list[dict[str, Any]], workload: str = "noop") -> list[dict
 
 
 def saturation(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (backend, mode, workload) of the sustained sweep: every offered rate with the
+    """Per (backend, broker, mode, workload) of the sustained sweep: every offered rate with the
     repeats' median achieved throughput and median p95 end-to-end latency, and the highest
     rate the queue kept up with (achieved >= 95% of offered and nothing lost)."""
     sustained = [r for r in runs
                  if r.get("phase") == "sustained" and r.get("offered_rate") is not None]
     result = []
-    for (backend, mode, workload), group in _group(sustained,
-                                                   ("backend", "mode", "workload")).items():
+    for (backend, broker, mode, workload), group in _group(
+            _brokered(sustained), ("backend", "broker", "mode", "workload")).items():
         points = []
         best: float | None = None
         for (rate,), at_rate in sorted(_group(group, ("offered_rate",)).items()):
@@ -233,8 +250,8 @@ def saturation(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             lost = _total(r.get("lost") for r in at_rate) or 0
             if achieved is not None and achieved >= SUSTAINED_SHARE * rate and lost == 0:
                 best = rate
-        result.append({"backend": backend, "mode": mode, "workload": workload,
-                       "max_sustained_rate": best, "points": points})
+        result.append({"backend": backend, "broker": broker, "mode": mode,
+                       "workload": workload, "max_sustained_rate": best, "points": points})
     return result
 
 
@@ -245,11 +262,11 @@ def _ranked(rows: list[dict[str, Any]]) -> str:
     parts = []
     for i, row in enumerate(rows):
         spread = row["throughput_tasks_per_s"]
-        text = f"{row['backend']} {spread['median']:,.0f}/s"
+        text = f"{queue_label(row)} {spread['median']:,.0f}/s"
         after = rows[i + 1]["throughput_tasks_per_s"] if i + 1 < len(rows) else None
         if after is not None and after["max"] is not None and spread["min"] is not None \
                 and spread["min"] <= after["max"]:
-            text += f" (within noise of {rows[i + 1]['backend']})"
+            text += f" (within noise of {queue_label(rows[i + 1])})"
         parts.append(text)
     return ", then ".join(parts)
 
@@ -269,13 +286,13 @@ def findings(summary: list[dict[str, Any]], sat: list[dict[str, Any]]) -> list[s
                 out.append(f"{workload}, drain, {label}: {_ranked(ranked)}.")
         sustained = [r for r in summary if r.get("workload") == workload
                      and r.get("phase") == "sustained" and r.get("mode") == "raw"]
-        backends = {r["backend"] for r in sustained}
+        backends = {queue_label(r) for r in sustained}
         rates = sorted(rate for rate in {r.get("offered_rate") for r in sustained}
                        if rate is not None and
-                       {r["backend"] for r in sustained if r.get("offered_rate") == rate}
+                       {queue_label(r) for r in sustained if r.get("offered_rate") == rate}
                        == backends)
         if rates:
-            at = [(_latency(r, "end_to_end", "p50"), r["backend"]) for r in sustained
+            at = [(_latency(r, "end_to_end", "p50"), queue_label(r)) for r in sustained
                   if r.get("offered_rate") == rates[0]]
             at = sorted((p50, b) for p50, b in at if p50 is not None)
             if at:
@@ -285,8 +302,8 @@ def findings(summary: list[dict[str, Any]], sat: list[dict[str, Any]]) -> list[s
                        and s.get("mode") == "raw"),
                       key=lambda s: -(s.get("max_sustained_rate") or 0))
         if kept:
-            said = [f"{s['backend']} {s['max_sustained_rate']:,.0f}/s"
-                    if s.get("max_sustained_rate") else f"{s['backend']} none offered"
+            said = [f"{queue_label(s)} {s['max_sustained_rate']:,.0f}/s"
+                    if s.get("max_sustained_rate") else f"{queue_label(s)} none offered"
                     for s in kept]
             out.append(f"{workload}, highest rate kept up with (95% achieved, none lost), "
                        f"the library alone: {', '.join(said)}.")

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from redis.asyncio import Redis
 
+from core.amqp import Publisher, is_amqp
 from core.db import ping
 from core.errors import (
     AlreadyFinished,
@@ -59,6 +60,9 @@ class TaskBackend(ABC):
     #: what the adapter gives, natively or through core (see core/features.py);
     #: a feature missing here is not supported, and its options are a 422
     features: ClassVar[dict[str, Support]] = {}
+    #: the brokers the adapter speaks: Redis, and RabbitMQ (`amqp`) where it implements
+    #: `declare` and publishes through `self.publisher` (core/amqp.py)
+    brokers: ClassVar[tuple[str, ...]] = ("redis",)
 
     def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
         self.settings = settings
@@ -70,6 +74,10 @@ class TaskBackend(ABC):
         # Where finished tasks are found after Redis has let them go (core/history.py).
         self.history = HistoryStore(settings.database_url) if settings.history_enabled else None
         self._broker_redis: Redis | None = None
+        # PRODUCER=native on RabbitMQ: the message is published from the event loop.
+        self.publisher = (Publisher(settings.broker, self.declare)
+                          if settings.producer == "native" and is_amqp(settings.broker)
+                          and "amqp" in self.brokers else None)
 
     # -- what an adapter implements -------------------------------------------------
     @abstractmethod
@@ -89,6 +97,11 @@ class TaskBackend(ABC):
         """Tell the library to drop or stop `record`'s task. The record is already
         REVOKED, and the runner will not start it; this is for what runs already."""
 
+    def declare(self, queue: str) -> None:
+        """Declare `queue` on RabbitMQ as the library's workers do (blocking; run off
+        the event loop once per queue, before the native producer's first message)."""
+        raise NotImplementedError(f"{self.name} does not publish to RabbitMQ")
+
     def depth_commands(self, queue: str) -> list[Command]:
         """Redis commands whose replies, summed, are how many messages wait in
         `queue`, read from the library's own structures (none: depth unknown)."""
@@ -99,6 +112,8 @@ class TaskBackend(ABC):
         await self.redis.aclose()
         if self._broker_redis is not None:
             await self._broker_redis.aclose()
+        if self.publisher is not None:
+            await self.publisher.aclose()
 
     # -- the same for every backend ---------------------------------------------------
     @classmethod
@@ -284,9 +299,11 @@ class TaskBackend(ABC):
         """Messages waiting per queue, as the library keeps them in its broker (empty
         when the broker is not Redis, or the adapter cannot tell)."""
         broker = self._broker()
+        if broker is None:
+            return {}
         queues = await self.queues()
         commands = {queue: self.depth_commands(queue) for queue in queues}
-        if broker is None or not any(commands.values()):
+        if not any(commands.values()):
             return {}
         async with broker.pipeline(transaction=False) as pipe:
             for queue in queues:

@@ -31,6 +31,18 @@ def check_redis(settings: Settings) -> None:
     from redis import Redis
     from redis.exceptions import RedisError
 
+    from core import amqp
+
+    if amqp.is_amqp(settings.broker):
+        if "amqp" not in adapter_module(settings.queue_backend).Backend.brokers:
+            raise ConfigError(f"BROKER_URL={amqp.shown(settings.broker)}: "
+                              f"{settings.queue_backend} needs "
+                              "Redis as its broker (redis://...); RabbitMQ serves celery "
+                              "and dramatiq")
+        reason = amqp.check(settings.broker)
+        if reason:
+            raise ConfigError(f"BROKER_URL={amqp.shown(settings.broker)}: RabbitMQ does not "
+                              f"answer ({reason})")
     for name, url in (("REDIS_URL", settings.redis_url), ("BROKER_URL", settings.broker)):
         if not url.startswith(("redis://", "rediss://", "unix://")):
             continue

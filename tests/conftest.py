@@ -1,12 +1,17 @@
 """Fixtures for the conformance suite: one backend per run (`--backend B`, repeatable),
-real Redis, real worker and server processes.
+real Redis, real worker and server processes. `--broker rabbitmq` runs it with
+RabbitMQ as the broker (BROKER_URL=amqp://..., in a virtual host of the session's
+own), task records still in Redis.
 
 A service that is down skips the tests locally but fails them in CI (CI=true)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
@@ -27,11 +32,16 @@ pytest_plugins = ("tests.support_db",)
 REDIS_DB = {"celery": 11, "arq": 12, "dramatiq": 13}
 SPARE_DB = 14  # a Redis database where no worker runs
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+BROKERS = ("redis", "rabbitmq")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--backend", action="append", choices=BACKENDS,
                      help="backend(s) to test; default: all three")
+    parser.addoption("--broker", choices=BROKERS, default="redis",
+                     help="the broker: Redis (REDIS_URL), or RabbitMQ at QB_TEST_AMQP "
+                          "(default amqp://guest:guest@127.0.0.1:5672), in a vhost of "
+                          "the session's own")
 
 
 def selected_backends(config: pytest.Config) -> list[str]:
@@ -64,6 +74,35 @@ def redis_url(backend_name: str) -> str:
     return redis_database(REDIS_DB[backend_name], flush=True)
 
 
+def amqp_base() -> str:
+    return os.environ.get("QB_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672").rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def broker_url(request: pytest.FixtureRequest, backend_name: str,
+               redis_url: str) -> Iterator[str]:
+    """BROKER_URL of the session: REDIS_URL's, or a fresh RabbitMQ virtual host
+    (created with rabbitmqctl, deleted at the end), so no queue of another run
+    meets this one's workers."""
+    if request.config.getoption("--broker") == "redis":
+        yield redis_url
+        return
+    if "amqp" not in adapter_module(backend_name).Backend.brokers:
+        pytest.fail(f"--broker rabbitmq: backend {backend_name} needs Redis as its broker; "
+                    "run it with --broker redis")
+    from core.amqp import check, scratch_vhost
+
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(scratch_vhost(amqp_base(), f"qb-{backend_name}"))
+        except (OSError, subprocess.SubprocessError) as exc:
+            service_down(f"rabbitmqctl cannot make a vhost beside {amqp_base()}: {exc}")
+        reason = check(url)
+        if reason:
+            service_down(f"RabbitMQ at {url} does not answer: {reason}")
+        yield url
+
+
 def redis_database(db: int, *, flush: bool) -> str:
     """The URL of Redis database `db`, once it answers (flushed if asked)."""
     url = f"{redis_base()}/{db}"
@@ -88,9 +127,9 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory, backend_name: str) -> s
 
 
 @pytest.fixture(scope="session")
-def base_env(redis_url: str, sqlite_url: str) -> dict[str, str]:
-    return {"REDIS_URL": redis_url, "DATABASE_URL": sqlite_url, "ENVIRONMENT": "testing",
-            "WORKER_HEARTBEAT": "0.5", "PYTHONUNBUFFERED": "1"}
+def base_env(redis_url: str, broker_url: str, sqlite_url: str) -> dict[str, str]:
+    return {"REDIS_URL": redis_url, "BROKER_URL": broker_url, "DATABASE_URL": sqlite_url,
+            "ENVIRONMENT": "testing", "WORKER_HEARTBEAT": "0.5", "PYTHONUNBUFFERED": "1"}
 
 
 def _prepare_database(url: str) -> None:
@@ -206,7 +245,8 @@ def feature(request: pytest.FixtureRequest, backend_name: str) -> Callable[..., 
     def declare(name: str, via: Support | None = None) -> Support:
         claim = adapter_module(backend_name).Backend.support().get(name, Support.NONE)
         request.node.user_properties += [("feature", name), ("claim", claim.value),
-                                         ("support", (via or claim).value)]
+                                         ("support", (via or claim).value),
+                                         ("broker", request.config.getoption("--broker"))]
         return claim
 
     return declare
@@ -215,6 +255,4 @@ def feature(request: pytest.FixtureRequest, backend_name: str) -> Callable[..., 
 @pytest.fixture
 def queue_name() -> str:
     """A queue of the test's own, so its workers and tasks meet nobody else's."""
-    import uuid
-
     return f"q-{uuid.uuid4().hex[:10]}"

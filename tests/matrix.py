@@ -50,9 +50,22 @@ def read_reports(paths: list[Path]) -> dict[tuple[str, str], list[Result]]:
             if "feature" not in props or not match:
                 continue
             backend = next(b for b in BACKENDS if b in match.group(2).split("-"))
-            cells[(str(props["feature"]), backend)].append(
+            cells[(str(props["feature"]), column(backend, props.get("broker")))].append(
                 Result(match.group(1), str(props["support"]), _outcome(case)))
     return cells
+
+
+def column(backend: str, broker: str | None) -> str:
+    """A backend on Redis is its own column; on another broker (`--broker rabbitmq`),
+    one beside it: "celery on rabbitmq"."""
+    return backend if broker in (None, "redis") else f"{backend} on {broker}"
+
+
+def columns(cells: dict[tuple[str, str], list[Result]]) -> list[str]:
+    present = {key[1] for key in cells}
+    return [c for b in BACKENDS for c in (b, *sorted(p for p in present
+                                                       if p.startswith(f"{b} on ")))
+            if c in present]
 
 
 def verdict(results: list[Result]) -> str:
@@ -101,7 +114,7 @@ def _cell(results: list[Result]) -> str:
 
 
 def render(cells: dict[tuple[str, str], list[Result]]) -> str:
-    backends = [b for b in BACKENDS if any(key[1] == b for key in cells)]
+    backends = columns(cells)
     lines = [
         "# Feature matrix",
         "",
@@ -127,7 +140,7 @@ README_START, README_END = "<!-- features:start -->", "<!-- features:end -->"
 
 def summary(cells: dict[tuple[str, str], list[Result]]) -> str:
     """The matrix without links, for the README (between its feature markers)."""
-    backends = [b for b in BACKENDS if any(key[1] == b for key in cells)]
+    backends = columns(cells)
     lines = ["| feature | " + " | ".join(backends) + " |",
              "| --- | " + " | ".join("---" for _ in backends) + " |"]
     for feature in FEATURES:

@@ -163,3 +163,51 @@ def test_the_full_profile_runs_both_configs_and_the_long_one_kills_workers() -> 
     assert {(s.backend, s.mode, s.config) for s in kills} == {
         (b, m, c) for b in ("celery", "arq", "dramatiq") for m in ("raw", "direct")
         for c in ("safe", "defaults")}
+
+
+def test_the_full_profile_runs_celery_and_dramatiq_on_rabbitmq_too_the_quick_one_not() -> None:
+    from bench.cli import parse, plan
+
+    full = plan(parse(["--profile", "full"]), "sqlite://")
+    amqp = {(s.backend, s.mode, s.config, s.workload, s.round) for s in full
+            if s.broker == "rabbitmq"}
+    assert {(b, m, c) for b, m, c, _, _ in amqp} == {
+        (b, m, "safe") for b in ("celery", "dramatiq") for m in ("raw", "direct", "http")}
+    assert {(w, r) for *_, w, r in amqp} == {(w, r) for w in ("noop", "sleep", "cpu")
+                                             for r in range(3)}
+    # every RabbitMQ session has its Redis twin, for the column to compare against
+    assert all(any(t.broker == "redis" and (t.backend, t.mode, t.workload, t.round)
+                   == (s.backend, s.mode, s.workload, s.round) for t in full)
+               for s in full if s.broker == "rabbitmq")
+    quick = plan(parse(["--profile", "quick"]), "sqlite://")
+    assert {s.broker for s in quick} == {"redis"}
+    only = plan(parse(["--brokers", "rabbitmq", "--modes", "raw,http"]), "sqlite://")
+    assert {(s.backend, s.broker) for s in only} == {
+        ("celery", "rabbitmq"), ("dramatiq", "rabbitmq"), ("ceiling", "redis")}
+
+
+def test_a_tiny_run_on_rabbitmq_loses_nothing_and_reports_the_broker(
+        request: pytest.FixtureRequest, backend_name: str, bench_redis: str,
+        tmp_path: Path) -> None:
+    """raw, direct and http on RabbitMQ through `queuebench bench` (with --broker
+    rabbitmq: it needs the broker and rabbitmqctl)."""
+    if request.config.getoption("--broker") != "rabbitmq":
+        pytest.skip("the benchmark's RabbitMQ sessions run with --broker rabbitmq")
+    if backend_name == "arq":
+        with pytest.raises(SystemExit):  # arq has no RabbitMQ session: nothing runs
+            bench_main(["--backends", "arq", "--brokers", "rabbitmq", "--modes", "raw",
+                        "--redis", bench_redis, "--out", str(tmp_path)])
+        return
+    from tests.conftest import amqp_base
+
+    bench_main(["--backends", backend_name, "--brokers", "rabbitmq", "--modes",
+                "raw,direct,http", "--tasks", "40", "--rates", "20", "--seconds", "1",
+                "--users", "4", "--submitters", "4", "--batch-size", "0",
+                "--amqp", amqp_base(), "--redis", bench_redis, "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["failures"] == []
+    mine = [r for r in data["runs"] if r["backend"] == backend_name]
+    assert {(r["broker"], r["mode"], r["phase"]) for r in mine} == {
+        ("rabbitmq", m, p) for m in ("raw", "direct", "http") for p in ("burst", "sustained")}
+    assert all((r["lost"], r["errors"]) == (0, 0) for r in mine), mine
+    assert "| rabbitmq |" in (tmp_path / "report.md").read_text()

@@ -154,7 +154,7 @@ def test_ratios_against_raw_and_the_ceiling() -> None:
             run("celery", "sleep", "http", throughput=10.0, submit=50.0),  # no raw run
             run("ceiling", "noop", "ceiling", throughput=None, submit=1000.0)]
     celery_noop, arq_noop, celery_sleep = ratios(summarise(runs))
-    assert celery_noop == {"backend": "celery", "workload": "noop",
+    assert celery_noop == {"backend": "celery", "broker": "redis", "workload": "noop",
                            "direct_vs_raw": pytest.approx(0.95), "http_vs_raw": 0.5,
                            "http_submit_vs_ceiling": pytest.approx(0.3)}
     assert arq_noop["direct_vs_raw"] is None
@@ -443,3 +443,39 @@ def test_findings_rank_drain_call_overlaps_noise_and_name_latency_and_saturation
         "noop, highest rate kept up with (95% achieved, none lost), the library alone: "
         "dramatiq 500/s, arq 250/s, celery none offered.",
     ]
+
+
+# ---------------------------------------------------------------- the broker dimension
+
+
+def test_a_broker_keeps_its_runs_apart_in_summary_ratios_overhead_and_saturation() -> None:
+    runs = [run("celery", "noop", mode, throughput=t, broker=broker)
+            for broker, scale in (("redis", 1.0), ("rabbitmq", 0.5))
+            for mode, t in (("raw", 200.0 * scale), ("direct", 180.0 * scale))]
+    runs += [run("celery", "noop", "raw", "sustained", offered=50.0, broker="rabbitmq"),
+             run("celery", "noop", "raw", "burst", throughput=400.0)]  # no broker: Redis
+    summary = summarise(runs)
+    burst = {(r["broker"], r["mode"]): r["throughput_tasks_per_s"]["median"]
+             for r in summary if r["phase"] == "burst"}
+    assert burst == {("redis", "raw"): 300.0, ("redis", "direct"): 180.0,
+                     ("rabbitmq", "raw"): 100.0, ("rabbitmq", "direct"): 90.0}
+    assert {r["broker"]: r["direct_vs_raw"] for r in ratios(summary)} == {
+        "redis": pytest.approx(0.6), "rabbitmq": pytest.approx(0.9)}
+    assert [r["broker"] for r in overhead(summary)] == ["redis", "rabbitmq"]
+    [sat] = saturation(runs)
+    assert (sat["backend"], sat["broker"]) == ("celery", "rabbitmq")
+
+
+def test_the_report_shows_the_broker_as_a_column(tmp_path: Path) -> None:
+    runs = [run(backend, "noop", mode, throughput=100.0, broker=broker)
+            for backend in ("celery", "arq") for broker in ("redis", "rabbitmq")
+            for mode in ("raw", "direct") if (backend, broker) != ("arq", "rabbitmq")]
+    render({"runs": runs}, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "| workload | backend | broker | raw | direct |" in md
+    assert "| noop | celery | rabbitmq |" in md and "| noop | celery | redis |" in md
+    assert "| noop | arq | rabbitmq |" not in md
+    console = Console(width=200, record=True)
+    console.print(summary_table({"runs": runs}))
+    text = console.export_text()
+    assert "broker" in text and "rabbitmq" in text

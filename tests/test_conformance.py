@@ -520,7 +520,7 @@ async def test_task_of_a_killed_worker_runs_again_elsewhere_with_default_setting
 
 async def test_a_killed_workers_waiting_tasks_run_elsewhere_with_default_settings(
         client: httpx.AsyncClient, backend_name: str, queue_name: str, redis_url: str,
-        start_worker: Callable[..., Proc]) -> None:
+        broker_url: str, start_worker: Callable[..., Proc]) -> None:
     """A worker holds a task beside the one it runs (a prefetching library takes the
     next message early): when it dies, that one too runs elsewhere in seconds, not
     after the library's own visibility timeout of an hour. Every message a worker
@@ -529,7 +529,8 @@ async def test_a_killed_workers_waiting_tasks_run_elsewhere_with_default_setting
     running = await submit(client, "sleep", 8, options={"queue": queue_name})
     waiting = await submit(client, "add", 1, 2, options={"queue": queue_name})
     assert await state_seen(client, running["id"], {"STARTED"}) == "STARTED"
-    backend = adapter_module(backend_name).Backend(Settings(redis_url=redis_url))
+    settings = Settings(redis_url=redis_url, broker_url=broker_url)
+    backend = adapter_module(backend_name).Backend(settings)
     try:  # give a prefetching worker the time to take the waiting task (or not)
         deadline = time.monotonic() + 3
         while (await backend.queue_depths()).get(queue_name) and time.monotonic() < deadline:
@@ -548,7 +549,7 @@ async def test_a_killed_workers_waiting_tasks_run_elsewhere_with_default_setting
 
 async def test_a_second_delivery_of_a_running_task_is_refused(
         client: httpx.AsyncClient, backend_name: str, queue_name: str, redis_url: str,
-        start_worker: Callable[..., Proc], redis_client: redis.Redis) -> None:
+        broker_url: str, start_worker: Callable[..., Proc], redis_client: redis.Redis) -> None:
     """Two deliveries of one message (a visibility-timeout redelivery while the first
     still runs, a library's redelivery racing the reaper): the owner is alive, so the
     second does not run. Sent here through the adapter, as the reaper sends."""
@@ -558,7 +559,8 @@ async def test_a_second_delivery_of_a_running_task_is_refused(
     key = uuid.uuid4().hex
     task = await submit(client, "sleep", 2, key, options={"queue": queue_name})
     assert await state_seen(client, task["id"], {"STARTED"}) == "STARTED"
-    backend = adapter_module(backend_name).Backend(Settings(redis_url=redis_url))
+    settings = Settings(redis_url=redis_url, broker_url=broker_url)
+    backend = adapter_module(backend_name).Backend(settings)
     try:
         record = await backend.get(task["id"])
         async with Timeline(redis_url) as timeline:

@@ -166,3 +166,18 @@ def test_matrix_label_is_what_the_tests_exercised(tmp_path: Path) -> None:
         "refused", "🚫")  # a refusal the test proved
     assert (label(cells[("priority", "dramatiq")]), icon(cells[("priority", "dramatiq")])) == (
         "not supported", "❌")  # claimed, not proved
+
+
+def test_matrix_puts_a_rabbitmq_run_in_a_column_of_its_own(tmp_path: Path) -> None:
+    from tests.matrix import columns, read_reports, render
+
+    redis_run = _junit(tmp_path, [("test_prio[celery]", "priority", "native", "passed")])
+    amqp_run = tmp_path / "junit-amqp.xml"  # the same test, failed, with --broker rabbitmq
+    amqp_run.write_text(redis_run.read_text().replace(
+        "</properties>", "<property name='broker' value='rabbitmq'/></properties>"
+                         "<failure message='x'/>"))
+    cells = read_reports([redis_run, amqp_run])
+    assert columns(cells) == ["celery", "celery on rabbitmq"]
+    assert [r.outcome for r in cells[("priority", "celery")]] == ["passed"]
+    assert [r.outcome for r in cells[("priority", "celery on rabbitmq")]] == ["failed"]
+    assert "| feature | what it means | celery | celery on rabbitmq |" in render(cells)

@@ -12,8 +12,8 @@ try:
 except ModuleNotFoundError as exc:  # the loader turns this into one clear line
     raise ModuleNotFoundError(exc.msg, name="celery") from None
 
-from backends.celery_impl.app import PRIORITY_STEPS, SEP, celery_app
-from backends.celery_impl.wire import task_commands
+from backends.celery_impl.app import PRIORITY_STEPS, SEP, broker_priority, celery_app
+from backends.celery_impl.wire import task_commands, task_outgoing
 from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import ConfigError
 from core.features import Support
@@ -32,6 +32,7 @@ HARD_GRACE = 10.0
 
 class Backend(TaskBackend):
     name = "celery"
+    brokers = ("redis", "amqp")
     features = {
         "retries": Support.NATIVE,
         # Celery's threads pool (`--processes 1`) enforces no limit and stops no running
@@ -56,13 +57,18 @@ class Backend(TaskBackend):
             soft = options.time_limit + LIMIT_GRACE
             extra.update(soft_time_limit=soft, time_limit=soft + HARD_GRACE)
         if options.priority is not None:
-            extra["priority"] = 9 - options.priority
+            extra["priority"] = broker_priority(self.settings, options.priority)
         return {"args": (arguments, self.meta(record, options)), "task_id": record.delivery_id,
                 "queue": options.queue or DEFAULT_QUEUE, "countdown": options.countdown,
                 "eta": options.eta, **extra}
 
     async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
                       options: TaskOptions) -> None:
+        if self.publisher is not None:  # PRODUCER=native on RabbitMQ
+            await self.publisher.publish(task_outgoing(
+                celery_app(self.settings), record.name,
+                **self._publish(record, arguments, options)))
+            return
         task = celery_app(self.settings).tasks[record.name]
         await asyncio.to_thread(task.apply_async, **self._publish(record, arguments, options))
 
@@ -70,6 +76,11 @@ class Backend(TaskBackend):
              options: TaskOptions) -> list[Command]:
         return task_commands(celery_app(self.settings), record.name,
                              **self._publish(record, arguments, options))
+
+    def declare(self, queue: str) -> None:
+        app = celery_app(self.settings)
+        with app.connection_for_write() as connection:
+            app.amqp.queues[queue].bind(connection.default_channel).declare()
 
     def depth_commands(self, queue: str) -> list[Command]:
         # kombu's Redis transport: one list per priority step, `queue` for step 0 and

@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
+from core.amqp import is_amqp
 from core.backend import DEFAULT_QUEUE
 from core.errors import RetryTask
 from core.registry import TaskSpec, all_tasks
@@ -15,7 +16,9 @@ from core.runner import ThreadLoops
 from core.settings import Settings
 
 # kombu's Redis transport: priority 0 is served first; queuebench's 9 is the highest.
+# On RabbitMQ a higher number is served first, in queues declared with x-max-priority.
 PRIORITY_STEPS = list(range(10))
+MAX_PRIORITY = 9
 DEFAULT_PRIORITY = 5
 SEP = ":"  # between a queue's name and its priority step, in its Redis list's key
 
@@ -34,6 +37,26 @@ def _register(app: Celery, loops: ThreadLoops, spec: TaskSpec) -> None:
     app.task(name=spec.name, bind=True, max_retries=None, shared=False)(run)
 
 
+def broker_priority(settings: Settings, priority: int) -> int:
+    """The message's priority for queuebench's `priority` (0-9, 9 runs first)."""
+    return priority if is_amqp(settings.broker) else MAX_PRIORITY - priority
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if is_amqp(settings.broker):
+        return {}  # RabbitMQ redelivers a dead consumer's unacked messages at once
+    return {
+        "visibility_timeout": settings.visibility_timeout,
+        # Look for a dead worker's unacked tasks a few times per visibility timeout
+        # (kombu's default is every ~100 s whatever the timeout).
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 3)),
+        "unacked_restore_throttle": 1,
+        "priority_steps": PRIORITY_STEPS,
+        "sep": SEP,
+        "queue_order_strategy": "priority",
+    }
+
+
 @cache
 def celery_app(settings: Settings) -> Celery:
     app = Celery("queuebench", broker=settings.broker, set_as_current=True)
@@ -44,20 +67,15 @@ def celery_app(settings: Settings) -> Celery:
         task_default_queue=DEFAULT_QUEUE,
         task_default_priority=DEFAULT_PRIORITY,
         # A task is acknowledged after it ran, so a worker that dies mid-task does not
-        # lose it: Redis redelivers it after the visibility timeout.
+        # lose it: Redis redelivers it after the visibility timeout, RabbitMQ when the
+        # worker's connection drops.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={
-            "visibility_timeout": settings.visibility_timeout,
-            # Look for a dead worker's unacked tasks a few times per visibility timeout
-            # (kombu's default is every ~100 s whatever the timeout).
-            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 3)),
-            "unacked_restore_throttle": 1,
-            "priority_steps": PRIORITY_STEPS,
-            "sep": SEP,
-            "queue_order_strategy": "priority",
-        },
+        broker_transport_options=_transport_options(settings),
+        # RabbitMQ: every queue Celery declares (the producer's and the workers') has
+        # x-max-priority, or priorities are ignored. kombu's Redis transport has none.
+        task_queue_max_priority=MAX_PRIORITY if is_amqp(settings.broker) else None,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

@@ -1,5 +1,5 @@
-"""Celery's task message on kombu's Redis transport, as Redis commands (the native
-producer).
+"""Celery's task message, as the native producer sends it: on kombu's Redis transport
+as Redis commands (`task_commands`), on RabbitMQ as an AMQP message (`task_outgoing`).
 
 The message is Celery's own: protocol 2 headers, properties and body from
 `app.amqp.as_task_v2`, the body serialized by kombu's serializer registry. Around it
@@ -8,7 +8,12 @@ goes what kombu's virtual transport adds when it publishes (`prepare_message`, t
 of the anonymous direct exchange), and it is pushed as kombu's Redis transport's
 `_put` does: LPUSH on the queue's list, or on `<queue><sep><step>` for a priority
 step above 0. tests/test_wire.py compares it, field by field, with what
-`apply_async` writes, for every option combination.
+`apply_async` writes, for every option combination. On RabbitMQ, kombu's py-amqp
+transport sends the same headers, properties and body as they are, to the anonymous
+exchange with the queue's name as routing key (Celery's `send_task_message`); the
+AMQP `message_id` property, which kombu leaves unset, is the task's id (aiormq needs
+one on every message it publishes). tests/test_wire_amqp.py compares both messages
+as RabbitMQ hands them out.
 """
 
 from __future__ import annotations
@@ -24,15 +29,16 @@ from celery import Celery
 from kombu.serialization import dumps
 from kombu.transport.redis import Channel
 
+from core.amqp import Outgoing
 from core.records import Command
 
 PERSISTENT = 2  # kombu's delivery_mode for a durable queue's message
 
 
-def task_commands(app: Celery, name: str, args: tuple[Any, ...], *, task_id: str,
-                  queue: str, priority: int | None = None, countdown: float | None = None,
-                  eta: datetime | None = None, time_limit: float | None = None,
-                  soft_time_limit: float | None = None) -> list[Command]:
+def _message(app: Celery, name: str, args: tuple[Any, ...], task_id: str,
+             countdown: float | None, eta: datetime | None, time_limit: float | None,
+             soft_time_limit: float | None) -> tuple[Any, str, str, bytes]:
+    """Celery's protocol 2 message, and its content type, encoding and serialized body."""
     conf = app.conf
     message = app.amqp.as_task_v2(
         task_id, name, args, {}, countdown=countdown, eta=eta, time_limit=time_limit,
@@ -40,10 +46,33 @@ def task_commands(app: Celery, name: str, args: tuple[Any, ...], *, task_id: str
         ignore_result=app.tasks[name].ignore_result,
         create_sent_event=conf.task_send_sent_event)
     content_type, encoding, body = dumps(message.body, serializer=conf.task_serializer)
+    return message, content_type, encoding, body.encode() if isinstance(body, str) else body
+
+
+def task_outgoing(app: Celery, name: str, args: tuple[Any, ...], *, task_id: str,
+                  queue: str, priority: int | None = None, countdown: float | None = None,
+                  eta: datetime | None = None, time_limit: float | None = None,
+                  soft_time_limit: float | None = None) -> Outgoing:
+    message, content_type, encoding, body = _message(
+        app, name, args, task_id, countdown, eta, time_limit, soft_time_limit)
+    priority = app.conf.task_default_priority if priority is None else priority
+    return Outgoing(queue=queue, routing_key=queue, body=body, headers=message.headers,
+                    properties={**message.properties, "content_type": content_type,
+                                "content_encoding": encoding, "delivery_mode": PERSISTENT,
+                                "priority": priority, "message_id": task_id})
+
+
+def task_commands(app: Celery, name: str, args: tuple[Any, ...], *, task_id: str,
+                  queue: str, priority: int | None = None, countdown: float | None = None,
+                  eta: datetime | None = None, time_limit: float | None = None,
+                  soft_time_limit: float | None = None) -> list[Command]:
+    conf = app.conf
+    message, content_type, encoding, body = _message(
+        app, name, args, task_id, countdown, eta, time_limit, soft_time_limit)
     if priority is None:
         priority = conf.task_default_priority
     envelope = {
-        "body": base64.b64encode(body.encode() if isinstance(body, str) else body).decode(),
+        "body": base64.b64encode(body).decode(),
         "content-encoding": encoding,
         "content-type": content_type,
         "headers": message.headers,

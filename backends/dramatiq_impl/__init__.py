@@ -15,7 +15,7 @@ from dramatiq import Message
 from dramatiq.common import dq_name
 
 from backends.dramatiq_impl.actors import broker
-from backends.dramatiq_impl.wire import message_commands
+from backends.dramatiq_impl.wire import message_commands, message_outgoing
 from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import ConfigError
 from core.features import Support
@@ -32,6 +32,7 @@ LIMIT_GRACE = 1.0
 
 class Backend(TaskBackend):
     name = "dramatiq"
+    brokers = ("redis", "amqp")
     features = {
         "retries": Support.NATIVE,
         "time_limit": Support.CORE,
@@ -55,8 +56,11 @@ class Backend(TaskBackend):
 
     async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
                       options: TaskOptions) -> None:
-        made = broker(self.settings)
         message = self._message(record, arguments, options)
+        if self.publisher is not None:  # PRODUCER=native on RabbitMQ
+            await self.publisher.publish(message_outgoing(message, _delay_ms(options, record)))
+            return
+        made = broker(self.settings)
         if message.queue_name not in made.get_declared_queues():
             made.declare_queue(message.queue_name)
         await asyncio.to_thread(made.enqueue, message, delay=_delay_ms(options, record))
@@ -66,6 +70,9 @@ class Backend(TaskBackend):
         return message_commands(self._message(record, arguments, options),
                                 namespace=broker(self.settings).namespace,
                                 delay_ms=_delay_ms(options, record))
+
+    def declare(self, queue: str) -> None:
+        broker(self.settings).declare_queue(queue, ensure=True)
 
     def depth_commands(self, queue: str) -> list[Command]:
         # Dramatiq's Redis broker: a list of message ids per queue, and one per delay

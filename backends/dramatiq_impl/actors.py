@@ -1,7 +1,8 @@
 """The Dramatiq broker and the shared tasks as actors of the same names.
 
 Dramatiq's worker processes import this module (`dramatiq backends.dramatiq_impl.actors`),
-so the broker is made from the environment's settings at import.
+so the broker is made from the environment's settings at import: Dramatiq's Redis
+broker, or its RabbitMQ broker when BROKER_URL is `amqp://...`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from functools import cache
 from typing import Any
 
 import dramatiq
-from dramatiq import Retry
+from dramatiq import Broker, Retry
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage, Middleware, TimeLimit, TimeLimitExceeded
 
+from core.amqp import is_amqp, pika_url
 from core.backend import DEFAULT_QUEUE
 from core.errors import RetryTask
 from core.errors import TimeLimitExceeded as CoreTimeLimitExceeded
@@ -22,7 +24,7 @@ from core.runner import ThreadLoops
 from core.settings import Settings
 
 
-def _declare(broker: RedisBroker, loops: ThreadLoops, spec: TaskSpec) -> None:
+def _declare(broker: Broker, loops: ThreadLoops, spec: TaskSpec) -> None:
     def run(arguments: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
         message = CurrentMessage.get_current_message()
         assert message is not None  # CurrentMessage is in the broker's middleware
@@ -59,15 +61,25 @@ class _Prompt(Middleware):
         worker.worker_timeout = PROMPT_MS  # before its consumers and threads are made
 
 
-@cache
-def broker(settings: Settings) -> RedisBroker:
-    made = RedisBroker(
+def _made(settings: Settings) -> Broker:
+    if is_amqp(settings.broker):
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        # RabbitMQ hands a dead worker's unacked messages out again when its
+        # connection drops; confirms: an enqueue returns once the broker has it.
+        return RabbitmqBroker(url=pika_url(settings.broker), confirm_delivery=True)
+    return RedisBroker(
         url=settings.broker,
         # A worker that stops heartbeating for this long is dead: its unacked
         # messages go back on the queue.
         heartbeat_timeout=settings.visibility_timeout * 1000,
         maintenance_chance=settings.dramatiq_maintenance_chance,
     )
+
+
+@cache
+def broker(settings: Settings) -> Broker:
+    made = _made(settings)
     made.add_middleware(CurrentMessage())
     made.add_middleware(_Prompt())
     for middleware in made.middleware:

@@ -18,15 +18,19 @@ from celery.result import AsyncResult
 from bench import workloads
 
 URL = os.environ.get("RAW_REDIS_URL", "redis://127.0.0.1:6379/9")
-app = Celery("rawbench", broker=URL, backend=URL)
+BROKER = os.environ.get("RAW_BROKER_URL") or URL  # RabbitMQ (amqp://) or the same Redis
+app = Celery("rawbench", broker=BROKER, backend=URL)
 app.conf.update(broker_connection_retry_on_startup=True, worker_hijack_root_logger=False)
 if os.environ.get("RAW_CONFIG", "safe") == "safe":  # else Celery's defaults: early acks
-    app.conf.update(
-        task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
-        # queuebench's adapter offers priority 0-9: the same ten lists, polled in order.
-        broker_transport_options={"priority_steps": list(range(10)),
-                                  "queue_order_strategy": "priority"},
-    )
+    app.conf.update(task_acks_late=True, task_reject_on_worker_lost=True,
+                    worker_prefetch_multiplier=1)
+    # queuebench's adapter offers priority 0-9: on Redis the same ten lists, polled in
+    # order; on RabbitMQ queues declared with x-max-priority.
+    if BROKER.startswith("amqp"):
+        app.conf.update(task_queue_max_priority=9)
+    else:
+        app.conf.update(broker_transport_options={"priority_steps": list(range(10)),
+                                                  "queue_order_strategy": "priority"})
 
 
 @app.task(name="noop")

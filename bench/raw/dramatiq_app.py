@@ -1,6 +1,8 @@
 """Dramatiq alone: its client, its worker (one process of N threads per worker
-command), results kept by its Results middleware in Redis. `peer_job` is
-steventen/python_queue_benchmark's job (bench/peers.py): Dramatiq's defaults, no result."""
+command), results kept by its Results middleware in Redis; its Redis broker, or its
+RabbitMQ broker (confirmed deliveries, as queuebench's adapter) for
+RAW_BROKER_URL=amqp://. `peer_job` is steventen/python_queue_benchmark's job
+(bench/peers.py): Dramatiq's defaults, no result."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import time
 from typing import Any
 
 import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.results import ResultMissing, Results, ResultTimeout
 from dramatiq.results.backends import RedisBackend
@@ -17,7 +20,9 @@ from dramatiq.results.backends import RedisBackend
 from bench import workloads
 
 URL = os.environ.get("RAW_REDIS_URL", "redis://127.0.0.1:6379/9")
-broker = RedisBroker(url=URL)
+BROKER = os.environ.get("RAW_BROKER_URL") or URL
+broker: dramatiq.Broker = RabbitmqBroker(url=BROKER, confirm_delivery=True) \
+    if BROKER.startswith("amqp") else RedisBroker(url=BROKER)
 broker.add_middleware(Results(backend=RedisBackend(url=URL)))
 dramatiq.set_broker(broker)
 

@@ -1,0 +1,151 @@
+"""RabbitMQ as the broker (`BROKER_URL=amqp://...`): the native producer's publisher.
+
+With PRODUCER=native, Celery's and Dramatiq's adapters build their library's message
+(body, headers, properties) and publish it here, from the event loop, with aio-pika:
+one connection and one channel per process, publisher confirms on, `mandatory` (a
+message no queue takes is an error, not a silent drop). Task records stay in Redis:
+the record is created first, then the message is published; a publish that fails
+ends the record FAILURE (TaskBackend._enqueue), never PENDING for ever.
+
+A queue is declared before its first message, once per process, by the library
+itself (`declare`, run off the event loop): the producer and the library's workers
+then agree on its arguments (`x-max-priority`, dead-lettering) by construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from core.errors import Unavailable
+
+SCHEMES = ("amqp://", "amqps://", "pyamqp://")
+# Seconds a publish (its confirm included) may take before the submit fails.
+PUBLISH_TIMEOUT = 10.0
+
+
+def is_amqp(url: str) -> bool:
+    return url.startswith(SCHEMES)
+
+
+def pika_url(url: str) -> str:
+    """The URL as pika and aio-pika read it: kombu's `pyamqp://` names its transport
+    (`amqp://` here), and kombu's `//` is the vhost "/" (pika would read "")."""
+    if url.startswith("pyamqp://"):
+        url = "amqp://" + url.removeprefix("pyamqp://")
+    parts = urlsplit(url)
+    return parts._replace(path="/%2F").geturl() if parts.path == "//" else url
+
+
+def shown(url: str) -> str:
+    """The URL without its password, for a message."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message as the library's own producer sends it (exchange "": the queue's
+    name is the routing key), with the queue it lands in (to declare first)."""
+
+    queue: str
+    routing_key: str
+    body: bytes
+    headers: dict[str, Any] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+class Publisher:
+    def __init__(self, url: str, declare: Callable[[str], None]) -> None:
+        self.url = pika_url(url)
+        self._declare = declare
+        self._declared: set[str] = set()
+        self._channel: Any = None
+        self._connection: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _ready(self, queue: str) -> Any:
+        import aio_pika
+
+        async with self._lock:
+            if self._channel is None or self._channel.is_closed:
+                if self._connection is None:
+                    self._connection = await aio_pika.connect_robust(self.url, timeout=5)
+                self._channel = await self._connection.channel(publisher_confirms=True)
+            if queue not in self._declared:
+                await asyncio.to_thread(self._declare, queue)
+                self._declared.add(queue)
+            return self._channel
+
+    async def publish(self, message: Outgoing) -> None:
+        """Publish and wait for the broker's confirm; Unavailable (503) when it does
+        not take the message."""
+        import aio_pika
+
+        try:
+            channel = await self._ready(message.queue)
+            await channel.default_exchange.publish(
+                aio_pika.Message(message.body, headers=message.headers or None,
+                                 **message.properties),
+                routing_key=message.routing_key, mandatory=True, timeout=PUBLISH_TIMEOUT)
+        except (asyncio.CancelledError, Unavailable):
+            raise
+        except Exception as exc:  # refused, returned, unroutable, connection lost
+            self._declared.discard(message.queue)  # deleted meanwhile? declared again next
+            raise Unavailable(f"broker did not take the message: "
+                              f"{type(exc).__name__}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = self._channel = None
+
+
+def check(url: str, timeout: float = 3.0) -> str | None:
+    """None when RabbitMQ at `url` answers (credentials and vhost too), else why not."""
+    import aio_pika
+
+    async def probe() -> None:
+        connection = await aio_pika.connect(pika_url(url), timeout=timeout)
+        await connection.close()
+
+    # aiormq logs the failure too: the caller's one line says it.
+    quiet = logging.getLogger("aiormq.connection")
+    level, quiet.level = quiet.level, logging.CRITICAL
+    try:
+        asyncio.run(probe())
+    except Exception as exc:  # refused, auth, unknown vhost: the reason goes in the line
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        quiet.setLevel(level)
+    return None
+
+
+@contextmanager
+def scratch_vhost(base: str, prefix: str) -> Iterator[str]:
+    """A fresh RabbitMQ virtual host beside `base` (amqp://user:pass@host:port), made
+    with `rabbitmqctl` (the broker's own host, as root or its user) and deleted after:
+    the URL of it. Nothing of an earlier run (queues, messages) meets this one."""
+    user = urlsplit(base).username or "guest"
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", name)
+    try:
+        _rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
+        yield f"{base.rstrip('/')}/{name}"
+    finally:
+        _rabbitmqctl("delete_vhost", name)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    subprocess.run([ctl, *args], check=True, capture_output=True, text=True, timeout=60)
