@@ -141,7 +141,7 @@ class TaskBackend(ABC):
         arguments = spec.bind(args, kwargs)
         requested = options or TaskOptions()
         self.check_options(requested)
-        opts = requested.merged_over(spec.defaults)
+        opts = _bounded(requested.merged_over(spec.defaults), self.settings, submitted)
         record = TaskRecord(id=new_task_id(), name=name, backend=self.name, args=args,
                             kwargs=kwargs, submitted_at=submitted, queue=opts.queue,
                             expires_at=_expires_at(opts.expires, submitted),
@@ -374,6 +374,17 @@ def _text(value: str | bytes) -> str:
 def _not_queued(interrupted: BaseException) -> dict[str, str]:
     return {"type": "NotQueued",
             "message": f"submission interrupted ({type(interrupted).__name__})"}
+
+
+def _bounded(options: TaskOptions, settings: Settings, submitted: float) -> TaskOptions:
+    """`options` with DEFAULT_TIME_LIMIT where no limit is set, and an `eta` already
+    past as none (start now: a library would compute a negative expiry from it)."""
+    update: dict[str, Any] = {}
+    if options.time_limit is None and settings.default_time_limit:
+        update["time_limit"] = settings.default_time_limit
+    if options.eta is not None and options.eta.timestamp() < submitted:
+        update["eta"] = None
+    return options.model_copy(update=update) if update else options
 
 
 def _not_before(options: TaskOptions, submitted: float) -> float:

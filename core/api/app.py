@@ -5,16 +5,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import dashboard
+from core.api.guard import Guard
+from core.api.openapi import document, method_not_allowed
 from core.api.routers import health, metrics, schedules, tasks, users
 from core.db import dispose_all
 from core.errors import QueuebenchError
+from core.features import supported_options
 from core.history import writing
 from core.loader import adapter_module
+from core.records import finite
 from core.schedule import schedule_for
 from core.settings import Settings
 
@@ -48,6 +55,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users.router)
     app.include_router(metrics.router)
     dashboard.mount(app)
+    document(app, settings, supported_options(module.Backend.support()))
+    app.add_middleware(Guard, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_origins:  # off unless asked for: no Access-Control-* headers. Outside
+        # the guard: a browser's preflight carries no API key.
+        app.add_middleware(CORSMiddleware, allow_methods=["*"], allow_headers=["*"],
+                           allow_origins=[o.strip() for o in settings.cors_origins.split(",")])
+    app.add_exception_handler(405, method_not_allowed)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer, but JSON even when the input it echoes holds NaN.
+        return JSONResponse({"detail": finite(jsonable_encoder(exc.errors()))}, status_code=422)
 
     @app.exception_handler(QueuebenchError)
     async def known_error(request: Request, exc: QueuebenchError) -> JSONResponse:
