@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -101,5 +102,7 @@ class Server(Proc):
         try:
             with urllib.request.urlopen(f"{self.url}/openapi.json", timeout=1) as answer:
                 return bool(answer.status == 200)
+        except urllib.error.HTTPError as refused:  # it answers (401 with API_KEY set)
+            return refused.code == 401
         except OSError:
             return False

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -8,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -64,9 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(405, method_not_allowed)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's own answer, but JSON even when the input it echoes holds NaN.
-        return JSONResponse({"detail": finite(jsonable_encoder(exc.errors()))}, status_code=422)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        private = request.url.path.startswith(users.router.prefix)
+        return Response(_errors(exc, private), status_code=422, media_type="application/json")
 
     @app.exception_handler(QueuebenchError)
     async def known_error(request: Request, exc: QueuebenchError) -> JSONResponse:
@@ -84,3 +85,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             status_code=503)
 
     return app
+
+
+def _errors(exc: RequestValidationError, private: bool) -> str:
+    """FastAPI's 422 body, but JSON even when the input it echoes holds NaN, without
+    that echo when it is too deep to encode (a body nested too deeply), and without it
+    at all for a `private` route, whose input may hold a password (POST /users)."""
+    errors = exc.errors()
+    if private:
+        errors = [{k: v for k, v in e.items() if k != "input"} for e in errors]
+    try:
+        return json.dumps({"detail": finite(jsonable_encoder(errors))}, allow_nan=False)
+    except (RecursionError, ValueError):
+        return json.dumps({"detail": [{k: v for k, v in e.items() if k in ("type", "loc", "msg")}
+                                      for e in errors]})

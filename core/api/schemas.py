@@ -63,8 +63,25 @@ class RequestBody(BaseModel):
     def non_finite_as_strings(cls, body: Any) -> Any:
         """The request parser reads the bare words NaN, Infinity and -Infinity, which
         are not JSON: they become the strings the API answers with (core/records.py,
-        `dumps`), before any other check, so an error's echo of the input is JSON too."""
-        return finite(body)
+        `dumps`), before any other check, so an error's echo of the input is JSON too.
+        A body nested deeper than MAX_DEPTH is refused here, before any recursion that
+        a deeper one would overflow (validation, serialisation, a library's encoder)."""
+        return _checked(body, 0)
+
+
+# Levels of nesting a request body may have; the JSON parser itself refuses about
+# 1,000 (a 400), and the parts behind it a few hundred.
+MAX_DEPTH = 64
+
+
+def _checked(value: Any, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise ValueError(f"the body is nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, list):
+        return [_checked(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {k: _checked(v, depth + 1) for k, v in value.items()}
+    return finite(value)
 
 
 class TaskSubmit(RequestBody):
