@@ -41,7 +41,7 @@ from core.records import (
     error_of,
     new_task_id,
 )
-from core.registry import get_task
+from core.registry import TaskSpec, get_task
 from core.settings import Settings
 from core.states import FINISHED, TaskState
 from core.workers import WORKERS_KEY, live_workers
@@ -69,6 +69,7 @@ class TaskBackend(ABC):
         # Where finished tasks are found after Redis has let them go (core/history.py).
         self.history = HistoryStore(settings.database_url) if settings.history_enabled else None
         self._broker_redis: Redis | None = None
+        self._defaults: dict[str, TaskOptions] = {}
 
     # -- what an adapter implements -------------------------------------------------
     @abstractmethod
@@ -111,6 +112,17 @@ class TaskBackend(ABC):
                 f"backend {self.name!r} cannot honour option(s): {', '.join(unsupported)}"
             )
 
+    def task_defaults(self, spec: TaskSpec) -> TaskOptions:
+        """The options a submission of `spec` starts from: the task's declared ones,
+        with DEFAULT_TIME_LIMIT where it declares no limit (once per task)."""
+        made = self._defaults.get(spec.name)
+        if made is None:
+            made = spec.defaults
+            if made.time_limit is None and self.settings.default_time_limit:
+                made = made.model_copy(update={"time_limit": self.settings.default_time_limit})
+            self._defaults[spec.name] = made
+        return made
+
     def policy(self, options: TaskOptions) -> Policy:
         return options.policy(self.settings.retry_backoff_max)
 
@@ -141,7 +153,7 @@ class TaskBackend(ABC):
         arguments = spec.bind(args, kwargs)
         requested = options or TaskOptions()
         self.check_options(requested)
-        opts = _bounded(requested.merged_over(spec.defaults), self.settings, submitted)
+        opts = _past_eta_dropped(requested.merged_over(self.task_defaults(spec)), submitted)
         record = TaskRecord(id=new_task_id(), name=name, backend=self.name, args=args,
                             kwargs=kwargs, submitted_at=submitted, queue=opts.queue,
                             expires_at=_expires_at(opts.expires, submitted),
@@ -376,15 +388,12 @@ def _not_queued(interrupted: BaseException) -> dict[str, str]:
             "message": f"submission interrupted ({type(interrupted).__name__})"}
 
 
-def _bounded(options: TaskOptions, settings: Settings, submitted: float) -> TaskOptions:
-    """`options` with DEFAULT_TIME_LIMIT where no limit is set, and an `eta` already
-    past as none (start now: a library would compute a negative expiry from it)."""
-    update: dict[str, Any] = {}
-    if options.time_limit is None and settings.default_time_limit:
-        update["time_limit"] = settings.default_time_limit
+def _past_eta_dropped(options: TaskOptions, submitted: float) -> TaskOptions:
+    """An `eta` already past is none: start now (a library computes its message's
+    expiry from the eta, arq a negative one)."""
     if options.eta is not None and options.eta.timestamp() < submitted:
-        update["eta"] = None
-    return options.model_copy(update=update) if update else options
+        return options.model_copy(update={"eta": None})
+    return options
 
 
 def _not_before(options: TaskOptions, submitted: float) -> float:
