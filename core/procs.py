@@ -94,7 +94,11 @@ class Server(Proc):
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(["serve", "--backend", backend, "--port", str(self.port),
                           "--no-access-log", "--log-level", "warning", *extra], env, python)
-        wait_until(self._ready, timeout=30, what=f"server {self.url}")
+        try:
+            wait_until(self._ready, timeout=30, what=f"server {self.url}")
+        except BaseException:  # never ready: not left running behind the failed test
+            self.stop()
+            raise
 
     def _ready(self) -> bool:
         if not self.alive():
