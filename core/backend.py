@@ -43,7 +43,7 @@ from core.records import (
     error_of,
     new_task_id,
 )
-from core.registry import get_task
+from core.registry import TaskSpec, get_task
 from core.settings import Settings
 from core.states import FINISHED, TaskState
 from core.workers import WORKERS_KEY, live_workers
@@ -78,6 +78,7 @@ class TaskBackend(ABC):
         self.publisher = (Publisher(settings.broker, self.declare)
                           if settings.producer == "native" and is_amqp(settings.broker)
                           and "amqp" in self.brokers else None)
+        self._defaults: dict[str, TaskOptions] = {}
 
     # -- what an adapter implements -------------------------------------------------
     @abstractmethod
@@ -127,6 +128,17 @@ class TaskBackend(ABC):
                 f"backend {self.name!r} cannot honour option(s): {', '.join(unsupported)}"
             )
 
+    def task_defaults(self, spec: TaskSpec) -> TaskOptions:
+        """The options a submission of `spec` starts from: the task's declared ones,
+        with DEFAULT_TIME_LIMIT where it declares no limit (once per task)."""
+        made = self._defaults.get(spec.name)
+        if made is None:
+            made = spec.defaults
+            if made.time_limit is None and self.settings.default_time_limit:
+                made = made.model_copy(update={"time_limit": self.settings.default_time_limit})
+            self._defaults[spec.name] = made
+        return made
+
     def policy(self, options: TaskOptions) -> Policy:
         return options.policy(self.settings.retry_backoff_max)
 
@@ -156,10 +168,10 @@ class TaskBackend(ABC):
         args, kwargs = list(args or []), dict(kwargs or {})
         arguments = spec.bind(args, kwargs)
         if options is None or not options.model_fields_set:  # none asked: the task's own
-            opts = spec.defaults
+            opts = self.task_defaults(spec)
         else:
             self.check_options(options)
-            opts = options.merged_over(spec.defaults)
+            opts = _past_eta_dropped(options.merged_over(self.task_defaults(spec)), submitted)
         record = TaskRecord(id=new_task_id(), name=name, backend=self.name, args=args,
                             kwargs=kwargs, submitted_at=submitted, queue=opts.queue,
                             expires_at=_expires_at(opts.expires, submitted),
@@ -404,6 +416,14 @@ def _text(value: str | bytes) -> str:
 def _not_queued(interrupted: BaseException) -> dict[str, str]:
     return {"type": "NotQueued",
             "message": f"submission interrupted ({type(interrupted).__name__})"}
+
+
+def _past_eta_dropped(options: TaskOptions, submitted: float) -> TaskOptions:
+    """An `eta` already past is none: start now (a library computes its message's
+    expiry from the eta, arq a negative one)."""
+    if options.eta is not None and options.eta.timestamp() < submitted:
+        return options.model_copy(update={"eta": None})
+    return options
 
 
 def _not_before(options: TaskOptions, submitted: float) -> float:

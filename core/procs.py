@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -93,7 +94,11 @@ class Server(Proc):
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(["serve", "--backend", backend, "--port", str(self.port),
                           "--no-access-log", "--log-level", "warning", *extra], env, python)
-        wait_until(self._ready, timeout=30, what=f"server {self.url}")
+        try:
+            wait_until(self._ready, timeout=30, what=f"server {self.url}")
+        except BaseException:  # never ready: not left running behind the failed test
+            self.stop()
+            raise
 
     def _ready(self) -> bool:
         if not self.alive():
@@ -101,5 +106,7 @@ class Server(Proc):
         try:
             with urllib.request.urlopen(f"{self.url}/openapi.json", timeout=1) as answer:
                 return bool(answer.status == 200)
+        except urllib.error.HTTPError as refused:  # it answers (401 with API_KEY set)
+            return refused.code == 401
         except OSError:
             return False

@@ -34,12 +34,14 @@ class TaskSpec:
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise InvalidArguments([{"loc": ["body", "args"], "msg": str(exc)}]) from None
+            raise InvalidArguments([{"loc": ["body", "args"], "msg": str(exc),
+                                     "type": "arguments"}]) from None
         try:
             model = self.params.model_validate(bound.arguments)
         except ValidationError as exc:
             raise InvalidArguments(
-                [{"loc": ["body", "kwargs", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+                [{"loc": ["body", "kwargs", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                 for e in exc.errors()]
             ) from None
         return model.model_dump()
 
@@ -56,7 +58,9 @@ REGISTRY: dict[str, TaskSpec] = {}
 
 def _params_model(fn: Callable[..., Any]) -> type[BaseModel]:
     fields: dict[str, Any] = {}
-    for p in inspect.signature(fn).parameters.values():
+    # eval_str: the annotations are strings here (`from __future__ import annotations`),
+    # and their constraints (Annotated[..., Field(le=...)]) must reach the model.
+    for p in inspect.signature(fn, eval_str=True).parameters.values():
         annotation = Any if p.annotation is inspect.Parameter.empty else p.annotation
         default = ... if p.default is inspect.Parameter.empty else p.default
         fields[p.name] = (annotation, default)

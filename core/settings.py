@@ -61,6 +61,16 @@ class Settings(BaseSettings):
         1.0, ge=0, le=60, description="seconds the history writer lets finished tasks "
         "gather once it has caught up (fewer, larger database transactions)")
 
+    # Bad input and access (README, "Limits and access").
+    default_time_limit: float = Field(
+        3600.0, ge=0, le=7 * 86_400, description="seconds a task submitted without a "
+        "time_limit may run (0: no limit)")
+    api_key: str | None = Field(None, min_length=1, description="when set, every endpoint "
+                                "but /health and /metrics needs header X-API-Key")
+    max_body_bytes: int = Field(1_048_576, ge=1, description="a larger request body is a 413")
+    cors_origins: str = Field("", description="comma-separated origins allowed by CORS "
+                              "(`*`: any); empty: no CORS headers")
+
     # The periodic schedule (core/schedule.py): a TOML file, else the one declared in core.
     schedule_file: str | None = Field(None, description="TOML file of periodic entries")
 

@@ -27,6 +27,7 @@ from core.loader import adapter_module
 from core.procs import ROOT, Proc, Server, wait_until
 from core.settings import Settings
 from core.states import TaskState
+from core.tasks import MAX_CPU_ROUNDS
 
 FINAL = {s.value for s in TaskState if s.finished}
 
@@ -753,7 +754,7 @@ async def test_sigterm_lets_tasks_in_flight_finish(
 # -- adapters behave alike (issue 8) --
 
 # sha256 rounds that take minutes: a cpu task that never ends within a test by itself.
-CPU_FOREVER = 2_000_000_000
+CPU_FOREVER = MAX_CPU_ROUNDS  # minutes of rounds: the most the task takes
 # The worker set-ups a stop must work on: the default one, and one process (Celery's
 # threads pool, which the benchmark uses; Dramatiq's one process).
 WORKER_SETUPS = pytest.mark.parametrize("processes", [None, 1],

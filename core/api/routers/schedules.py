@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from core.api.deps import BackendDep
+from core.api.openapi import answers
 from core.api.routers.tasks import task_response
 from core.api.schemas import SchedulePublic, TaskPublic
 from core.errors import QueuebenchError
@@ -61,20 +62,21 @@ async def list_schedules(backend: BackendDep, schedule: ScheduleDep) -> list[dic
     return [_body(entry, states[name], now) for name, entry in schedule.items()]
 
 
-@router.get("/{name}", response_model=SchedulePublic)
+@router.get("/{name}", response_model=SchedulePublic, responses=answers(404))
 async def get_schedule_entry(name: str, backend: BackendDep,
                              schedule: ScheduleDep) -> dict[str, Any]:
     return await _one(backend, _entry(schedule, name))
 
 
-@router.post("/{name}/run", status_code=202, response_model=TaskPublic)
+@router.post("/{name}/run", status_code=202, response_model=TaskPublic,
+             responses=answers(404))
 async def run_now(name: str, backend: BackendDep, schedule: ScheduleDep) -> Response:
     """Fire the entry now, outside its ticks (paused or not)."""
     record = await fire(backend, _entry(schedule, name), None)
     return task_response(record, 202, Location=f"/tasks/{record.id}")
 
 
-@router.post("/{name}/pause", response_model=SchedulePublic)
+@router.post("/{name}/pause", response_model=SchedulePublic, responses=answers(404))
 async def pause(name: str, backend: BackendDep, schedule: ScheduleDep) -> dict[str, Any]:
     """Its ticks are skipped (not caught up later) until it is resumed."""
     entry = _entry(schedule, name)
@@ -82,7 +84,7 @@ async def pause(name: str, backend: BackendDep, schedule: ScheduleDep) -> dict[s
     return await _one(backend, entry)
 
 
-@router.post("/{name}/resume", response_model=SchedulePublic)
+@router.post("/{name}/resume", response_model=SchedulePublic, responses=answers(404))
 async def resume(name: str, backend: BackendDep, schedule: ScheduleDep) -> dict[str, Any]:
     entry = _entry(schedule, name)
     await ScheduleState(backend.redis).pause(name, False)

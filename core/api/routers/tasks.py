@@ -3,13 +3,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime
 from pydantic_core import to_json
 
 from core.api.deps import BackendDep
+from core.api.openapi import answers
 from core.api.schemas import (
     MAX_BATCH,
     BatchAccepted,
+    DateTimeQuery,
     TaskPublic,
     TaskSubmit,
     batch_model,
@@ -85,8 +86,8 @@ async def submit_unknown(name: str) -> None:
 async def list_tasks(
     backend: BackendDep, state: TaskState | None = None, name: str | None = None,
     backend_name: Annotated[str | None, Query(alias="backend")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="submitted at or after")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="submitted before")] = None,
+    since: Annotated[DateTimeQuery | None, Query(description="submitted at or after")] = None,
+    until: Annotated[DateTimeQuery | None, Query(description="submitted before")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
     schedule: Annotated[str | None, Query(description="fired by this periodic entry")] = None,
@@ -96,17 +97,18 @@ async def list_tasks(
     return [r.body() for r in found]
 
 
-@router.get("/{task_id}", response_model=TaskPublic)
+@router.get("/{task_id}", response_model=TaskPublic, responses=answers(404))
 async def get_task(task_id: str, backend: BackendDep) -> Response:
     return task_response(await backend.get(task_id))
 
 
-@router.get("/{task_id}/wait", response_model=TaskPublic)
+@router.get("/{task_id}/wait", response_model=TaskPublic, responses=answers(404))
 async def wait_task(task_id: str, backend: BackendDep,
                     timeout: Annotated[float, Query(ge=0, le=300)] = 30) -> Response:
     return task_response(await backend.wait(task_id, timeout))
 
 
-@router.delete("/{task_id}", status_code=202, response_model=TaskPublic)
+@router.delete("/{task_id}", status_code=202, response_model=TaskPublic,
+               responses=answers(404, 409))
 async def cancel_task(task_id: str, backend: BackendDep) -> dict[str, Any]:
     return (await backend.cancel(task_id)).body()
