@@ -22,9 +22,18 @@ import httpx
 import psutil
 import pytest
 import redis
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
+from core.db.engine import make_engine
 from core.procs import Proc, Server
 from tests.conftest import service_down
+from tests.support_db import (
+    create_postgres_database,
+    drop_postgres_database,
+    need_postgres,
+    prepare_database,
+)
 from tests.support_faults import CuttableProxy, RedisServer, cpu_share, descendants
 
 pytestmark = pytest.mark.faults
@@ -106,9 +115,14 @@ class Load:
     async def _run(self) -> None:
         while True:
             sent = time.monotonic()
-            response = await submit(self.http, "noop", "load")
-            task_id = response.json().get("id", "") if response.status_code == 202 else ""
-            self.answers.append((sent, response.status_code, time.monotonic() - sent, task_id))
+            try:
+                response = await submit(self.http, "noop", "load")
+            except httpx.TransportError:  # no answer at all (a server that stopped): 0
+                self.answers.append((sent, 0, time.monotonic() - sent, ""))
+            else:
+                task_id = response.json().get("id", "") if response.status_code == 202 else ""
+                self.answers.append((sent, response.status_code, time.monotonic() - sent,
+                                     task_id))
             await asyncio.sleep(self.every)
 
     def since(self, start: float) -> list[tuple[float, int, float, str]]:
@@ -139,6 +153,8 @@ async def test_redis_outage_is_a_quick_503_idle_workers_and_recovery_by_itself(
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, Load(http) as load:
         first = await submit(http, "sleep", 0.2)
         assert (await final(http, first.json()["id"]))["state"] == "SUCCESS"
+        # Accepted, and waiting on a queue no worker consumes when Redis dies.
+        waiting = (await submit(http, "add", 1, 1, queue=f"q-{uuid.uuid4().hex[:8]}")).json()
         store.kill()
         down_at = time.monotonic()
         answer = await submit(http, "noop", 1)
@@ -153,7 +169,10 @@ async def test_redis_outage_is_a_quick_503_idle_workers_and_recovery_by_itself(
         back_at = time.monotonic()
         body = await final(http, await _accepted_after_outage(http))
         recovered = time.monotonic() - back_at
+        lost = await http.get(f"/tasks/{waiting['id']}")
     assert body["state"] == "SUCCESS", body
+    # Nothing was on disk: an accepted task that had not finished is gone with Redis.
+    assert lost.status_code == 404, lost.text
     assert while_down and {status for _, status, _, _ in while_down} == {503}, while_down
     slowest = max(seconds for _, _, seconds, _ in load.since(down_at))
     assert slowest < ANSWER_BOUND, f"a request took {slowest:.1f}s while Redis was down"
@@ -172,3 +191,209 @@ async def _accepted_after_outage(http: httpx.AsyncClient) -> str:
         assert response.status_code == 503, response.text
         await asyncio.sleep(0.1)
     raise AssertionError("no submit accepted after Redis came back")
+
+
+async def test_with_appendonly_no_accepted_task_is_lost_when_redis_is_killed(
+        backend_name: str, private_redis: Callable[..., RedisServer],
+        start_worker: Callable[..., Proc], start_server: Callable[..., Server],
+        shown: list[Proc]) -> None:
+    """Redis with `appendonly yes` and `appendfsync always` (a write is on disk before
+    its reply) killed while tasks run, wait and keep coming: every task the API
+    accepted (202) ends SUCCESS once Redis is back, and none is delivered twice."""
+    store = private_redis("always")
+    env = {"REDIS_URL": store.url}
+    worker = start_worker(concurrency=2, **env)
+    server = start_server(**env)
+    shown += [worker, server]
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        async with Load(http) as load:
+            sleeps = [(await submit(http, "sleep", 0.5)).json()["id"] for _ in range(8)]
+            await _until_started(http, sleeps[0])
+            store.kill()
+            await asyncio.sleep(1)
+            store.start()
+            await _accepted_after_outage(http)
+        accepted = [*sleeps, *load.accepted()]
+        bodies = [await final(http, task_id) for task_id in accepted]
+    states = {body["id"]: body["state"] for body in bodies}
+    assert set(states.values()) == {"SUCCESS"}, states
+    check = redis.Redis.from_url(store.url, decode_responses=True)
+    again = {t: n for t in accepted if int(n := check.hget(f"qb:task:{t}", "deliveries") or 0)}
+    check.close()
+    assert not again, f"delivered again: {again}"
+    print(f"\n{backend_name}: {len(accepted)} accepted tasks, all SUCCESS after the restart")
+
+
+async def _until_started(http: httpx.AsyncClient, task_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while (await http.get(f"/tasks/{task_id}")).json()["state"] == "PENDING":
+        assert time.monotonic() < deadline, f"task {task_id} never started"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def database_behind_proxy() -> Iterator[tuple[str, CuttableProxy]]:
+    """A migrated PostgreSQL database of the test's own, and a proxy in front of it;
+    the app's url goes through the proxy."""
+    need_postgres()
+    url = create_postgres_database("qb_faults")
+    proxy: CuttableProxy | None = None
+    try:
+        prepare_database(url)
+        direct = make_url(url)
+        proxy = CuttableProxy(direct.host or "127.0.0.1", direct.port or 5432)
+        yield url, proxy
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        drop_postgres_database(url)
+
+
+async def _in_history(url: str, ids: list[str]) -> dict[str, str]:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(text("SELECT id, state FROM task_history "
+                                           "WHERE id = ANY(:ids)"), {"ids": ids})
+            return {row.id: row.state for row in rows}
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_database_outage_submissions_go_on_and_history_catches_up(
+        backend_name: str, private_redis: Callable[..., RedisServer],
+        database_behind_proxy: tuple[str, CuttableProxy],
+        start_worker: Callable[..., Proc], start_server: Callable[..., Server],
+        shown: list[Proc]) -> None:
+    """Every connection to PostgreSQL cut (and new ones refused) mid-run: submits go on
+    answering 202 and the tasks run; /health names the database; once it is back,
+    the history writer stores every task that finished meanwhile."""
+    url, proxy = database_behind_proxy
+    env = {"REDIS_URL": private_redis().url,
+           "DATABASE_URL": make_url(url).set(port=proxy.port).render_as_string(
+               hide_password=False)}
+    worker = start_worker(concurrency=4, **env)
+    server = start_server(**env)
+    shown += [worker, server]
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        before = [(await submit(http, "add", i, 1)).json()["id"] for i in range(5)]
+        for task_id in before:
+            await final(http, task_id)
+        await _until(lambda: _in_history(url, before), len(before), "history before the cut")
+        proxy.cut()
+        answers = [await submit(http, "add", i, 2) for i in range(20)]
+        assert {a.status_code for a in answers} == {202}, [a.text for a in answers]
+        during = [a.json()["id"] for a in answers]
+        assert {(await final(http, t))["state"] for t in during} == {"SUCCESS"}
+        health = await http.get("/health")
+        assert health.status_code == 503 and health.json()["database"] is False, health.text
+        assert not await _in_history(url, during)  # nothing could be written meanwhile
+        proxy.restore()
+        restored = time.monotonic()
+        stored = await _until(lambda: _in_history(url, before + during),
+                              len(before + during), "history after the cut")
+        caught_up = time.monotonic() - restored
+    assert set(stored.values()) == {"SUCCESS"}, stored
+    print(f"\n{backend_name}: history caught up {caught_up:.1f}s after the database came back")
+
+
+async def _until(read: Callable[[], Any], count: int, what: str) -> dict[str, str]:
+    deadline = time.monotonic() + RECOVERY
+    while True:
+        found: dict[str, str] = await read()
+        if len(found) >= count:
+            return found
+        assert time.monotonic() < deadline, f"{what}: {len(found)} of {count} stored"
+        await asyncio.sleep(0.2)
+
+
+def _runs(url: str, keys: list[str]) -> list[int]:
+    """How many runs of `sleep(..., key)` got to their end, per key."""
+    client = redis.Redis.from_url(url)
+    try:
+        return [int(client.get(f"qb:slept:{key}") or 0) for key in keys]
+    finally:
+        client.close()
+
+
+def _ran_in(url: str, task_id: str) -> int:
+    """The pid of the process that ran the task last (its record's owner, host:pid)."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return int(str(client.hget(f"qb:task:{task_id}", "worker")).rsplit(":", 1)[1])
+    finally:
+        client.close()
+
+
+async def _exits(proc: Proc, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while proc.alive():
+        assert time.monotonic() < deadline, f"{proc.args[0]} still runs {timeout}s after SIGTERM"
+        await asyncio.sleep(0.05)
+
+
+async def test_sigterm_to_a_worker_under_load_finishes_its_tasks_and_leaves_the_rest_queued(
+        backend_name: str, private_redis: Callable[..., RedisServer],
+        start_worker: Callable[..., Proc], start_server: Callable[..., Server],
+        shown: list[Proc]) -> None:
+    """SIGTERM to `queuebench worker` (its main process, as `docker stop` sends it)
+    with both slots on 1.5 s sleeps and more waiting: the two finish there, the worker
+    exits, the waiting ones stay PENDING; a new worker runs them; each task runs once."""
+    store = private_redis()
+    env = {"REDIS_URL": store.url}
+    first = start_worker(concurrency=2, **env)
+    server = start_server(**env)
+    shown += [first, server]
+    keys = [uuid.uuid4().hex for _ in range(8)]
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        ids = [(await submit(http, "sleep", 1.5 if i < 2 else 0.2, keys[i])).json()["id"]
+               for i in range(len(keys))]
+        for task_id in ids[:2]:
+            await _until_started(http, task_id)
+        first_pids = descendants(first.pid)
+        os.kill(first.pid, signal.SIGTERM)
+        await _exits(first)
+        in_flight = [(await http.get(f"/tasks/{t}")).json()["state"] for t in ids[:2]]
+        waiting = [(await http.get(f"/tasks/{t}")).json()["state"] for t in ids[2:]]
+        second = start_worker(concurrency=2, **env)
+        shown.append(second)
+        bodies = [await final(http, task_id) for task_id in ids]
+    assert in_flight == ["SUCCESS"] * 2, in_flight
+    assert waiting == ["PENDING"] * 6, waiting
+    assert [b["state"] for b in bodies] == ["SUCCESS"] * 8
+    assert {_ran_in(store.url, t) for t in ids[:2]} <= first_pids
+    assert {_ran_in(store.url, t) for t in ids[2:]} <= descendants(second.pid)
+    assert _runs(store.url, keys) == [1] * 8
+
+
+async def test_sigterm_to_the_api_answers_requests_in_flight_and_loses_no_accepted_task(
+        backend_name: str, private_redis: Callable[..., RedisServer],
+        start_worker: Callable[..., Proc], start_server: Callable[..., Server],
+        shown: list[Proc]) -> None:
+    """SIGTERM to `queuebench serve` under a stream of submits, with a /wait in
+    flight: the /wait gets its answer, every submit is a 202 or no answer at all
+    (never a 5xx), the server exits, and each task it accepted runs."""
+    store = private_redis()
+    env = {"REDIS_URL": store.url}
+    worker = start_worker(concurrency=4, **env)
+    api = start_server(**env)
+    shown += [worker, api]
+    async with httpx.AsyncClient(base_url=api.url, timeout=60) as http:
+        task = (await submit(http, "sleep", 1.5)).json()
+        async with Load(http, every=0.01) as load:
+            waiting = asyncio.create_task(
+                http.get(f"/tasks/{task['id']}/wait", params={"timeout": 20}))
+            await asyncio.sleep(0.5)
+            os.kill(api.pid, signal.SIGTERM)
+            answer = await waiting
+            await _exits(api)
+    statuses = {status for _, status, _, _ in load.answers}
+    accepted = load.accepted()
+    again = start_server(**env)
+    shown.append(again)
+    async with httpx.AsyncClient(base_url=again.url, timeout=60) as http:
+        states = {(await final(http, task_id))["state"] for task_id in accepted}
+    assert answer.status_code == 200 and answer.json()["state"] == "SUCCESS", answer.text
+    assert statuses <= {202, 0} and 202 in statuses, statuses
+    assert states == {"SUCCESS"}, states
