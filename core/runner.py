@@ -24,7 +24,15 @@ from core.context import TaskContext, reset_current, set_current
 from core.errors import RetryTask, TimeLimitExceeded
 from core.interrupt import OverTime, Revoked, Run, Stopper, process_stopper
 from core.policy import Policy
-from core.records import BUSY, LOST, RecordStore, connect, error_of
+from core.records import (
+    BUSY,
+    CONNECT_TIMEOUT,
+    LOST,
+    SOCKET_TIMEOUT,
+    RecordStore,
+    connect,
+    error_of,
+)
 from core.registry import TaskSpec, get_task
 from core.settings import Settings
 from core.states import TaskState
@@ -257,6 +265,8 @@ class ThreadLoops:
             runner = ThreadRunner(self.settings, connect(self.settings.redis_url, 8),
                                   offload_sync=False, time_limit_errors=self.time_limit_errors,
                                   records=SyncRedis.from_url(self.settings.redis_url,
+                                                             socket_connect_timeout=CONNECT_TIMEOUT,
+                                                             socket_timeout=SOCKET_TIMEOUT,
                                                              single_connection_client=True),
                                   stopper=process_stopper(self.settings.redis_url))
             made = self._local.made = (loop, runner)

@@ -26,6 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from core.db.engine import make_engine
+from core.features import Support
 from core.procs import Proc, Server
 from tests.conftest import service_down
 from tests.support_db import (
@@ -51,10 +52,12 @@ RECOVERY = 60.0
 
 @pytest.fixture
 def shown() -> Iterator[list[Proc]]:
-    """Processes whose output ends the test's captured output (shown if it fails)."""
+    """Processes stopped at the end of the test (before its Redis goes), whose output
+    ends the test's captured output (shown if it fails)."""
     procs: list[Proc] = []
     yield procs
-    for proc in procs:  # without the lines of each task run
+    for proc in procs:
+        proc.stop()
         lines = [line for line in proc.output().splitlines() if " INFO " not in line]
         print(f"--- {' '.join(proc.args)} ---", *lines[-400:], sep="\n")
 
@@ -140,10 +143,11 @@ def _no_worker_process_died(pids: set[int]) -> list[int]:
 async def test_redis_outage_is_a_quick_503_idle_workers_and_recovery_by_itself(
         backend_name: str, private_redis: Callable[..., RedisServer],
         start_worker: Callable[..., Proc], start_server: Callable[..., Server],
-        shown: list[Proc]) -> None:
-    """Redis (no persistence) killed under load: every request answers within
-    ANSWER_BOUND, submits and /health with 503 naming Redis; the worker processes stay
+        shown: list[Proc], feature: Callable[..., Support]) -> None:
+    """Redis (no persistence) frozen, then killed, under load: every request answers
+    within ANSWER_BOUND, submits and /health with 503 naming Redis; the worker processes stay
     up and idle; once Redis is back, new tasks are accepted and run, with no restart."""
+    feature("redis_outage")
     store = private_redis()
     env = {"REDIS_URL": store.url}
     worker = start_worker(concurrency=4, **env)
@@ -155,6 +159,15 @@ async def test_redis_outage_is_a_quick_503_idle_workers_and_recovery_by_itself(
         assert (await final(http, first.json()["id"]))["state"] == "SUCCESS"
         # Accepted, and waiting on a queue no worker consumes when Redis dies.
         waiting = (await submit(http, "add", 1, 1, queue=f"q-{uuid.uuid4().hex[:8]}")).json()
+        store.freeze()  # connections open, nothing answers: bounded by core's timeouts
+        frozen_at = time.monotonic()
+        try:
+            stuck = await submit(http, "noop", 1)
+            frozen_for = time.monotonic() - frozen_at
+        finally:
+            store.thaw()
+        assert stuck.status_code == 503 and "redis" in stuck.json()["detail"], stuck.text
+        assert frozen_for < ANSWER_BOUND, f"a submit took {frozen_for:.1f}s on a frozen Redis"
         store.kill()
         down_at = time.monotonic()
         answer = await submit(http, "noop", 1)
@@ -178,7 +191,8 @@ async def test_redis_outage_is_a_quick_503_idle_workers_and_recovery_by_itself(
     assert slowest < ANSWER_BOUND, f"a request took {slowest:.1f}s while Redis was down"
     assert cpu < IDLE_CPU, f"the worker used {cpu:.2f} of a core while Redis was down"
     assert worker.alive() and not _no_worker_process_died(pids), worker.output()[-3000:]
-    print(f"\n{backend_name}: 503 within {slowest:.2f}s, worker CPU {cpu:.3f} while down, "
+    print(f"\n{backend_name}: 503 within {frozen_for:.1f}s (frozen Redis), "
+          f"{slowest:.2f}s (killed), worker CPU {cpu:.3f} while down, "
           f"a new task ran {recovered:.1f}s after Redis came back")
 
 
@@ -196,10 +210,11 @@ async def _accepted_after_outage(http: httpx.AsyncClient) -> str:
 async def test_with_appendonly_no_accepted_task_is_lost_when_redis_is_killed(
         backend_name: str, private_redis: Callable[..., RedisServer],
         start_worker: Callable[..., Proc], start_server: Callable[..., Server],
-        shown: list[Proc]) -> None:
+        shown: list[Proc], feature: Callable[..., Support]) -> None:
     """Redis with `appendonly yes` and `appendfsync always` (a write is on disk before
     its reply) killed while tasks run, wait and keep coming: every task the API
     accepted (202) ends SUCCESS once Redis is back, and none is delivered twice."""
+    feature("durable_redis")
     store = private_redis("always")
     env = {"REDIS_URL": store.url}
     worker = start_worker(concurrency=2, **env)
@@ -214,14 +229,38 @@ async def test_with_appendonly_no_accepted_task_is_lost_when_redis_is_killed(
             store.start()
             await _accepted_after_outage(http)
         accepted = [*sleeps, *load.accepted()]
-        bodies = [await final(http, task_id) for task_id in accepted]
-    states = {body["id"]: body["state"] for body in bodies}
-    assert set(states.values()) == {"SUCCESS"}, states
+        states = {t: await _final_state(http, t) for t in accepted}
+    stuck = {t: _keys_holding(store.url, t) for t, state in states.items() if state != "SUCCESS"}
+    assert not stuck, f"not SUCCESS (the Redis keys that still name each): {stuck}"
     check = redis.Redis.from_url(store.url, decode_responses=True)
     again = {t: n for t in accepted if int(n := check.hget(f"qb:task:{t}", "deliveries") or 0)}
     check.close()
     assert not again, f"delivered again: {again}"
     print(f"\n{backend_name}: {len(accepted)} accepted tasks, all SUCCESS after the restart")
+
+
+async def _final_state(http: httpx.AsyncClient, task_id: str) -> str:
+    try:
+        return str((await final(http, task_id))["state"])
+    except AssertionError:
+        return "not finished"
+
+
+def _keys_holding(url: str, task_id: str) -> list[str]:
+    """The keys whose value mentions `task_id`: where its message waits, if anywhere."""
+    client = redis.Redis.from_url(url)
+    found = []
+    try:
+        for key in client.scan_iter(count=1000):
+            kind = client.type(key).decode()
+            values = {"list": lambda k: client.lrange(k, 0, -1), "hash": client.hvals,
+                      "zset": lambda k: client.zrange(k, 0, -1), "string": lambda k: [
+                          client.get(k)]}.get(kind, lambda k: [])(key)
+            if any(task_id.encode() in (v or b"") for v in values):
+                found.append(f"{kind} {key.decode()}")
+    finally:
+        client.close()
+    return found
 
 
 async def _until_started(http: httpx.AsyncClient, task_id: str) -> None:
@@ -265,10 +304,11 @@ async def test_database_outage_submissions_go_on_and_history_catches_up(
         backend_name: str, private_redis: Callable[..., RedisServer],
         database_behind_proxy: tuple[str, CuttableProxy],
         start_worker: Callable[..., Proc], start_server: Callable[..., Server],
-        shown: list[Proc]) -> None:
+        shown: list[Proc], feature: Callable[..., Support]) -> None:
     """Every connection to PostgreSQL cut (and new ones refused) mid-run: submits go on
     answering 202 and the tasks run; /health names the database; once it is back,
     the history writer stores every task that finished meanwhile."""
+    feature("database_outage")
     url, proxy = database_behind_proxy
     env = {"REDIS_URL": private_redis().url,
            "DATABASE_URL": make_url(url).set(port=proxy.port).render_as_string(
@@ -336,10 +376,11 @@ async def _exits(proc: Proc, timeout: float = 30) -> None:
 async def test_sigterm_to_a_worker_under_load_finishes_its_tasks_and_leaves_the_rest_queued(
         backend_name: str, private_redis: Callable[..., RedisServer],
         start_worker: Callable[..., Proc], start_server: Callable[..., Server],
-        shown: list[Proc]) -> None:
+        shown: list[Proc], feature: Callable[..., Support]) -> None:
     """SIGTERM to `queuebench worker` (its main process, as `docker stop` sends it)
     with both slots on 1.5 s sleeps and more waiting: the two finish there, the worker
     exits, the waiting ones stay PENDING; a new worker runs them; each task runs once."""
+    feature("graceful_shutdown")
     store = private_redis()
     env = {"REDIS_URL": store.url}
     first = start_worker(concurrency=2, **env)

@@ -85,6 +85,9 @@ def celery_app(settings: Settings) -> Celery:
             "queue_order_strategy": "priority",
         },
         broker_connection_retry_on_startup=True,
+        # Reconnect for as long as Redis is away (Celery's default gives up after 100
+        # tries, some 45 minutes, and the worker exits).
+        broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
