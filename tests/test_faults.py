@@ -79,6 +79,37 @@ def private_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
         server.stop()
 
 
+class OwnStack:
+    """A worker and a server of the backend under test on a Redis of the test's own."""
+
+    def __init__(self, private_redis: Callable[..., RedisServer],
+                 start_worker: Callable[..., Proc], start_server: Callable[..., Server],
+                 shown: list[Proc]) -> None:
+        self.private_redis = private_redis
+        self.start_worker = start_worker
+        self.start_server = start_server
+        self.shown = shown
+
+    def __call__(self, appendfsync: str | None = None, concurrency: int = 4,
+                 **env: str) -> tuple[RedisServer, Proc, Server]:
+        store = self.private_redis(appendfsync)
+        worker = self.worker(concurrency, REDIS_URL=store.url, **env)
+        server = self.start_server(REDIS_URL=store.url, **env)
+        self.shown.append(server)
+        return store, worker, server
+
+    def worker(self, concurrency: int, **env: str) -> Proc:
+        made = self.start_worker(concurrency=concurrency, **env)
+        self.shown.append(made)
+        return made
+
+
+@pytest.fixture
+def own_stack(private_redis: Callable[..., RedisServer], start_worker: Callable[..., Proc],
+              start_server: Callable[..., Server], shown: list[Proc]) -> OwnStack:
+    return OwnStack(private_redis, start_worker, start_server, shown)
+
+
 async def submit(http: httpx.AsyncClient, name: str, *args: Any, **options: Any) -> httpx.Response:
     return await http.post(f"/tasks/{name}", json={"args": list(args), "options": options})
 
@@ -141,18 +172,12 @@ def _no_worker_process_died(pids: set[int]) -> list[int]:
 
 
 async def test_redis_outage_is_a_quick_503_idle_workers_and_recovery_by_itself(
-        backend_name: str, private_redis: Callable[..., RedisServer],
-        start_worker: Callable[..., Proc], start_server: Callable[..., Server],
-        shown: list[Proc], feature: Callable[..., Support]) -> None:
+        backend_name: str, own_stack: OwnStack, feature: Callable[..., Support]) -> None:
     """Redis (no persistence) frozen, then killed, under load: every request answers
     within ANSWER_BOUND, submits and /health with 503 naming Redis; the worker processes stay
     up and idle; once Redis is back, new tasks are accepted and run, with no restart."""
     feature("redis_outage")
-    store = private_redis()
-    env = {"REDIS_URL": store.url}
-    worker = start_worker(concurrency=4, **env)
-    server = start_server(**env)
-    shown += [worker, server]
+    store, worker, server = own_stack()
     pids = descendants(worker.pid)
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, Load(http) as load:
         first = await submit(http, "sleep", 0.2)
@@ -208,18 +233,12 @@ async def _accepted_after_outage(http: httpx.AsyncClient) -> str:
 
 
 async def test_with_appendonly_no_accepted_task_is_lost_when_redis_is_killed(
-        backend_name: str, private_redis: Callable[..., RedisServer],
-        start_worker: Callable[..., Proc], start_server: Callable[..., Server],
-        shown: list[Proc], feature: Callable[..., Support]) -> None:
+        backend_name: str, own_stack: OwnStack, feature: Callable[..., Support]) -> None:
     """Redis with `appendonly yes` and `appendfsync always` (a write is on disk before
     its reply) killed while tasks run, wait and keep coming: every task the API
     accepted (202) ends SUCCESS once Redis is back, and none is delivered twice."""
     feature("durable_redis")
-    store = private_redis("always")
-    env = {"REDIS_URL": store.url}
-    worker = start_worker(concurrency=2, **env)
-    server = start_server(**env)
-    shown += [worker, server]
+    store, _, server = own_stack(appendfsync="always", concurrency=2)
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         async with Load(http) as load:
             sleeps = [(await submit(http, "sleep", 0.5)).json()["id"] for _ in range(8)]
@@ -301,21 +320,16 @@ async def _in_history(url: str, ids: list[str]) -> dict[str, str]:
 
 @pytest.mark.postgres
 async def test_database_outage_submissions_go_on_and_history_catches_up(
-        backend_name: str, private_redis: Callable[..., RedisServer],
+        backend_name: str, own_stack: OwnStack,
         database_behind_proxy: tuple[str, CuttableProxy],
-        start_worker: Callable[..., Proc], start_server: Callable[..., Server],
-        shown: list[Proc], feature: Callable[..., Support]) -> None:
+        feature: Callable[..., Support]) -> None:
     """Every connection to PostgreSQL cut (and new ones refused) mid-run: submits go on
     answering 202 and the tasks run; /health names the database; once it is back,
     the history writer stores every task that finished meanwhile."""
     feature("database_outage")
     url, proxy = database_behind_proxy
-    env = {"REDIS_URL": private_redis().url,
-           "DATABASE_URL": make_url(url).set(port=proxy.port).render_as_string(
-               hide_password=False)}
-    worker = start_worker(concurrency=4, **env)
-    server = start_server(**env)
-    shown += [worker, server]
+    _, _, server = own_stack(DATABASE_URL=make_url(url).set(port=proxy.port).render_as_string(
+        hide_password=False))
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         before = [(await submit(http, "add", i, 1)).json()["id"] for i in range(5)]
         for task_id in before:
@@ -374,18 +388,12 @@ async def _exits(proc: Proc, timeout: float = 30) -> None:
 
 
 async def test_sigterm_to_a_worker_under_load_finishes_its_tasks_and_leaves_the_rest_queued(
-        backend_name: str, private_redis: Callable[..., RedisServer],
-        start_worker: Callable[..., Proc], start_server: Callable[..., Server],
-        shown: list[Proc], feature: Callable[..., Support]) -> None:
+        backend_name: str, own_stack: OwnStack, feature: Callable[..., Support]) -> None:
     """SIGTERM to `queuebench worker` (its main process, as `docker stop` sends it)
     with both slots on 1.5 s sleeps and more waiting: the two finish there, the worker
     exits, the waiting ones stay PENDING; a new worker runs them; each task runs once."""
     feature("graceful_shutdown")
-    store = private_redis()
-    env = {"REDIS_URL": store.url}
-    first = start_worker(concurrency=2, **env)
-    server = start_server(**env)
-    shown += [first, server]
+    store, first, server = own_stack(concurrency=2)
     keys = [uuid.uuid4().hex for _ in range(8)]
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         ids = [(await submit(http, "sleep", 1.5 if i < 2 else 0.2, keys[i])).json()["id"]
@@ -397,8 +405,7 @@ async def test_sigterm_to_a_worker_under_load_finishes_its_tasks_and_leaves_the_
         await _exits(first)
         in_flight = [(await http.get(f"/tasks/{t}")).json()["state"] for t in ids[:2]]
         waiting = [(await http.get(f"/tasks/{t}")).json()["state"] for t in ids[2:]]
-        second = start_worker(concurrency=2, **env)
-        shown.append(second)
+        second = own_stack.worker(concurrency=2, REDIS_URL=store.url)
         bodies = [await final(http, task_id) for task_id in ids]
     assert in_flight == ["SUCCESS"] * 2, in_flight
     assert waiting == ["PENDING"] * 6, waiting
@@ -409,17 +416,12 @@ async def test_sigterm_to_a_worker_under_load_finishes_its_tasks_and_leaves_the_
 
 
 async def test_sigterm_to_the_api_answers_requests_in_flight_and_loses_no_accepted_task(
-        backend_name: str, private_redis: Callable[..., RedisServer],
-        start_worker: Callable[..., Proc], start_server: Callable[..., Server],
+        backend_name: str, own_stack: OwnStack, start_server: Callable[..., Server],
         shown: list[Proc]) -> None:
     """SIGTERM to `queuebench serve` under a stream of submits, with a /wait in
     flight: the /wait gets its answer, every submit is a 202 or no answer at all
     (never a 5xx), the server exits, and each task it accepted runs."""
-    store = private_redis()
-    env = {"REDIS_URL": store.url}
-    worker = start_worker(concurrency=4, **env)
-    api = start_server(**env)
-    shown += [worker, api]
+    store, _, api = own_stack()
     async with httpx.AsyncClient(base_url=api.url, timeout=60) as http:
         task = (await submit(http, "sleep", 1.5)).json()
         async with Load(http, every=0.01) as load:
@@ -431,7 +433,7 @@ async def test_sigterm_to_the_api_answers_requests_in_flight_and_loses_no_accept
             await _exits(api)
     statuses = {status for _, status, _, _ in load.answers}
     accepted = load.accepted()
-    again = start_server(**env)
+    again = start_server(REDIS_URL=store.url)
     shown.append(again)
     async with httpx.AsyncClient(base_url=again.url, timeout=60) as http:
         states = {(await final(http, task_id))["state"] for task_id in accepted}
