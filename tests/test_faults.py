@@ -27,7 +27,9 @@ from sqlalchemy.engine import make_url
 
 from core.db.engine import make_engine
 from core.features import Support
-from core.procs import Proc, Server
+from core.history import GROUP
+from core.procs import Proc, Server, wait_until
+from core.records import HISTORY_STREAM
 from tests.conftest import service_down
 from tests.support_db import (
     create_postgres_database,
@@ -248,7 +250,8 @@ async def test_with_appendonly_no_accepted_task_is_lost_when_redis_is_killed(
             store.start()
             await _accepted_after_outage(http)
         accepted = [*sleeps, *load.accepted()]
-        states = {t: await _final_state(http, t) for t in accepted}
+        deadline = time.monotonic() + RECOVERY
+        states = {t: await _final_state(http, t, deadline) for t in accepted}
     stuck = {t: _keys_holding(store.url, t) for t, state in states.items() if state != "SUCCESS"}
     assert not stuck, f"not SUCCESS (the Redis keys that still name each): {stuck}"
     check = redis.Redis.from_url(store.url, decode_responses=True)
@@ -258,9 +261,9 @@ async def test_with_appendonly_no_accepted_task_is_lost_when_redis_is_killed(
     print(f"\n{backend_name}: {len(accepted)} accepted tasks, all SUCCESS after the restart")
 
 
-async def _final_state(http: httpx.AsyncClient, task_id: str) -> str:
+async def _final_state(http: httpx.AsyncClient, task_id: str, deadline: float) -> str:
     try:
-        return str((await final(http, task_id))["state"])
+        return str((await final(http, task_id, max(1.0, deadline - time.monotonic())))["state"])
     except AssertionError:
         return "not finished"
 
@@ -328,7 +331,7 @@ async def test_database_outage_submissions_go_on_and_history_catches_up(
     the history writer stores every task that finished meanwhile."""
     feature("database_outage")
     url, proxy = database_behind_proxy
-    _, _, server = own_stack(DATABASE_URL=make_url(url).set(port=proxy.port).render_as_string(
+    store, _, server = own_stack(DATABASE_URL=make_url(url).set(port=proxy.port).render_as_string(
         hide_password=False))
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         before = [(await submit(http, "add", i, 1)).json()["id"] for i in range(5)]
@@ -343,6 +346,9 @@ async def test_database_outage_submissions_go_on_and_history_catches_up(
         health = await http.get("/health")
         assert health.status_code == 503 and health.json()["database"] is False, health.text
         assert not await _in_history(url, during)  # nothing could be written meanwhile
+        # Cut until the writer has read them, failed to store them, and kept them.
+        await asyncio.to_thread(wait_until, lambda: _kept_after_a_failure(
+            store.url, server, len(during)), RECOVERY, 0.1, "the writer's failed attempt")
         proxy.restore()
         restored = time.monotonic()
         stored = await _until(lambda: _in_history(url, before + during),
@@ -350,6 +356,16 @@ async def test_database_outage_submissions_go_on_and_history_catches_up(
         caught_up = time.monotonic() - restored
     assert set(stored.values()) == {"SUCCESS"}, stored
     print(f"\n{backend_name}: history caught up {caught_up:.1f}s after the database came back")
+
+
+def _kept_after_a_failure(url: str, server: Server, count: int) -> bool:
+    """Whether the history writer said it failed, and holds `count` entries unstored."""
+    client = redis.Redis.from_url(url)
+    try:
+        pending = int(client.xpending(HISTORY_STREAM, GROUP)["pending"])
+    finally:
+        client.close()
+    return pending >= count and "history writer: " in server.output()
 
 
 async def _until(read: Callable[[], Any], count: int, what: str) -> dict[str, str]:
