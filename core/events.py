@@ -47,7 +47,13 @@ class EventHub:
         async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
             await pubsub.subscribe(EVENTS_CHANNEL)
             self._ready.set()
-            async for message in pubsub.listen():
+            while True:
+                # Not listen(): redis-py 5 bounds its reads by the client's socket
+                # timeout (core/records.py), and a quiet channel would end it.
+                message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                   timeout=1.0)
+                if message is None:
+                    continue
                 event = json.loads(message["data"])
                 if TaskState(event["state"]).finished:
                     for waiter in self._waiters.get(event["id"], ()):

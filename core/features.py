@@ -26,6 +26,12 @@ FEATURES: dict[str, str] = {
     "redelivery": "a task whose worker is killed (SIGKILL) runs again on another worker, "
                   "once, within REDELIVERY_AFTER (default 30 s) and a reaper's pass",
     "graceful_shutdown": "SIGTERM: tasks in flight finish before the worker exits",
+    "redis_outage": "Redis killed under load: requests answer 503 at once, workers stay up "
+                    "and idle, and all resume by themselves once it is back",
+    "durable_redis": "with `appendonly yes` (`appendfsync always`) a Redis killed and "
+                     "restarted loses no accepted task and runs none twice",
+    "database_outage": "the database cut: submits go on (202) and tasks run; the history "
+                       "stores them all once it is back",
     "periodic": "a schedule (`SCHEDULE_FILE`) fires each tick once, however many "
                 "`queuebench scheduler` processes run; **native**: `--native` also runs the "
                 "library's own scheduler (Celery beat, arq cron) from the same schedule",
@@ -51,6 +57,11 @@ CORE_FEATURES: dict[str, Support] = {
     "cancel_pending": Support.CORE,
     "redelivery": Support.CORE,  # core/reaper.py; the library's own stays behind it
     "periodic": Support.CORE,  # core/scheduler.py; an adapter with its own says native
+    # Core's records and their timeouts, the runner's start retried until Redis answers,
+    # each library's own reconnect (tests/test_faults.py)
+    "redis_outage": Support.CORE,
+    "durable_redis": Support.CORE,
+    "database_outage": Support.CORE,  # the history writer keeps its stream entries
 }
 
 

@@ -255,11 +255,21 @@ LOST = "LOST"  # no record (Redis lost it): the run is refused, nothing is writt
 BUSY = "BUSY"  # a live worker runs it already: this delivery is a duplicate
 
 
+# Seconds to open a connection to Redis, and to wait for a reply on one, before the
+# call fails (a 503 from the API): a Redis that is down or frozen (SIGSTOP, a lost
+# route: the kernel still accepts connections, nothing answers) never holds a request
+# or a worker for longer. No command of core's blocks for longer on purpose.
+CONNECT_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 5.0
+
+
 def connect(url: str, max_connections: int = 200) -> Redis:
     """An asyncio client whose pool waits for a free connection when all are busy: a
     burst of submits then queues up instead of failing (redis-py 6+ caps a plain pool
     at 100 and raises "Too many connections" beyond)."""
-    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30)
+    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30,
+                                           socket_connect_timeout=CONNECT_TIMEOUT,
+                                           socket_timeout=SOCKET_TIMEOUT)
     return Redis(connection_pool=pool)
 
 

@@ -24,7 +24,15 @@ from core.context import TaskContext, reset_current, set_current
 from core.errors import RetryTask, TimeLimitExceeded
 from core.interrupt import OverTime, Revoked, Run, Stopper, process_stopper
 from core.policy import Policy
-from core.records import BUSY, LOST, RecordStore, connect, error_of
+from core.records import (
+    BUSY,
+    CONNECT_TIMEOUT,
+    LOST,
+    SOCKET_TIMEOUT,
+    RecordStore,
+    connect,
+    error_of,
+)
 from core.registry import TaskSpec, get_task
 from core.settings import Settings
 from core.states import TaskState
@@ -36,6 +44,8 @@ LimitErrors = tuple[type[BaseException], ...]
 # Seconds between tries of a final write that Redis refused, before the heartbeat
 # thread takes it over (core/workers.py).
 FINISH_RETRIES = (0.1, 0.5, 1.0, 2.0)
+# Longest pause between tries of a start that Redis refuses.
+START_RETRY_MAX = 2.0
 
 
 class Runner:
@@ -67,7 +77,7 @@ class Runner:
         meta = meta or {}
         task_id = meta.get("task_id") or library_id
         policy = Policy.from_wire(meta)
-        found, attempt = await self.store.start(task_id, self.worker)
+        found, attempt = await self._start(task_id)
         if found == LOST:
             log.warning("task %s not run: its record is gone from Redis", task_id)
             return None
@@ -94,6 +104,22 @@ class Runner:
             reset_current(token)
         await self._finish(task_id, TaskState.SUCCESS, result=result, retries=attempt)
         return result
+
+    async def _start(self, task_id: str) -> tuple[str | None, int]:
+        """The start script, tried until Redis answers. The task has not run, and the
+        message this worker holds is all there is of it while Redis is away: raising
+        would have the library count the delivery as done (failed) and drop it. So the
+        slot waits for Redis; with nothing on disk, Redis comes back without the record
+        (LOST: not run)."""
+        delay = 0.1
+        while True:
+            try:
+                return await self.store.start(task_id, self.worker)
+            except RedisError as exc:
+                log.warning("task %s: cannot start it (%s); trying again in %.1fs",
+                            task_id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, START_RETRY_MAX)
 
     async def _call(self, spec: TaskSpec, arguments: dict[str, Any], policy: Policy) -> Any:
         if policy.time_limit is None or not (spec.is_async or self.offload_sync):
@@ -239,6 +265,8 @@ class ThreadLoops:
             runner = ThreadRunner(self.settings, connect(self.settings.redis_url, 8),
                                   offload_sync=False, time_limit_errors=self.time_limit_errors,
                                   records=SyncRedis.from_url(self.settings.redis_url,
+                                                             socket_connect_timeout=CONNECT_TIMEOUT,
+                                                             socket_timeout=SOCKET_TIMEOUT,
                                                              single_connection_client=True),
                                   stopper=process_stopper(self.settings.redis_url))
             made = self._local.made = (loop, runner)

@@ -22,6 +22,8 @@ from core.settings import BACKENDS
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "tests" / "test_conformance.py"
+# Where the tests behind a cell are: the conformance suite, and the outage tests.
+TEST_FILES = (SUITE, ROOT / "tests" / "test_faults.py")
 ICON = {"passed": "✅", "failed": "❌", "skipped": "⏭️", "refused": "🚫"}
 # How a cell reads: the level the tests exercised (tests/conftest.py `feature`), and
 # "refused" for a feature not supported whose refusal (422 or 409) a test proved.
@@ -90,11 +92,12 @@ def icon(results: list[Result]) -> str:
     return ICON[outcome]
 
 
-def _line_of(test: str) -> int:
-    for number, line in enumerate(SUITE.read_text().splitlines(), 1):
-        if re.match(rf"(async )?def {test}\(", line):
-            return number
-    return 1
+def _link_to(test: str) -> str:
+    for path in TEST_FILES:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.match(rf"(async )?def {test}\(", line):
+                return f"../tests/{path.name}#L{number}"
+    return f"../tests/{SUITE.name}"
 
 
 def _tally(results: list[Result]) -> str:
@@ -108,8 +111,7 @@ def _cell(results: list[Result]) -> str:
     if not results:
         return "not run"
     tests = sorted({r.test for r in results})
-    links = ", ".join(f"[{i + 1}](../tests/test_conformance.py#L{_line_of(t)})"
-                      for i, t in enumerate(tests))
+    links = ", ".join(f"[{i + 1}]({_link_to(t)})" for i, t in enumerate(tests))
     return f"{icon(results)} **{label(results)}** ({_tally(results)}; tests {links})"
 
 

@@ -173,6 +173,26 @@ class _SharedWorker(Worker):
     def job_counter(self, value: int) -> None:
         self._slots.taken = value
 
+    async def run_job(self, job_id: str, score: int) -> None:
+        """arq's run_job, whose job is handed out again when Redis failed it. arq reads
+        the job and, at its end, removes it in Redis calls that raise when Redis is
+        away: the job is left in its queue under the in-progress mark arq set, which
+        lives FUNCTION_TIMEOUT (a week), so no worker would take it before. The mark is
+        dropped once Redis answers: the job is taken again, and its record runs it if
+        it never ran, or ends it at once if it did."""
+        try:
+            await super().run_job(job_id, score)
+        except (RedisError, OSError) as exc:
+            log.warning("arq job %s: %s; handing it out again once Redis answers", job_id, exc)
+            delay = 0.1
+            while True:
+                try:
+                    await self.pool.delete(in_progress_key_prefix + job_id)
+                    return
+                except (RedisError, OSError):
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+
 
 def default_concurrency(cpus: int) -> int:
     """arq's default max_jobs (one process, async jobs)."""

@@ -7,6 +7,8 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
+from kombu.transport import redis as redis_transport
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.amqp import is_amqp
 from core.backend import DEFAULT_QUEUE
@@ -21,6 +23,28 @@ PRIORITY_STEPS = list(range(10))
 MAX_PRIORITY = 9
 DEFAULT_PRIORITY = 5
 SEP = ":"  # between a queue's name and its priority step, in its Redis list's key
+
+
+class _Channel(redis_transport.Channel):
+    """kombu's Redis channel, failing as a lost connection should once its connection
+    is gone. Celery 5.7, when Redis goes away, collects the broken connection (which
+    drops the transport's client) and then closes it: the close restores unacked
+    messages, and a task that ends next acknowledges its message (acks late), both
+    through the old channel, which makes a client from `_connparams` and meets an
+    AttributeError there. Celery handles a connection error on those paths (the
+    restore is skipped, the ack logged as failed) but not that: the worker stopped
+    ("Unrecoverable error"). The unacked messages stay in kombu's unacked hash, in Redis,
+    restored after VISIBILITY_TIMEOUT (the record refuses a finished task's second run)."""
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        if self.connection.client is None:
+            raise RedisConnectionError("the broker connection was lost and collected")
+        params: dict[str, Any] = super()._connparams(asynchronous)
+        return params
+
+
+class _Transport(redis_transport.Transport):
+    Channel = _Channel
 
 
 def _register(app: Celery, loops: ThreadLoops, spec: TaskSpec) -> None:
@@ -60,6 +84,8 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
 @cache
 def celery_app(settings: Settings) -> Celery:
     app = Celery("queuebench", broker=settings.broker, set_as_current=True)
+    if settings.broker.startswith(("redis://", "rediss://", "unix://")):
+        app.conf.broker_transport = f"{__name__}:_Transport"
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -77,6 +103,9 @@ def celery_app(settings: Settings) -> Celery:
         # x-max-priority, or priorities are ignored. kombu's Redis transport has none.
         task_queue_max_priority=MAX_PRIORITY if is_amqp(settings.broker) else None,
         broker_connection_retry_on_startup=True,
+        # Reconnect for as long as Redis is away (Celery's default gives up after 100
+        # tries, some 45 minutes, and the worker exits).
+        broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
