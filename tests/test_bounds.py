@@ -58,7 +58,8 @@ async def create(store: RecordStore, n: int, *, state: TaskState | None = TaskSt
 
 
 async def records(redis: Redis) -> set[str]:
-    return {k.decode()[len(TASK_KEY.format("")):] async for k in redis.scan_iter(TASK_KEY.format("*"))}
+    prefix = len(TASK_KEY.format(""))
+    return {k.decode()[prefix:] async for k in redis.scan_iter(TASK_KEY.format("*"))}
 
 
 async def test_without_history_redis_keeps_records_kept_records_however_many_ran(
