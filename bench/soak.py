@@ -262,12 +262,14 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
 
 
-def fits(samples: Samples, warmup: float, tolerance: float) -> dict[str, dict[str, Any] | None]:
+def fits(samples: Samples, warmup: float, tolerance: float,
+         redis_tolerance: float) -> dict[str, dict[str, Any] | None]:
     """A fit per series after the warm-up; the key count is for reading only (its
     slope is in thousands of keys, not MB: no verdict)."""
     out: dict[str, dict[str, Any] | None] = {}
     for name, points in samples.series.items():
-        found = fit([(t, y) for t, y in points if t >= warmup], tolerance)
+        found = fit([(t, y) for t, y in points if t >= warmup],
+                    redis_tolerance if name.startswith("redis") else tolerance)
         if found and name == KEYS:
             found.verdict = "-"
         out[name] = asdict(found) if found else None
@@ -283,8 +285,9 @@ def table(result: dict[str, Any]) -> tuple[Table, Table]:
     for row in run["latency"]:
         lat.add_row(f"{row['from_s']:.0f}", str(row["tasks"]), f"{row['p50_ms']:.1f}",
                     f"{row['p99_ms']:.1f}")
-    mem = Table(title=f"memory after the {result['warmup_s']:.0f} s warm-up "
-                f"(tolerance {result['tolerance_mb_min']} MB/min)")
+    mem = Table(title=f"memory after the {result['warmup_s']:.0f} s warm-up (tolerance: "
+                f"RSS {result['tolerance_mb_min']}, Redis {result['redis_tolerance_mb_min']} "
+                "MB/min)")
     for column in ("series", "first", "last", "slope /min", "95% interval", "verdict"):
         mem.add_column(column, justify="right")
     for name, found in result["memory"].items():
@@ -339,7 +342,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=None,
                    help="seconds left out of the slopes (default: 20%% of the run, 30 s at least)")
     p.add_argument("--tolerance", type=float, default=1.0,
-                   help="MB/min a series may grow by before it counts as growing")
+                   help="MB/min a process's RSS may grow by before it counts as growing")
+    p.add_argument("--redis-tolerance", type=float, default=0.1,
+                   help="likewise Redis's used_memory (far less noisy than an RSS)")
     p.add_argument("--deadline", type=float, default=120.0,
                    help="seconds after the run for every task to reach its final state")
     p.add_argument("--out", type=Path, default=Path("build/soak"))
@@ -368,8 +373,9 @@ def run(args: argparse.Namespace, console: Console) -> tuple[dict[str, Any], Sam
     result = {"backend": args.backend, "rate": args.rate, "minutes": args.minutes,
               "concurrency": args.concurrency, "records_kept": args.records_kept,
               "warmup_s": warmup, "tolerance_mb_min": args.tolerance,
+              "redis_tolerance_mb_min": args.redis_tolerance,
               "outcome": outcome(sent, bodies, sampler.start_time, args.interval),
-              "memory": fits(sampler.samples, warmup, args.tolerance),
+              "memory": fits(sampler.samples, warmup, args.tolerance, args.redis_tolerance),
               "samples": sampler.samples.series}
     return result, sampler.samples
 
