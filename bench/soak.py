@@ -262,13 +262,14 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
 
 
-def fits(samples: Samples, warmup: float, tolerance: float,
+def fits(samples: Samples, warmup: float, end: float, tolerance: float,
          redis_tolerance: float) -> dict[str, dict[str, Any] | None]:
-    """A fit per series after the warm-up; the key count is for reading only (its
-    slope is in thousands of keys, not MB: no verdict)."""
+    """A fit per series from the warm-up to the `end` of the load (not the reading
+    back, a different load); the key count is for reading only (its slope is in
+    thousands of keys, not MB: no verdict)."""
     out: dict[str, dict[str, Any] | None] = {}
     for name, points in samples.series.items():
-        found = fit([(t, y) for t, y in points if t >= warmup],
+        found = fit([(t, y) for t, y in points if warmup <= t <= end],
                     redis_tolerance if name.startswith("redis") else tolerance)
         if found and name == KEYS:
             found.verdict = "-"
@@ -351,10 +352,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def _drive(args: argparse.Namespace, url: str, progress: Progress,
-                 ) -> tuple[list[Sent], dict[str, dict[str, Any]]]:
+async def _drive(args: argparse.Namespace, url: str, progress: Progress, start: float,
+                 ) -> tuple[list[Sent], dict[str, dict[str, Any]], float]:
+    """The load, then the reading back; and when the load ended (seconds from `start`)."""
     sent = await submit(url, args.rate, args.minutes * 60, progress)
-    return sent, await settle(url, sent, args.deadline, progress)
+    load_s = time.time() - start
+    return sent, await settle(url, sent, args.deadline, progress), load_s
 
 
 def run(args: argparse.Namespace, console: Console) -> tuple[dict[str, Any], Samples]:
@@ -366,7 +369,8 @@ def run(args: argparse.Namespace, console: Console) -> tuple[dict[str, Any], Sam
         try:
             with Progress(TextColumn("{task.description}"), TextColumn("{task.completed}"),
                           TimeElapsedColumn(), console=console) as progress:
-                sent, bodies = asyncio.run(_drive(args, server.url, progress))
+                sent, bodies, load_s = asyncio.run(_drive(args, server.url, progress,
+                                                          sampler.start_time))
         finally:
             sampler.halt.set()
             sampler.join()
@@ -375,7 +379,9 @@ def run(args: argparse.Namespace, console: Console) -> tuple[dict[str, Any], Sam
               "warmup_s": warmup, "tolerance_mb_min": args.tolerance,
               "redis_tolerance_mb_min": args.redis_tolerance,
               "outcome": outcome(sent, bodies, sampler.start_time, args.interval),
-              "memory": fits(sampler.samples, warmup, args.tolerance, args.redis_tolerance),
+              "load_s": load_s,
+              "memory": fits(sampler.samples, warmup, load_s, args.tolerance,
+                             args.redis_tolerance),
               "samples": sampler.samples.series}
     return result, sampler.samples
 
