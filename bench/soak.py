@@ -31,6 +31,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import statistics
 import threading
 import time
@@ -332,7 +333,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--backend", choices=BACKENDS, required=True)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--rate", type=float, default=20.0, help="submissions per second")
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/0",
+    p.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
                    help="Redis database for the stack (its used_memory is the instance's)")
     p.add_argument("--concurrency", type=int, default=None,
                    help="worker slots (default: the library's own)")
