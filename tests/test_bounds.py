@@ -6,15 +6,18 @@ scripts and the listing are core's, the same for every backend)."""
 from __future__ import annotations
 
 import itertools
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import redis
 from redis.asyncio import Redis
 
 from core.db import dispose_all
 from core.history import SCAN_LIMIT, HistoryStore, HistoryWriter, TaskFilter, newest_first, recent
+from core.procs import free_port, wait_until
 from core.records import INDEX_KEY, TASK_KEY, RecordStore, TaskRecord
 from core.states import TaskState
 from tests.support_db import prepare_database
@@ -101,6 +104,30 @@ async def test_with_history_a_record_goes_only_once_the_history_has_it(
     await dispose_all()
 
 
+@pytest_asyncio.fixture(loop_scope="session")
+async def private() -> AsyncIterator[Redis]:
+    """A redis-server of the test's own: its command counts are the test's alone."""
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    client = Redis(port=port)
+    try:
+        wait_until(lambda: _up(port), timeout=10,
+                   what="private redis-server")
+        yield client
+    finally:
+        await client.aclose()
+        server.terminate()
+        server.wait(10)
+
+
+def _up(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port).ping())
+    except redis.ConnectionError:
+        return False
+
+
 async def _reads(redis: Redis) -> int:
     """Record reads (HGETALL, HMGET) Redis served since the last reset."""
     stats = await redis.info("commandstats")
@@ -109,9 +136,9 @@ async def _reads(redis: Redis) -> int:
 
 @pytest.mark.parametrize("with_history", [False, True])
 async def test_listing_reads_a_bounded_number_of_records(
-        spare: Redis, history_db: str, with_history: bool) -> None:
+        private: Redis, history_db: str, with_history: bool) -> None:
     total = 3 * SCAN_LIMIT
-    store = RecordStore(spare, history=with_history, kept=10 * total)
+    store = RecordStore(private, history=with_history, kept=10 * total)
     history = HistoryStore(history_db) if with_history else None
     await store.create_many([(TaskRecord(id=f"b{i:06d}", name="noop", backend="arq",
                                          state=TaskState.SUCCESS, submitted_at=1e9 + i),
@@ -120,9 +147,9 @@ async def test_listing_reads_a_bounded_number_of_records(
              (TaskFilter(name="cpu"), 1000, 0),
              (TaskFilter(), 50, total - 60)]  # a deep page
     for where, limit, offset in cases:
-        await spare.config_resetstat()
+        await private.config_resetstat()
         await recent(store, history, where, limit, offset)
-        assert await _reads(spare) <= SCAN_LIMIT + limit, (where, offset)
+        assert await _reads(private) <= SCAN_LIMIT + limit, (where, offset)
     await dispose_all()
 
 
