@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import subprocess
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -20,16 +19,8 @@ from core.history import SCAN_LIMIT, HistoryStore, HistoryWriter, TaskFilter, ne
 from core.procs import free_port, wait_until
 from core.records import INDEX_KEY, TASK_KEY, RecordStore, TaskRecord
 from core.states import TaskState
-from tests.support_db import prepare_database
 
 KEPT = 50
-
-
-@pytest.fixture
-def history_db(tmp_path: Path) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'history.db'}"
-    prepare_database(url)
-    return url
 
 
 @pytest_asyncio.fixture(loop_scope="session")
