@@ -85,19 +85,29 @@ def time_pages(base: str, paths: dict[str, str], repeat: int) -> list[tuple[str,
 @contextmanager
 def stack(redis_url: str, backend: str, concurrency: int, **env: str) -> Iterator[str]:
     """A worker and the API (its URL) on `redis_url`, with a scratch SQLite history."""
+    with processes(redis_url, backend, concurrency, **env) as (server, _):
+        yield server.url
+
+
+@contextmanager
+def processes(redis_url: str, backend: str, concurrency: int | None,
+              **env: str) -> Iterator[tuple[Server, Proc]]:
+    """`stack`'s API server and worker processes (the soak samples their memory);
+    `concurrency` None: the library's default."""
     from core.db.migrate import upgrade
 
     db = Path(tempfile.mkdtemp(prefix="qb-dash-")) / "history.db"
     env = {"REDIS_URL": redis_url, "DATABASE_URL": f"sqlite+aiosqlite:///{db}",
            "WORKER_HEARTBEAT": "1", **env}
     upgrade(env["DATABASE_URL"])
-    worker = Proc(["worker", "--backend", backend, "--concurrency", str(concurrency)], env)
+    slots = [] if concurrency is None else ["--concurrency", str(concurrency)]
+    worker = Proc(["worker", "--backend", backend, *slots], env)
     server = None
     try:
         wait_until(lambda: redis.Redis.from_url(redis_url).hlen("qb:workers"), timeout=60,
                    what="worker heartbeat")
         server = Server(backend, env)
-        yield server.url
+        yield server, worker
     finally:
         if server is not None:
             server.stop()

@@ -31,7 +31,7 @@ from core.errors import (
 )
 from core.events import EventHub
 from core.features import CORE_FEATURES, Support, supported_options
-from core.history import HistoryStore, TaskFilter, recent
+from core.history import SCAN_LIMIT, HistoryStore, TaskFilter, recent
 from core.options import TaskOptions
 from core.policy import Policy
 from core.records import (
@@ -373,28 +373,22 @@ class TaskBackend(ABC):
 
 
 async def _fired_by(backend: TaskBackend, schedule: str, where: TaskFilter, limit: int,
-                offset: int) -> list[TaskRecord]:
+                    offset: int) -> list[TaskRecord]:
     """An entry's tasks from its index (core/records.py keeps it), each read from
-    Redis or, once Redis has let it go, from the history table."""
+    Redis or, once Redis has let it go, from the history table: the index's page
+    itself, or with a filter, the matches among its newest SCAN_LIMIT (bounded reads)."""
     from core.scheduler import TASKS_KEY
 
-    found: list[TaskRecord] = []
-    start, page = 0, max(offset + limit, 100)
-    while len(found) < offset + limit:
-        ids = [i.decode() if isinstance(i, bytes) else i for i in
-               await backend.redis.zrevrange(TASKS_KEY.format(schedule), start,
-                                             start + page - 1)]
-        if not ids:
-            break
-        live = {r.id: r for r in await backend.store.get_many(ids)}
-        for task_id in ids:
-            record = live.get(task_id)
-            if record is None and backend.history is not None:
-                record = await backend.history.get(task_id)
-            if record is not None and where.matches(record):
-                found.append(record)
-        start += page
-    return found[offset:offset + limit]
+    unfiltered = where == TaskFilter()
+    start, stop = (offset, offset + limit - 1) if unfiltered else (0, SCAN_LIMIT - 1)
+    ids = [_text(i) for i in await backend.redis.zrevrange(TASKS_KEY.format(schedule),
+                                                           start, stop)]
+    live = {r.id: r for r in await backend.store.get_many(ids)}
+    gone = [i for i in ids if i not in live]
+    if gone and backend.history is not None:
+        live.update((r.id, r) for r in await backend.history.get_many(gone))
+    found = [live[i] for i in ids if i in live and where.matches(live[i])]
+    return found if unfiltered else found[offset:offset + limit]
 
 
 # Options repeat from one submit to the next (most often a task's defaults): what a

@@ -159,6 +159,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     bench_main(_rest(args))
 
 
+def cmd_soak(args: argparse.Namespace) -> None:
+    from bench.soak import main as soak_main
+
+    soak_main(_rest(args))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="queuebench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -215,6 +221,11 @@ def parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="the side-by-side benchmark", add_help=False)
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(run=cmd_bench)
+
+    soak = sub.add_parser("soak", help="sustained mixed load through the API: lost tasks, "
+                          "latency and memory over time", add_help=False)
+    soak.add_argument("rest", nargs=argparse.REMAINDER)
+    soak.set_defaults(run=cmd_soak)
     return p
 
 
@@ -223,7 +234,7 @@ _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("bench", "demo"):
+    if argv and argv[0] in ("bench", "demo", "soak"):
         # Their own parsers take every argument (argparse's REMAINDER drops a leading
         # option such as `bench --profile full`).
         argv = [argv[0], "--", *argv[1:]]

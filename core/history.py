@@ -46,6 +46,9 @@ GROUP = "history"
 REJECTED_STREAM = "qb:history:rejected"
 REJECTED_MAXLEN = 10_000
 Entry = tuple[bytes | str, dict[Any, Any] | None]
+# Index entries `GET /tasks` scans at most for the records the history table does not
+# hold yet (or, without a history, for a filter's matches): newest first.
+SCAN_LIMIT = 2_000
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,13 @@ class HistoryStore:
             row = await db.get(TaskHistory, task_id)
             return to_record(row) if row is not None else None
 
+    async def get_many(self, task_ids: Sequence[str]) -> list[TaskRecord]:
+        """The rows of `task_ids` the table has, in one query (any order)."""
+        async with session(self.url) as db:
+            rows = (await db.scalars(select(TaskHistory).where(
+                TaskHistory.id.in_(list(task_ids))))).all()
+        return [to_record(row) for row in rows]
+
     async def find(self, where: TaskFilter, limit: int, offset: int = 0) -> list[TaskRecord]:
         query = where.where(select(TaskHistory)).order_by(
             TaskHistory.submitted_at.desc().nulls_last(), TaskHistory.id.desc())
@@ -152,25 +162,50 @@ class HistoryStore:
 
 async def recent(store: RecordStore, history: HistoryStore | None, where: TaskFilter,
                  limit: int, offset: int = 0) -> list[TaskRecord]:
-    """Tasks newest first: Redis's records (the live ones, and finished ones the
-    writer has not stored yet) merged with the history table. Each source gives its
-    first offset+limit matches, which is enough for that page of the union."""
-    wanted = offset + limit
-    found = {r.id: r for r in await history.find(where, wanted)} if history else {}
-    found.update((r.id, r) for r in await _from_redis(store, where, wanted))  # fresher
-    return sorted(found.values(), key=newest_first, reverse=True)[offset:wanted]
+    """Tasks newest first: the history table's (read through its indexes, the page's
+    OFFSET in the database) merged with the records Redis holds that the table does
+    not yet (running, queued, finished but not yet stored). Those are looked for
+    among the newest SCAN_LIMIT submissions only, reading a few fields of each: a
+    filter or an offset never pages the whole index on the event loop."""
+    if history is None:
+        return await _redis_page(store, where, limit, offset)
+    live = [r for r in await store.heads(SCAN_LIMIT) if not r.released and where.matches(r)]
+    # The union's page [offset, offset + limit): its stored tasks are among the table's
+    # [offset - len(live), offset + limit), as each live task comes before at most
+    # that many. A live task newer than the first of those comes before the page.
+    first = max(0, offset - len(live))
+    stored = await history.find(where, offset + limit - first, offset=first)
+    if first and not stored:
+        return []  # the table has under `first` matches: the union ends before offset
+    before = 0
+    if first:
+        top = newest_first(stored[0])
+        before = sum(newest_first(r) > top for r in live)
+        live = [r for r in live if newest_first(r) <= top]
+    ids = {r.id for r in live}  # stored just now and not yet released: Redis's copy
+    merged = sorted([*(r for r in stored if r.id not in ids), *live], key=newest_first,
+                    reverse=True)
+    start = offset - first - before
+    return await _whole(store, merged[start:start + limit], ids)
 
 
-async def _from_redis(store: RecordStore, where: TaskFilter, wanted: int) -> list[TaskRecord]:
-    found: list[TaskRecord] = []
-    offset, page = 0, max(wanted, 200)
-    while len(found) < wanted:
-        batch = await store.recent(offset=offset, count=page)
-        if not batch:
-            break
-        found += [r for r in batch if where.matches(r)]
-        offset += page
-    return found[:wanted]
+async def _redis_page(store: RecordStore, where: TaskFilter, limit: int,
+                      offset: int) -> list[TaskRecord]:
+    """Without a history: the index's page as it is, or with a filter, the matches
+    among the newest SCAN_LIMIT submissions."""
+    if where == TaskFilter():
+        return await store.recent(offset=offset, count=limit)
+    heads = [r for r in await store.heads(SCAN_LIMIT) if where.matches(r)]
+    return await store.get_many([r.id for r in heads[offset:offset + limit]])
+
+
+async def _whole(store: RecordStore, page: list[TaskRecord], heads: set[str],
+                 ) -> list[TaskRecord]:
+    """The page, its Redis records (`heads`: a few fields each) read whole; one that
+    Redis let go meanwhile is left out."""
+    whole = {r.id: r for r in await store.get_many([r.id for r in page if r.id in heads])}
+    return [whole[r.id] if r.id in heads else r for r in page
+            if r.id not in heads or r.id in whole]
 
 
 class HistoryWriter:
@@ -272,6 +307,7 @@ class HistoryWriter:
             # A record Redis no longer has cannot be stored: nothing to do but ack it.
             records = await self.store.get_many([_task_id(fields) for _, fields in entries])
             self.written += await self.history.save(records)
+            await self.store.release([r.id for r in records])  # bounded records (records.py)
         except Exception as exc:
             if not _bad_data(exc):
                 raise  # the database or Redis is away: the entries stay, run() retries

@@ -56,6 +56,10 @@ WORKER_TASKS_KEY = "qb:workers:tasks"
 # Queue names tasks were submitted to, beside DEFAULT_QUEUE (queue depths).
 QUEUES_KEY = "qb:queues"
 
+# Index entries a submit trims at most (beyond RECORDS_KEPT, after the setting was
+# lowered): a few each, so no script call holds Redis for long.
+TRIM_STEP = 100
+
 # Lua helpers shared by the scripts. A record without a name is no record: Redis lost
 # it (TTL, FLUSHDB, eviction), and no script ever writes a partial one back.
 _LIB = """
@@ -81,6 +85,8 @@ local function announce(key, state, maxlen, channel, now)
     redis.call('ZREM', 'qb:expiring', task_id(key))
     if maxlen ~= '0' then
       redis.call('XADD', 'qb:history', 'MAXLEN', '~', maxlen, '*', 'id', task_id(key))
+    else  -- no history to wait for: the index's trim may delete it (see trim)
+      redis.call('HSET', key, 'released', '1')
     end
     local f = redis.call('HMGET', key, 'name', 'backend', 'submitted_at')
     redis.call('HINCRBY', 'qb:metrics', 'f|' .. f[1] .. '|' .. (f[2] or '') .. '|' .. state, 1)
@@ -89,6 +95,22 @@ local function announce(key, state, maxlen, channel, now)
     if submitted and now then event.latency = tonumber(now) - submitted end
   end
   redis.call('PUBLISH', channel, cjson.encode(event))
+end
+-- Bounded records (RECORDS_KEPT): every record is in the index, and the ids the index
+-- drops beyond `kept` (the oldest, at most TRIM_STEP a call) are deleted with their
+-- records when those are final and `released` (the history has them, or there is no
+-- history). A record still running, queued or not yet stored keeps its TTL; the
+-- history writer deletes it once stored (RecordStore.release). So Redis holds about
+-- `kept` records however high the rate, not rate x RECORD_TTL.
+local function trim(index, kept)
+  local excess = redis.call('ZCARD', index) - kept
+  if excess <= 0 then return end
+  local old = redis.call('ZRANGE', index, 0, math.min(excess, """ + str(TRIM_STEP) + """) - 1)
+  for _, id in ipairs(old) do
+    local f = redis.call('HMGET', 'qb:task:' .. id, 'state', 'released')
+    if is_final(f[1]) and f[2] == '1' then redis.call('DEL', 'qb:task:' .. id) end
+  end
+  redis.call('ZREM', index, unpack(old))
 end
 """
 
@@ -117,7 +139,7 @@ for _, command in ipairs(cmsgpack.unpack(ARGV[10])) do  -- the library's message
   redis.call(unpack(command))
 end
 redis.call('ZADD', KEYS[2], ARGV[4], id)
-redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[2]) - 1)
+trim(KEYS[2], tonumber(ARGV[2]))
 if ARGV[6] ~= '' then redis.call('ZADD', 'qb:expiring', ARGV[6], id) end
 local entry = redis.call('HGET', KEYS[1], 'schedule')
 if entry then  -- fired by a periodic entry (core/scheduler.py): its index and its state
@@ -247,6 +269,20 @@ redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 return redis.call('HGETALL', KEYS[1])
 """
 
+# KEYS: records the history has just stored. ARGV: the index. Each is `released`: the
+# index's trim may delete it; one the index has dropped already is deleted now.
+_RELEASE = _LIB + """
+for _, key in ipairs(KEYS) do
+  if redis.call('HEXISTS', key, 'name') == 1 then
+    if redis.call('ZSCORE', ARGV[1], task_id(key)) then
+      redis.call('HSET', key, 'released', '1')
+    else
+      redis.call('DEL', key)
+    end
+  end
+end
+"""
+
 # One Redis command, as words: what a producer in a library's wire format sends.
 Command = tuple[str | bytes | int | float, ...]
 
@@ -329,6 +365,9 @@ class TaskRecord:
     options: dict[str, Any] | None = None
     deliveries: int = 0
     schedule: str | None = None  # the periodic entry that fired it (core/scheduler.py)
+    # Final and in the history (or no history): Redis's copy may go (see `trim`). Set
+    # by the scripts only, never written from here.
+    released: bool = False
 
     _JSON = ("args", "kwargs", "result", "error", "options")
     _FLOAT = ("submitted_at", "started_at", "finished_at", "expires_at")
@@ -355,6 +394,7 @@ class TaskRecord:
         values["worker"] = data.get("worker") or None
         values["deliveries"] = int(data.get("deliveries") or 0)
         values["schedule"] = data.get("schedule") or None
+        values["released"] = data.get("released") == "1"
         for key in cls._JSON:
             if data.get(key):
                 values[key] = json.loads(data[key])
@@ -387,7 +427,9 @@ class TaskRecord:
         }
 
 
-_RECORD_FIELDS = tuple(f.name for f in fields(TaskRecord))
+_RECORD_FIELDS = tuple(f.name for f in fields(TaskRecord) if f.name != "released")
+# What a listing filters on (core/history.py), read for each record it scans.
+HEAD_FIELDS = ("id", "name", "backend", "state", "submitted_at", "released")
 
 
 def error_of(exc: BaseException) -> dict[str, str]:
@@ -419,6 +461,7 @@ class RecordStore:
         self._revoke = redis.register_script(_REVOKE)
         self._expire = redis.register_script(_EXPIRE)
         self._reclaim = redis.register_script(_RECLAIM)
+        self._release = redis.register_script(_RELEASE)
 
     async def create(self, record: TaskRecord, *, idempotency_key: str | None = None,
                      not_before: float | None = None, push: list[Command] | None = None,
@@ -466,6 +509,19 @@ class RecordStore:
         """Records newest first, as the index holds them (expired ones left out)."""
         ids = await self.redis.zrevrange(INDEX_KEY, offset, offset + count - 1)
         return await self.get_many([_str(task_id) for task_id in ids])
+
+    async def heads(self, count: int) -> list[TaskRecord]:
+        """The newest `count` records of the index with only the fields a listing
+        filters on (HMGET, not whole records): what `GET /tasks` scans."""
+        ids = [_str(i) for i in await self.redis.zrevrange(INDEX_KEY, 0, count - 1)]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hmget(TASK_KEY.format(task_id), HEAD_FIELDS)
+            found = await pipe.execute()
+        heads = (_text(dict(zip(HEAD_FIELDS, values, strict=True))) for values in found)
+        return [TaskRecord.from_hash(d) for d in heads if is_whole(d)]
 
     async def get_many(self, task_ids: list[str]) -> list[TaskRecord]:
         """The records of `task_ids` that Redis still has, in that order; one round trip."""
@@ -532,6 +588,12 @@ class RecordStore:
         flat = [_str(v) for v in data]
         return TaskRecord.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
 
+    async def release(self, task_ids: Sequence[str]) -> None:
+        """The history has stored these final records: Redis's copies may go."""
+        if task_ids:
+            await _reply(self._release(keys=[TASK_KEY.format(i) for i in task_ids],
+                                       args=[INDEX_KEY]))
+
     async def orphan(self, task_id: str, worker: str) -> None:
         """This process stopped running `task_id` without an outcome (cancelled):
         the reaper sends it again."""
@@ -560,4 +622,4 @@ def _str(value: str | bytes) -> str:
 
 
 def _text(data: dict[Any, Any]) -> dict[str, str]:
-    return {_str(k): _str(v) for k, v in data.items()}
+    return {_str(k): _str(v) for k, v in data.items() if v is not None}

@@ -83,6 +83,14 @@ def need_postgres() -> None:
 
 
 @pytest.fixture
+def history_db(tmp_path: Path) -> str:
+    """A migrated SQLite history of the test's own."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'history.db'}"
+    prepare_database(url)
+    return url
+
+
+@pytest.fixture
 def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database of the kind `request.param` names: for migration tests."""
     if request.param == "sqlite":

@@ -180,13 +180,6 @@ async def test_non_finite_floats_are_answered_and_kept_as_strings(http: httpx.As
 
 # -- the stream and the writer, in-process against a Redis database of their own -------
 
-@pytest.fixture
-def history_db(tmp_path: Path) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'history.db'}"
-    prepare_database(url)
-    return url
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def spare(spare_redis_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(spare_redis_url)
