@@ -153,7 +153,9 @@ return id
 """
 
 # KEYS: record, owned set of this worker, workers' heartbeats.
-# ARGV: now, channel, worker, history maxlen (0: off), lease seconds.
+# ARGV: now, channel, worker, history maxlen (0: off), lease seconds, run (this
+# delivery's token in its worker: a try again of a start whose reply was lost finds
+# its own run, not a BUSY one).
 # Returns {state found, retries so far}; 'LOST' (no record: do not run) or 'BUSY'
 # (STARTED by a worker whose heartbeat is fresh, this one included: do not run).
 # A STARTED record whose owner's heartbeat lapsed is taken over: that delivery died.
@@ -162,12 +164,15 @@ return id
 _START = _LIB + """
 local id = task_id(KEYS[1])
 local f = redis.call('HMGET', KEYS[1], 'state', 'retries', 'expires_at', 'worker', 'name',
-                    'backend', 'submitted_at')
+                    'backend', 'submitted_at', 'run')
 if not f[5] then return {'LOST', 0} end
 local found = f[1]
 local retries = tonumber(f[2] or '0') or 0
 if is_final(found) then return {found, retries} end
 local now = tonumber(ARGV[1])
+if found == 'STARTED' and f[4] == ARGV[3] and ARGV[6] ~= '' and f[8] == ARGV[6] then
+  return {'', retries}  -- this very run started it: its first try's reply was lost
+end
 if found == 'STARTED' and f[4] then
   local seen = redis.call('ZSCORE', KEYS[3], f[4])
   if seen and tonumber(seen) >= now - tonumber(ARGV[5]) then return {'BUSY', retries} end
@@ -182,7 +187,7 @@ if expires and expires < now then
   return {'EXPIRED', retries}
 end
 redis.call('HSET', KEYS[1], 'state', 'STARTED', 'started_at', ARGV[1], 'retries', retries,
-           'worker', ARGV[3])
+           'worker', ARGV[3], 'run', ARGV[6])
 redis.call('SADD', KEYS[2], id)
 -- Queue wait: submitted to started, for a run from PENDING (not a retry's, which
 -- waited on its backoff; a redelivered task's counts again).
@@ -533,13 +538,15 @@ class RecordStore:
             found = await pipe.execute()
         return [TaskRecord.from_hash(d) for d in map(_text, found) if is_whole(d)]
 
-    async def start(self, task_id: str, worker: str = "") -> tuple[str | None, int]:
+    async def start(self, task_id: str, worker: str = "", run: str = "",
+                    ) -> tuple[str | None, int]:
         """Mark STARTED, owned by `worker`; what was found (None: PENDING from the
         API) and the retries so far. Do not run when it is a final state (EXPIRED is
-        set here when `expires` has passed), LOST or BUSY."""
+        set here when `expires` has passed), LOST or BUSY. `run` names this delivery
+        in its worker: the same start tried again after a lost reply is not BUSY."""
         found, retries = await _reply(self._start(
             keys=[TASK_KEY.format(task_id), OWNED_KEY.format(worker), WORKERS_SEEN_KEY],
-            args=[time.time(), EVENTS_CHANNEL, worker, self.history_maxlen, self.lease],
+            args=[time.time(), EVENTS_CHANNEL, worker, self.history_maxlen, self.lease, run],
         ))
         return _str(found) or None, int(retries)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import itertools
 import logging
 import threading
 from typing import Any
@@ -41,6 +42,8 @@ from core.workers import process_heartbeat
 log = logging.getLogger("queuebench.runner")
 
 LimitErrors = tuple[type[BaseException], ...]
+# Each delivery's token in this process (the start script's `run`).
+_RUNS = itertools.count(1)
 # Seconds between tries of a final write that Redis refused, before the heartbeat
 # thread takes it over (core/workers.py).
 FINISH_RETRIES = (0.1, 0.5, 1.0, 2.0)
@@ -112,9 +115,10 @@ class Runner:
         slot waits for Redis; with nothing on disk, Redis comes back without the record
         (LOST: not run)."""
         delay = 0.1
+        run = str(next(_RUNS))
         while True:
             try:
-                return await self.store.start(task_id, self.worker)
+                return await self.store.start(task_id, self.worker, run)
             except RedisError as exc:
                 log.warning("task %s: cannot start it (%s); trying again in %.1fs",
                             task_id, exc, delay)

@@ -17,7 +17,7 @@ from core.backend import TaskBackend
 from core.features import Support
 from core.options import TaskOptions
 from core.reaper import Reaper
-from core.records import ORPHANS_KEY, OWNED_KEY, WORKERS_SEEN_KEY, TaskRecord
+from core.records import BUSY, ORPHANS_KEY, OWNED_KEY, WORKERS_SEEN_KEY, TaskRecord
 from core.settings import Settings
 from core.states import TaskState
 from core.workers import WORKERS_KEY, Heartbeat, live_workers, workers
@@ -190,3 +190,18 @@ async def test_a_heartbeat_writes_what_was_deferred_before_it_beats(
         assert done == [1]
     finally:
         beat.stop()
+
+
+async def test_a_start_tried_again_after_a_lost_reply_is_its_own_not_busy(
+        backend: ListBackend) -> None:
+    """Redis ran the start script but its reply was lost (the connection broke): the
+    runner tries the same start again. It must find its own run and go on, where any
+    other delivery of the task, even in the same worker, is BUSY."""
+    record = await backend.submit("sleep", [5])
+    owner = "host:1"
+    await _beat(backend.redis, owner, time.time())
+    assert await backend.store.start(record.id, owner, "7") == (TaskState.PENDING, 0)
+    assert await backend.store.start(record.id, owner, "7") == (None, 0)  # the same run
+    assert (await backend.store.start(record.id, owner, "8"))[0] == BUSY
+    assert (await backend.store.start(record.id, "host:2", "7"))[0] == BUSY
+    assert (await backend.store.start(record.id, owner))[0] == BUSY
