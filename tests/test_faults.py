@@ -90,6 +90,13 @@ def private_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
         server.stop()
 
 
+def on(store: RedisServer) -> dict[str, str]:
+    """The settings of a stack on the test's own Redis: its records and its broker (the
+    session's BROKER_URL is the suite's Redis, where the session's workers would take
+    this test's messages and find no record of them)."""
+    return {"REDIS_URL": store.url, "BROKER_URL": store.url}
+
+
 class OwnStack:
     """A worker and a server of the backend under test on a Redis of the test's own."""
 
@@ -104,8 +111,8 @@ class OwnStack:
     def __call__(self, appendfsync: str | None = None, concurrency: int = 4,
                  **env: str) -> tuple[RedisServer, Proc, Server]:
         store = self.private_redis(appendfsync)
-        worker = self.worker(concurrency, REDIS_URL=store.url, **env)
-        server = self.start_server(REDIS_URL=store.url, **env)
+        worker = self.worker(concurrency, **on(store), **env)
+        server = self.start_server(**on(store), **env)
         self.shown.append(server)
         return store, worker, server
 
@@ -433,7 +440,7 @@ async def test_sigterm_to_a_worker_under_load_finishes_its_tasks_and_leaves_the_
         await _exits(first)
         in_flight = [(await http.get(f"/tasks/{t}")).json()["state"] for t in ids[:2]]
         waiting = [(await http.get(f"/tasks/{t}")).json()["state"] for t in ids[2:]]
-        second = own_stack.worker(concurrency=2, REDIS_URL=store.url)
+        second = own_stack.worker(concurrency=2, **on(store))
         bodies = [await final(http, task_id) for task_id in ids]
     assert in_flight == ["SUCCESS"] * 2, in_flight
     assert waiting == ["PENDING"] * 6, waiting
@@ -461,7 +468,7 @@ async def test_sigterm_to_the_api_answers_requests_in_flight_and_loses_no_accept
             await _exits(api)
     statuses = {status for _, status, _, _ in load.answers}
     accepted = load.accepted()
-    again = start_server(REDIS_URL=store.url)
+    again = start_server(**on(store))
     shown.append(again)
     async with httpx.AsyncClient(base_url=again.url, timeout=60) as http:
         states = {(await final(http, task_id))["state"] for task_id in accepted}
