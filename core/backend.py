@@ -33,7 +33,6 @@ from core.events import EventHub
 from core.features import CORE_FEATURES, Support, supported_options
 from core.history import SCAN_LIMIT, HistoryStore, TaskFilter, recent
 from core.options import TaskOptions
-from core.policy import Policy
 from core.records import (
     QUEUES_KEY,
     Command,
@@ -138,9 +137,6 @@ class TaskBackend(ABC):
                 made = made.model_copy(update={"time_limit": self.settings.default_time_limit})
             self._defaults[spec.name] = made
         return made
-
-    def policy(self, options: TaskOptions) -> Policy:
-        return options.policy(self.settings.retry_backoff_max)
 
     def meta(self, record: TaskRecord, options: TaskOptions) -> dict[str, Any]:
         """What a message carries beside the task's arguments: the task's id (the
