@@ -467,6 +467,8 @@ class RecordStore:
         self._expire = redis.register_script(_EXPIRE)
         self._reclaim = redis.register_script(_RECLAIM)
         self._release = redis.register_script(_RELEASE)
+        # What a worker's lane sends itself (core/lane.py).
+        self.lane_scripts = {"start": self._start, "finish": self._finish}
 
     async def create(self, record: TaskRecord, *, idempotency_key: str | None = None,
                      not_before: float | None = None, push: list[Command] | None = None,
@@ -544,11 +546,13 @@ class RecordStore:
         API) and the retries so far. Do not run when it is a final state (EXPIRED is
         set here when `expires` has passed), LOST or BUSY. `run` names this delivery
         in its worker: the same start tried again after a lost reply is not BUSY."""
-        found, retries = await _reply(self._start(
-            keys=[TASK_KEY.format(task_id), OWNED_KEY.format(worker), WORKERS_SEEN_KEY],
-            args=[time.time(), EVENTS_CHANNEL, worker, self.history_maxlen, self.lease, run],
-        ))
-        return _str(found) or None, int(retries)
+        keys, args = self.start_call(task_id, worker, run)
+        return started(await _reply(self._start(keys=keys, args=args)))
+
+    def start_call(self, task_id: str, worker: str, run: str) -> tuple[list[str], list[Any]]:
+        """The start script's keys and arguments (also sent by core/lane.py)."""
+        return ([TASK_KEY.format(task_id), OWNED_KEY.format(worker), WORKERS_SEEN_KEY],
+                [time.time(), EVENTS_CHANNEL, worker, self.history_maxlen, self.lease, run])
 
     async def finish(
         self,
@@ -560,11 +564,17 @@ class RecordStore:
         retries: int = 0,
         worker: str = "",
     ) -> None:
-        await _reply(self._finish(
-            keys=[TASK_KEY.format(task_id), OWNED_KEY.format(worker)],
-            args=[state.value, time.time(), dumps(result), dumps(error), retries, self.ttl,
-                  EVENTS_CHANNEL, self.history_maxlen],
-        ))
+        keys, args = self.finish_call(task_id, state, result=result, error=error,
+                                      retries=retries, worker=worker)
+        await _reply(self._finish(keys=keys, args=args))
+
+    def finish_call(self, task_id: str, state: TaskState, *, result: Any = None,
+                    error: dict[str, str] | None = None, retries: int = 0,
+                    worker: str = "") -> tuple[list[str], list[Any]]:
+        """The finish script's keys and arguments (also sent by core/lane.py)."""
+        return ([TASK_KEY.format(task_id), OWNED_KEY.format(worker)],
+                [state.value, time.time(), dumps(result), dumps(error), retries, self.ttl,
+                 EVENTS_CHANNEL, self.history_maxlen])
 
     async def revoke(self, task_id: str, *, running_too: bool = True) -> TaskState | None:
         found = await _reply(self._revoke(
@@ -610,6 +620,12 @@ class RecordStore:
 async def _reply(reply: Any) -> Any:
     """A script's reply from an asyncio client (awaited) or a blocking one (as is)."""
     return await reply if inspect.isawaitable(reply) else reply
+
+
+def started(reply: Sequence[Any]) -> tuple[str | None, int]:
+    """The start script's reply: the state found (None: PENDING) and the retries."""
+    found, retries = reply
+    return _str(found) or None, int(retries)
 
 
 def _pack(value: Any) -> bytes:

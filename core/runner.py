@@ -14,16 +14,19 @@ import contextlib
 import contextvars
 import itertools
 import logging
+import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from core.context import TaskContext, reset_current, set_current
 from core.errors import RetryTask, TimeLimitExceeded
 from core.interrupt import OverTime, Revoked, Run, Stopper, process_stopper
+from core.lane import DEFERRED, DRAIN_AFTER, Lane, LaneBroken, Sent, ThreadDrain, new_lane
 from core.policy import Policy
 from core.records import (
     BUSY,
@@ -70,6 +73,8 @@ class Runner:
         self.heartbeat = process_heartbeat(settings.redis_url, settings.queue_backend,
                                            settings.worker_heartbeat)
         self.worker = self.heartbeat.id
+        self._lanes: list[Lane] = []
+        self._draining: asyncio.Future[None] | None = None
 
     async def run(self, library_id: str, name: str, arguments: dict[str, Any],
                   meta: dict[str, Any] | None = None) -> Any:
@@ -109,21 +114,36 @@ class Runner:
         return result
 
     async def _start(self, task_id: str) -> tuple[str | None, int]:
-        """The start script, tried until Redis answers. The task has not run, and the
-        message this worker holds is all there is of it while Redis is away: raising
-        would have the library count the delivery as done (failed) and drop it. So the
-        slot waits for Redis; with nothing on disk, Redis comes back without the record
-        (LOST: not run)."""
-        delay = 0.1
+        """The start script on a lane (core/lane.py), with the replies of the final
+        writes sent before it: one round trip. When the lane fails, the slow way: tried
+        until Redis answers. The task has not run, and the message this worker holds
+        is all there is of it while Redis is away: raising would have the library
+        count the delivery as done (failed) and drop it. So the slow start waits for
+        Redis; with nothing on disk, Redis comes back without the record (LOST: not
+        run)."""
         run = str(next(_RUNS))
-        while True:
+        lane = self._take_lane()
+        found: tuple[str | None, int] | None = None
+        try:
+            found, refused = await lane.start(task_id, self.worker, run)
+        except LaneBroken as exc:
+            refused = exc.unconfirmed
+        except ResponseError:  # the start script refused (NOSCRIPT): the slow way
+            refused = []
+        finally:
+            self._give_lane(lane)
+        for write in refused:
+            await self._write(write.task_id, write.state, **write.outcome)
+        delay = 0.1
+        while found is None:
             try:
-                return await self.store.start(task_id, self.worker, run)
+                found = await self.store.start(task_id, self.worker, run)
             except RedisError as exc:
                 log.warning("task %s: cannot start it (%s); trying again in %.1fs",
                             task_id, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, START_RETRY_MAX)
+        return found
 
     async def _call(self, spec: TaskSpec, arguments: dict[str, Any], policy: Policy) -> Any:
         if policy.time_limit is None or not (spec.is_async or self.offload_sync):
@@ -148,24 +168,72 @@ class Runner:
         return exc
 
     async def _finish(self, task_id: str, state: TaskState, **outcome: Any) -> None:
-        """Write the outcome. A Redis that refuses is tried again a few times; then the
-        heartbeat thread writes it once Redis is back. Meanwhile this process keeps
-        beating, so it keeps the task: never left STARTED, never run again."""
+        """Write the outcome: a final one sent on a lane without waiting for its reply
+        (core/lane.py), a RETRY (not final) the slow way."""
+        outcome["worker"] = self.worker
+        if state not in DEFERRED:
+            return await self._write(task_id, state, **outcome)
+        lane = self._take_lane()
+        try:
+            return await lane.finish(task_id, state, **outcome)
+        except LaneBroken as exc:
+            unconfirmed = exc.unconfirmed
+        finally:
+            self._give_lane(lane)
+        for write in unconfirmed:
+            await self._write(write.task_id, write.state, **write.outcome)
+
+    async def _write(self, task_id: str, state: TaskState, **outcome: Any) -> None:
+        """Write the outcome, waiting for Redis's reply. A Redis that refuses is tried
+        again a few times; then the heartbeat thread writes it once Redis is back.
+        Meanwhile this process keeps beating, so it keeps the task: never left STARTED,
+        never run again."""
         for delay in (*FINISH_RETRIES, None):
             try:
-                return await self.store.finish(task_id, state, worker=self.worker, **outcome)
+                return await self.store.finish(task_id, state, **outcome)
             except RedisError as exc:
                 if delay is None:
                     break
                 log.warning("task %s: writing %s failed (%s); trying again", task_id,
                             state.value, exc)
                 await asyncio.sleep(delay)
+        self._defer(Sent(task_id, state, outcome))
+
+    def _defer(self, write: Sent) -> None:
+        """Have the heartbeat thread write it, once Redis takes it (any thread)."""
         log.warning("task %s: Redis refuses its %s; the heartbeat writes it later",
-                    task_id, state.value)
+                    write.task_id, write.state.value)
         later = RecordStore(self.heartbeat.client, ttl=self.store.ttl, kept=self.store.kept,
                             history=bool(self.store.history_maxlen), lease=self.store.lease)
         self.heartbeat.defer(lambda: asyncio.run(
-            later.finish(task_id, state, worker=self.worker, **outcome)))
+            later.finish(write.task_id, write.state, **write.outcome)))
+
+    # -- lanes (core/lane.py): an asyncio runner's jobs share a few, taken per call --------
+    def _take_lane(self) -> Lane:
+        return self._lanes.pop() if self._lanes else new_lane(self.store)
+
+    def _give_lane(self, lane: Lane) -> None:
+        self._lanes.append(lane)
+        if lane.sent and self._draining is None:
+            self._draining = asyncio.ensure_future(self._drain_idle())
+
+    async def _drain_idle(self) -> None:
+        """Read the replies left on idle lanes (no start came to read them)."""
+        try:
+            while any(lane.sent for lane in self._lanes):
+                await asyncio.sleep(DRAIN_AFTER)
+                for lane in [lane for lane in self._lanes if lane.idle_for(DRAIN_AFTER)]:
+                    self._lanes.remove(lane)
+                    try:
+                        refused = await lane.drain()
+                    except LaneBroken as exc:
+                        refused = exc.unconfirmed
+                    finally:
+                        self._lanes.append(lane)
+                    for write in refused:
+                        await self._write(write.task_id, write.state, **write.outcome)
+        finally:
+            self._draining = None
 
 
 # The run (core/interrupt.py) of the task this asyncio task runs, if it can be stopped.
@@ -224,7 +292,20 @@ class StoppableRunner(Runner):
 
 class ThreadRunner(StoppableRunner):
     """On a worker thread's own loop (ThreadLoops), which runs one task at a time: a
-    sync task runs right here, in the worker's thread."""
+    sync task runs right here, in the worker's thread. Its one lane is read by the
+    process's drain thread when idle."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lane = new_lane(self.store)
+        thread_drain(self._defer).add(self._lane)
+
+    def _take_lane(self) -> Lane:
+        self._lane.lock.acquire()
+        return self._lane
+
+    def _give_lane(self, lane: Lane) -> None:
+        lane.lock.release()
 
     async def _call_sync(self, run: Run, spec: TaskSpec, arguments: dict[str, Any],
                          policy: Policy) -> Any:
@@ -247,6 +328,20 @@ class OffloadRunner(StoppableRunner):
                 return await self.stopper.offload(run, spec.fn, arguments)
         except TimeoutError:
             raise TimeLimitExceeded(f"{spec.name} ran over its {policy.time_limit}s") from None
+
+
+_drain_lock = threading.Lock()
+_drain: ThreadDrain | None = None
+
+
+def thread_drain(redo: Callable[[Sent], None]) -> ThreadDrain:
+    """This process's drain thread of its worker threads' lanes (a forked child has
+    its own); `redo` hands a refused write to the heartbeat."""
+    global _drain
+    with _drain_lock:
+        if _drain is None or _drain.pid != os.getpid():
+            _drain = ThreadDrain(redo)
+        return _drain
 
 
 class ThreadLoops:

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from core.backend import TaskBackend
 from core.features import Support
+from core.lane import LaneBroken, new_lane
 from core.options import TaskOptions
 from core.reaper import Reaper
 from core.records import BUSY, ORPHANS_KEY, OWNED_KEY, WORKERS_SEEN_KEY, TaskRecord
@@ -205,3 +206,78 @@ async def test_a_start_tried_again_after_a_lost_reply_is_its_own_not_busy(
     assert (await backend.store.start(record.id, owner, "8"))[0] == BUSY
     assert (await backend.store.start(record.id, "host:2", "7"))[0] == BUSY
     assert (await backend.store.start(record.id, owner))[0] == BUSY
+
+
+async def _state(redis: Redis, task_id: str, want: str) -> str:
+    """The record's state once it is `want`, or as it is after a deadline."""
+    deadline = time.monotonic() + 5
+    while (state := (await redis.hget(f"qb:task:{task_id}", "state") or b"").decode()) != want \
+            and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return state
+
+
+async def test_a_final_write_goes_unawaited_and_its_reply_comes_with_the_next_start(
+        backend: ListBackend) -> None:
+    """core/lane.py: a worker waits on Redis once a task. The finish is sent and Redis
+    runs it at once; its reply is read with the next start's, in the same round trip."""
+    first, second = await backend.submit("noop", [1]), await backend.submit("noop", [2])
+    lane = new_lane(backend.store)
+    try:
+        assert (await lane.start(first.id, "host:1", "1")) == (("PENDING", 0), [])
+        await lane.finish(first.id, TaskState.SUCCESS, result=1, worker="host:1")
+        assert [w.task_id for w in lane.sent] == [first.id]  # not read yet
+        assert await _state(backend.redis, first.id, "SUCCESS") == "SUCCESS"
+        assert (await lane.start(second.id, "host:1", "2")) == (("PENDING", 0), [])
+        assert lane.sent == []  # the finish's reply was read with this start's
+        assert (await backend.get(first.id)).result == 1  # type: ignore[union-attr]
+        assert await lane.drain() == []
+    finally:
+        await lane.connection.disconnect()
+
+
+async def test_a_final_write_redis_refuses_is_handed_back_to_be_done_again(
+        backend: ListBackend) -> None:
+    first, second = await backend.submit("noop", [1]), await backend.submit("noop", [2])
+    lane = new_lane(backend.store)
+    try:
+        await lane.start(first.id, "host:1", "1")
+        await backend.redis.set(OWNED_KEY.format("host:1"), "not a set")  # WRONGTYPE
+        await lane.finish(first.id, TaskState.SUCCESS, result=1, worker="host:1")
+        found, refused = await lane.start(second.id, "host:2", "2")
+        assert found == ("PENDING", 0)
+        assert [(w.task_id, w.state, w.outcome["result"]) for w in refused] == [
+            (first.id, TaskState.SUCCESS, 1)]
+        assert (await backend.get(first.id)).state == TaskState.STARTED  # type: ignore[union-attr]
+        # Left idle, the refusal is found by a drain instead of a start.
+        await lane.finish(second.id, TaskState.FAILURE, error={"type": "E", "message": ""},
+                          worker="host:1")
+        assert [w.task_id for w in await lane.drain()] == [second.id]
+    finally:
+        await lane.connection.disconnect()
+
+
+async def test_a_broken_lane_hands_back_every_write_not_confirmed(
+        backend: ListBackend) -> None:
+    first, second = await backend.submit("noop", [1]), await backend.submit("noop", [2])
+    lane = new_lane(backend.store)
+    try:
+        await lane.start(first.id, "host:1", "1")
+        await lane.connection.send_command("CLIENT", "ID")
+        lane_id = await lane.connection.read_response()
+        await backend.redis.client_kill_filter(_id=lane_id)  # before the finish is sent
+        handed_back = []
+        try:  # the send itself may fail, or only the read of its reply
+            await lane.finish(first.id, TaskState.SUCCESS, result=1, worker="host:1")
+            await lane.start(second.id, "host:1", "2")
+        except LaneBroken as exc:
+            handed_back = exc.unconfirmed
+        assert [w.task_id for w in handed_back] == [first.id]
+        assert lane.sent == []
+        # Done again, the final write finds the record final: the first one wins.
+        await backend.store.finish(first.id, TaskState.SUCCESS, result=1, worker="host:1")
+        assert (await backend.get(first.id)).result == 1  # type: ignore[union-attr]
+        # The lane connects again, loads its scripts, and goes on.
+        assert (await lane.start(second.id, "host:1", "3"))[0] == ("PENDING", 0)
+    finally:
+        await lane.connection.disconnect()
