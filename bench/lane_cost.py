@@ -20,7 +20,7 @@ from typing import Any
 from redis import Redis as SyncRedis
 
 from core.lane import new_lane
-from core.records import TaskRecord, RecordStore, connect, new_task_id
+from core.records import RecordStore, TaskRecord, connect, new_task_id
 from core.states import TaskState
 
 WORKER = "bench:1"
