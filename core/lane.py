@@ -78,18 +78,20 @@ class Lane:
     lock: threading.Lock = field(default_factory=threading.Lock)  # against the drain thread
 
     async def start(self, task_id: str, worker: str, run: str,
-                    ) -> tuple[tuple[str | None, int], list[Sent]]:
+                    ) -> tuple[tuple[str | None, int] | None, list[Sent]]:
         """The start script, and the replies of the writes sent before it: one round
-        trip. Its answer (as RecordStore.start's) and the writes Redis refused. Raises
-        LaneBroken, or ResponseError when Redis refused the start itself."""
+        trip. Its answer (as RecordStore.start's; None when Redis refused the start
+        itself: start the slow way) and the writes Redis refused. Raises LaneBroken."""
         keys, args = self.store.start_call(task_id, worker, run)
+        refused: list[Sent] = []
         try:
             await self._send(self.store.lane_scripts["start"], keys, args)
             refused = await self._read_sent()
             reply = await _reply(self.connection.read_response())
-        except ResponseError as exc:
+        except ResponseError as exc:  # read whole (or not sent): the stream is in step
+            log.warning("task %s: Redis refused its start on a lane (%s)", task_id, exc)
             self.loaded = self.loaded and not isinstance(exc, NoScriptError)
-            raise
+            return None, refused
         except (RedisError, OSError) as exc:
             raise await self._broken(exc) from exc
         return started(reply), refused
@@ -117,14 +119,26 @@ class Lane:
 
     async def _send(self, script: Any, keys: list[str], args: list[Any]) -> None:
         if not self.loaded:  # a new connection, maybe a new Redis: load the scripts first
-            for each in self.store.lane_scripts.values():
-                await _reply(self.connection.send_command("SCRIPT", "LOAD", each.script))
-            await self._read_sent()
-            for _ in self.store.lane_scripts:
-                await _reply(self.connection.read_response())
-            self.loaded = True
+            await self._load()
         await _reply(self.connection.send_command("EVALSHA", script.sha, len(keys), *keys,
                                                   *args))
+
+    async def _load(self) -> None:
+        """Load the scripts. `loaded` turns False only with every reply read (or with
+        the connection), so no write waits here; each reply is read, an error one too,
+        so the stream stays in step."""
+        scripts = list(self.store.lane_scripts.values())
+        for each in scripts:
+            await _reply(self.connection.send_command("SCRIPT", "LOAD", each.script))
+        failed: ResponseError | None = None
+        for _ in scripts:
+            try:
+                await _reply(self.connection.read_response())
+            except ResponseError as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+        self.loaded = True
 
     async def _read_sent(self) -> list[Sent]:
         refused = []

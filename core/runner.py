@@ -21,7 +21,7 @@ from typing import Any
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from core.context import TaskContext, reset_current, set_current
 from core.errors import RetryTask, TimeLimitExceeded
@@ -124,12 +124,10 @@ class Runner:
         run = str(next(_RUNS))
         lane = self._take_lane()
         found: tuple[str | None, int] | None = None
-        try:
+        try:  # found None: Redis refused the start on the lane (NOSCRIPT): the slow way
             found, refused = await lane.start(task_id, self.worker, run)
         except LaneBroken as exc:
             refused = exc.unconfirmed
-        except ResponseError:  # the start script refused (NOSCRIPT): the slow way
-            refused = []
         finally:
             self._give_lane(lane)
         for write in refused:

@@ -281,3 +281,28 @@ async def test_a_broken_lane_hands_back_every_write_not_confirmed(
         assert (await lane.start(second.id, "host:1", "3"))[0] == ("PENDING", 0)
     finally:
         await lane.connection.disconnect()
+
+
+async def test_a_lane_whose_scripts_redis_lost_hands_back_and_loads_them_again(
+        backend: ListBackend) -> None:
+    """SCRIPT FLUSH (or a Redis restarted under a connection kept open): the finish
+    sent is refused as NOSCRIPT and handed back by the start that read it, though that
+    start is refused too (the runner then starts the slow way); the lane loads its
+    scripts again."""
+    first, second = await backend.submit("noop", [1]), await backend.submit("noop", [2])
+    lane = new_lane(backend.store)
+    try:
+        await lane.start(first.id, "host:1", "1")
+        await backend.redis.script_flush()
+        await lane.finish(first.id, TaskState.SUCCESS, result=1, worker="host:1")
+        found, refused = await lane.start(second.id, "host:1", "2")
+        assert found is None  # the runner starts it the slow way
+        assert [(w.task_id, w.state) for w in refused] == [(first.id, TaskState.SUCCESS)]
+        assert lane.sent == [] and not lane.loaded
+        assert (await backend.get(first.id)).state == TaskState.STARTED  # type: ignore[union-attr]
+        assert (await lane.start(second.id, "host:1", "3")) == (("PENDING", 0), [])
+        await lane.finish(second.id, TaskState.SUCCESS, result=2, worker="host:1")
+        assert await lane.drain() == []
+        assert (await backend.get(second.id)).result == 2  # type: ignore[union-attr]
+    finally:
+        await lane.connection.disconnect()
