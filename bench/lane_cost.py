@@ -47,12 +47,7 @@ async def _lane(store: RecordStore, ids: list[str]) -> None:
         await lane.start(task_id, WORKER, str(i))
         await lane.finish(task_id, TaskState.SUCCESS, result=None, worker=WORKER)
     await lane.drain()
-    await _close(lane.connection.disconnect())
-
-
-async def _close(result: Any) -> None:
-    if asyncio.iscoroutine(result):
-        await result
+    await lane.close()
 
 
 async def main(url: str, n: int) -> None:

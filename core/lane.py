@@ -99,13 +99,14 @@ class Lane:
     async def finish(self, task_id: str, state: TaskState, **outcome: Any) -> None:
         """Send a final write (one of DEFERRED); its reply is read later."""
         keys, args = self.store.finish_call(task_id, state, **outcome)
+        write = Sent(task_id, state, outcome)
         try:
             await self._send(self.store.lane_scripts["finish"], keys, args)
         except (RedisError, OSError) as exc:
-            raise await self._broken(exc, Sent(task_id, state, outcome)) from exc
+            raise await self._broken(exc, write) from exc
         if not self.sent:
             self.since = time.monotonic()
-        self.sent.append(Sent(task_id, state, outcome))
+        self.sent.append(write)
 
     async def drain(self) -> list[Sent]:
         """Read the replies of the writes sent; those Redis refused."""
@@ -154,10 +155,14 @@ class Lane:
             self.sent.pop(0)
         return refused
 
+    async def close(self) -> None:
+        """Disconnect (a blocking or an asyncio connection); it connects again on use."""
+        await _reply(self.connection.disconnect())
+
     async def _broken(self, cause: BaseException, *also: Sent) -> LaneBroken:
         unconfirmed, self.sent, self.loaded = [*self.sent, *also], [], False
         with contextlib.suppress(Exception):  # it is broken already
-            await _reply(self.connection.disconnect())
+            await self.close()
         return LaneBroken(cause, unconfirmed)
 
 

@@ -16,8 +16,8 @@ import itertools
 import logging
 import os
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
@@ -43,6 +43,7 @@ from core.states import TaskState
 from core.workers import process_heartbeat
 
 log = logging.getLogger("queuebench.runner")
+T = TypeVar("T")
 
 LimitErrors = tuple[type[BaseException], ...]
 # Each delivery's token in this process (the start script's `run`).
@@ -122,16 +123,10 @@ class Runner:
         Redis; with nothing on disk, Redis comes back without the record (LOST: not
         run)."""
         run = str(next(_RUNS))
-        lane = self._take_lane()
-        found: tuple[str | None, int] | None = None
-        try:  # found None: Redis refused the start on the lane (NOSCRIPT): the slow way
-            found, refused = await lane.start(task_id, self.worker, run)
-        except LaneBroken as exc:
-            refused = exc.unconfirmed
-        finally:
-            self._give_lane(lane)
-        for write in refused:
-            await self._write(write.task_id, write.state, **write.outcome)
+        # found None: the lane broke, or Redis refused the start on it (NOSCRIPT)
+        found, refused = await self._on_lane(
+            lambda lane: lane.start(task_id, self.worker, run)) or (None, [])
+        await self._redo(refused)
         delay = 0.1
         while found is None:
             try:
@@ -171,14 +166,24 @@ class Runner:
         outcome["worker"] = self.worker
         if state not in DEFERRED:
             return await self._write(task_id, state, **outcome)
+        await self._on_lane(lambda lane: lane.finish(task_id, state, **outcome))
+
+    async def _on_lane(self, use: Callable[[Lane], Awaitable[T]]) -> T | None:
+        """`use` a lane taken for the call; when the lane breaks, the writes it did not
+        confirm are done again the slow way, and None is returned."""
         lane = self._take_lane()
         try:
-            return await lane.finish(task_id, state, **outcome)
+            return await use(lane)
         except LaneBroken as exc:
             unconfirmed = exc.unconfirmed
         finally:
             self._give_lane(lane)
-        for write in unconfirmed:
+        await self._redo(unconfirmed)
+        return None
+
+    async def _redo(self, writes: list[Sent]) -> None:
+        """Final writes a lane could not confirm (or Redis refused): the slow way."""
+        for write in writes:
             await self._write(write.task_id, write.state, **write.outcome)
 
     async def _write(self, task_id: str, state: TaskState, **outcome: Any) -> None:
@@ -228,8 +233,7 @@ class Runner:
                         refused = exc.unconfirmed
                     finally:
                         self._lanes.append(lane)
-                    for write in refused:
-                        await self._write(write.task_id, write.state, **write.outcome)
+                    await self._redo(refused)
         finally:
             self._draining = None
 

@@ -233,7 +233,7 @@ async def test_a_final_write_goes_unawaited_and_its_reply_comes_with_the_next_st
         assert (await backend.get(first.id)).result == 1  # type: ignore[union-attr]
         assert await lane.drain() == []
     finally:
-        await lane.connection.disconnect()
+        await lane.close()
 
 
 async def test_a_final_write_redis_refuses_is_handed_back_to_be_done_again(
@@ -254,7 +254,7 @@ async def test_a_final_write_redis_refuses_is_handed_back_to_be_done_again(
                           worker="host:1")
         assert [w.task_id for w in await lane.drain()] == [second.id]
     finally:
-        await lane.connection.disconnect()
+        await lane.close()
 
 
 async def test_a_broken_lane_hands_back_every_write_not_confirmed(
@@ -280,7 +280,7 @@ async def test_a_broken_lane_hands_back_every_write_not_confirmed(
         # The lane connects again, loads its scripts, and goes on.
         assert (await lane.start(second.id, "host:1", "3"))[0] == ("PENDING", 0)
     finally:
-        await lane.connection.disconnect()
+        await lane.close()
 
 
 async def test_a_lane_whose_scripts_redis_lost_hands_back_and_loads_them_again(
@@ -305,4 +305,4 @@ async def test_a_lane_whose_scripts_redis_lost_hands_back_and_loads_them_again(
         assert await lane.drain() == []
         assert (await backend.get(second.id)).result == 2  # type: ignore[union-attr]
     finally:
-        await lane.connection.disconnect()
+        await lane.close()
