@@ -109,6 +109,7 @@ class TaskBackend(ABC):
 
     async def aclose(self) -> None:
         await self.events.aclose()
+        await self.store.aclose()
         await self.redis.aclose()
         if self._broker_redis is not None:
             await self._broker_redis.aclose()

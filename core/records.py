@@ -24,6 +24,7 @@ from pydantic_core import to_json
 from redis import Redis as SyncRedis
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from core.direct import DirectScripts
 from core.states import TaskState
 
 TASK_KEY = "qb:task:{}"
@@ -469,6 +470,8 @@ class RecordStore:
         self._release = redis.register_script(_RELEASE)
         # What a worker's lane sends itself (core/lane.py).
         self.lane_scripts = {"start": self._start, "finish": self._finish}
+        # The submit's script call, on the asyncio client (core/direct.py).
+        self._direct = DirectScripts(redis) if isinstance(redis, Redis) else None
 
     async def create(self, record: TaskRecord, *, idempotency_key: str | None = None,
                      not_before: float | None = None, push: list[Command] | None = None,
@@ -478,8 +481,15 @@ class RecordStore:
         task's when `idempotency_key` (scoped by task name) is bound already (then
         nothing is queued). A task that may not start before `not_before` keeps its
         record that much longer."""
-        return _str(await _reply(self._create(
-            **self._create_call(record, idempotency_key, not_before, push))))
+        call = self._create_call(record, idempotency_key, not_before, push)
+        if self._direct is not None:
+            return _str(await self._direct.call(self._create, call["keys"], call["args"]))
+        return _str(await _reply(self._create(**call)))
+
+    async def aclose(self) -> None:
+        """Close what the store opened itself (not its client)."""
+        if self._direct is not None:
+            await self._direct.aclose()
 
     async def create_many(self, batch: Sequence[tuple[TaskRecord, str | None, float | None,
                                                       list[Command] | None]]) -> list[str]:

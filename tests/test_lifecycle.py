@@ -306,3 +306,64 @@ async def test_a_lane_whose_scripts_redis_lost_hands_back_and_loads_them_again(
         assert (await backend.get(second.id)).result == 2  # type: ignore[union-attr]
     finally:
         await lane.close()
+
+
+# -- the submit's script call on connections of its own (core/direct.py) ------------------
+
+async def _created(backend: ListBackend, *args: Any) -> tuple[TaskRecord, str]:
+    """Create a record through the store (as a native submit does); the id that stands."""
+    record, _, _ = backend.prepare("noop", list(args), {}, None, time.time())
+    return record, await backend.store.create(record)
+
+
+async def test_a_create_takes_a_direct_connection_and_gives_it_back(
+        backend: ListBackend) -> None:
+    direct = backend.store._direct
+    assert direct is not None
+    record, stands = await _created(backend, 1)
+    assert stands == record.id and (direct.made, len(direct.free)) == (1, 1)
+    assert (await backend.get(record.id)).args == [1]  # type: ignore[union-attr]
+
+
+async def test_a_create_after_redis_lost_its_scripts_loads_them_again(
+        backend: ListBackend) -> None:
+    await _created(backend, 1)
+    await backend.redis.script_flush()
+    record, stands = await _created(backend, 2)  # NOSCRIPT: the slow way loads it
+    assert stands == record.id
+    assert (await backend.get(record.id)).args == [2]  # type: ignore[union-attr]
+    assert len(backend.store._direct.free) == 1  # type: ignore[union-attr]
+    record, stands = await _created(backend, 3)  # and the direct way has it again
+    assert stands == record.id
+
+
+async def test_a_create_whose_connection_was_killed_is_made_the_slow_way(
+        backend: ListBackend) -> None:
+    direct = backend.store._direct
+    assert direct is not None
+    await _created(backend, 1)
+    [connection] = direct.free
+    await connection.send_command("CLIENT", "ID")
+    await backend.redis.client_kill_filter(_id=await connection.read_response())
+    record, stands = await _created(backend, 2)
+    assert stands == record.id
+    assert (await backend.get(record.id)).args == [2]  # type: ignore[union-attr]
+    assert direct.made == 0 and direct.free == []  # the dead one is gone, not reused
+
+
+async def test_a_create_cancelled_before_its_reply_leaves_no_reply_behind(
+        backend: ListBackend) -> None:
+    """A reply left unread in a connection would answer the next create with another
+    task's id: the cancelled call's connection is dropped."""
+    direct = backend.store._direct
+    assert direct is not None
+    await _created(backend, 0)  # a connection in the free list: the next send is at once
+    await backend.redis.client_pause(10_000, all=False)  # Redis holds writes
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(_created(backend, 1), 0.2)
+        assert direct.made == 0 and direct.free == []
+    finally:
+        await backend.redis.client_unpause()
+    record, stands = await _created(backend, 2)
+    assert stands == record.id

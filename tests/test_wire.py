@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 
+from core.records import TaskRecord
 from core.settings import Settings
 from tests.conftest import redis_database
 
@@ -28,6 +29,9 @@ PARAMS = {"celery": ("queue", "priority", "countdown", "eta", "limits"),
           "dramatiq": ("queue", "delay_ms", "options"),
           "arq": ("queue", "defer_by", "defer_until")}
 SOON = datetime.now(UTC) + timedelta(minutes=5)
+# A submission whose arguments the Celery message shows (its argsrepr, kwargsrepr).
+SHOWN = TaskRecord(id="t", name="add", backend="celery", args=[1.5, "é"],
+                   kwargs={"y": [1, None], "z": "x" * 2000})
 
 
 @pytest.fixture
@@ -83,18 +87,20 @@ def test_celery_message_matches_apply_async(backend_name: str, wire_url: str,
                                             limits: tuple[float, float] | None) -> None:
     _only(backend_name, "celery")
     from backends.celery_impl.app import celery_app
-    from backends.celery_impl.wire import task_commands
+    from backends.celery_impl.wire import shown, task_commands
 
     app = celery_app(Settings(redis_url=wire_url))
     args = ({"x": 1.5, "y": [1, "é", None]}, {"task_id": "t", "max_retries": 2})
     soft, hard = limits or (None, None)
     extra: dict[str, Any] = {} if priority is None else {"priority": priority}
+    reprs = shown(app, SHOWN)  # the adapter's argsrepr and kwargsrepr
+    extra.update(reprs)
     app.tasks["add"].apply_async(args, task_id="lib", queue=queue, countdown=countdown,
                                  eta=eta, soft_time_limit=soft, time_limit=hard, **extra)
     [(lib_key, lib_raw)] = _pop_all(wire_redis)
     _run(wire_redis, task_commands(app, "add", args, task_id="nat", queue=queue,
                                    priority=priority, countdown=countdown, eta=eta,
-                                   time_limit=hard, soft_time_limit=soft))
+                                   time_limit=hard, soft_time_limit=soft, **reprs))
     [(nat_key, nat_raw)] = _pop_all(wire_redis)
     assert nat_key == lib_key
     lib, nat = json.loads(lib_raw), json.loads(nat_raw)

@@ -21,7 +21,7 @@ import pytest
 from core.amqp import Outgoing, Publisher, pika_url
 from core.settings import Settings
 from tests.conftest import redis_database
-from tests.test_wire import WIRE_DB, _close, _only
+from tests.test_wire import SHOWN, WIRE_DB, _close, _only
 
 SOON = datetime.now(UTC) + timedelta(minutes=5)
 PROPERTIES = ("content_type", "content_encoding", "delivery_mode", "priority",
@@ -79,13 +79,15 @@ async def test_celery_amqp_message_matches_apply_async(
     _only(backend_name, "celery")
     from backends.celery_impl import Backend
     from backends.celery_impl.app import celery_app
-    from backends.celery_impl.wire import task_outgoing
+    from backends.celery_impl.wire import shown, task_outgoing
 
     settings = Settings(redis_url=redis_database(WIRE_DB, flush=True), broker_url=amqp_url)
     app, queue = celery_app(settings), f"w-{uuid.uuid4().hex[:8]}"
     args = ({"x": 1.5, "y": [1, "é", None]}, {"task_id": "t", "max_retries": 2})
     soft, hard = limits or (None, None)
     extra: dict[str, Any] = {} if priority is None else {"priority": priority}
+    reprs = shown(app, SHOWN)  # the adapter's argsrepr and kwargsrepr
+    extra.update(reprs)
     app.tasks["add"].apply_async(args, task_id="lib", queue=queue, countdown=countdown,
                                  eta=eta, soft_time_limit=soft, time_limit=hard, **extra)
     lib = await _taken(amqp_url, queue)
@@ -93,7 +95,7 @@ async def test_celery_amqp_message_matches_apply_async(
     try:
         await _native(amqp_url, backend.declare, task_outgoing(
             app, "add", args, task_id="nat", queue=queue, priority=priority,
-            countdown=countdown, eta=eta, time_limit=hard, soft_time_limit=soft))
+            countdown=countdown, eta=eta, time_limit=hard, soft_time_limit=soft, **reprs))
     finally:
         await backend.aclose()
     nat = await _taken(amqp_url, queue)

@@ -13,7 +13,7 @@ except ModuleNotFoundError as exc:  # the loader turns this into one clear line
     raise ModuleNotFoundError(exc.msg, name="celery") from None
 
 from backends.celery_impl.app import PRIORITY_STEPS, SEP, broker_priority, celery_app
-from backends.celery_impl.wire import task_commands, task_outgoing
+from backends.celery_impl.wire import shown, task_commands, task_outgoing
 from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import ConfigError
 from core.features import Support
@@ -60,7 +60,7 @@ class Backend(TaskBackend):
             extra["priority"] = broker_priority(self.settings, options.priority)
         return {"args": (arguments, self.meta(record, options)), "task_id": record.delivery_id,
                 "queue": options.queue or DEFAULT_QUEUE, "countdown": options.countdown,
-                "eta": options.eta, **extra}
+                "eta": options.eta, **shown(celery_app(self.settings), record), **extra}
 
     async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
                       options: TaskOptions) -> None:
