@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import json
 import uuid
 from bisect import bisect
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from celery import Celery
 from celery.utils.saferepr import saferepr
 from kombu.serialization import dumps
 from kombu.transport.redis import Channel
+from pydantic_core import to_json
 
 from core.amqp import Outgoing
 from core.records import Command, TaskRecord
@@ -136,4 +136,4 @@ def task_commands(app: Celery, name: str, args: tuple[Any, ...], *, task_id: str
     }
     step = conf.steps[bisect(conf.steps, priority) - 1]
     key = f"{queue}{conf.sep}{step}" if step else queue
-    return [("LPUSH", key, json.dumps(envelope))]
+    return [("LPUSH", key, to_json(envelope))]  # (pydantic-core: a third of json.dumps)
