@@ -143,6 +143,24 @@ async def test_bad_json_is_422_not_500(client: httpx.AsyncClient) -> None:
     assert response.status_code == 422
 
 
+@pytest.mark.parametrize(("content_type", "status"), [
+    ("application/json", 202),                   # the API's fast way (SubmitRoute)
+    ("application/json; charset=utf-8", 202),    # the fast way too
+    ("application/merge-patch+json", 202),       # JSON to FastAPI, which takes it itself
+    ("text/plain", 422),                         # not JSON: refused, as FastAPI refuses it
+    (None, 422),
+])
+async def test_a_submit_is_json_by_its_content_type(client: httpx.AsyncClient,
+                                                     content_type: str | None,
+                                                     status: int) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = await client.post("/tasks/add", content=b'{"args": [2, 3]}', headers=headers)
+    assert response.status_code == status, response.text
+    if status == 202:
+        task = await finished(client, response.json()["id"])
+        assert (task["state"], task["result"]) == ("SUCCESS", 5)
+
+
 async def test_rejected_submission_queues_nothing(client: httpx.AsyncClient) -> None:
     before = [t["id"] for t in (await client.get("/tasks", params={"limit": 5})).json()]
     assert (await client.post("/tasks/divide", json={"args": [1]})).status_code == 422
