@@ -11,14 +11,22 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.backend import TaskBackend
 from core.features import Support
 from core.lane import LaneBroken, new_lane
 from core.options import TaskOptions
 from core.reaper import Reaper
-from core.records import BUSY, ORPHANS_KEY, OWNED_KEY, WORKERS_SEEN_KEY, TaskRecord
+from core.records import (
+    BUSY,
+    ORPHANS_KEY,
+    OWNED_KEY,
+    WORKERS_SEEN_KEY,
+    RecordStore,
+    TaskRecord,
+)
 from core.settings import Settings
 from core.states import TaskState
 from core.workers import WORKERS_KEY, Heartbeat, live_workers, workers
@@ -367,3 +375,28 @@ async def test_a_create_cancelled_before_its_reply_leaves_no_reply_behind(
         await backend.redis.client_unpause()
     record, stands = await _created(backend, 2)
     assert stands == record.id
+
+
+async def test_a_create_redis_does_not_answer_in_time_is_an_error_at_once(
+        settings: Settings) -> None:
+    """Redis frozen: the call fails after the pool's socket timeout with redis-py's
+    TimeoutError (the API's 503), once: not a second wait the slow way."""
+    pool = BlockingConnectionPool.from_url(settings.redis_url, socket_timeout=0.5)
+    client = Redis(connection_pool=pool)
+    store = RecordStore(client, history=False)
+    backend = ListBackend(settings)
+    try:
+        record, _, _ = backend.prepare("noop", [1], {}, None, time.time())
+        await store.create(record)  # a direct connection, free again
+        await client.client_pause(3_000, all=False)  # Redis holds writes
+        try:
+            with pytest.raises(RedisTimeoutError):
+                await store.create(backend.prepare("noop", [2], {}, None, time.time())[0])
+        finally:
+            await client.client_unpause()
+        assert store._direct is not None and store._direct.made == 0
+    finally:
+        await store.aclose()
+        await client.aclose()
+        await backend.aclose()
+
