@@ -63,8 +63,8 @@ class DirectScripts:
             connection = self.connection_class(**self.kwargs)
         else:
             return await script(keys=keys, args=args)
-        packed = connection.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
+        try:  # (packing too: a connection taken is given back or dropped, whatever fails)
+            packed = connection.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
             async with asyncio.timeout(self.timeout):
                 await connection.send_packed_command(packed, check_health=False)
                 reply = await connection.read_response()
