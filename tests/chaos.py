@@ -721,8 +721,10 @@ def _window(t: Tracked) -> tuple[float, float]:
     return start, end
 
 
-def _describe(t: Tracked, origin: float, beats: dict[str, float], now: float) -> str:
-    rec = t.record
+def _describe(t: Tracked, run: Run, beats: dict[str, float], now: float) -> str:
+    """One line on a task that went wrong: its record, its owner's last heartbeat, and
+    the faults from its submit to a lease after its last start (what stranded it)."""
+    rec, origin = t.record, run.origin
     owner = rec.get("worker") or "-"
     beat = beats.get(owner)
     life = "no heartbeat" if beat is None else f"last beat {now - beat:.1f} s ago"
@@ -732,10 +734,15 @@ def _describe(t: Tracked, origin: float, beats: dict[str, float], now: float) ->
 
     error = json.loads(rec["error"]) if rec.get("error") else None
     failed = f", error {error['type']}: {error['message'][:80]}" if error else ""
+    start, _ = _window(t)
+    until = max(start, float(rec.get("started_at") or 0)) + run.config.redelivery_after
+    near = [f"{f.kind} {f.target} +{f.start - origin:.1f}s" for f in run.faults
+            if f.start <= until and f.end >= start]
     return (f"{t.id} {t.expect.kind}: {rec.get('state') or 'no record'}, owner {owner} "
             f"({life}), deliveries {rec.get('deliveries') or 0}, retries "
             f"{rec.get('retries') or 0}, submitted {at('submitted_at')}, started "
-            f"{at('started_at')}, finished {at('finished_at')}{failed}")
+            f"{at('started_at')}, finished {at('finished_at')}{failed}; faults: "
+            f"{', '.join(near) or 'none'}")
 
 
 def _outcome(t: Tracked, count: int | None, touched: bool, redis_down: bool
@@ -775,7 +782,7 @@ async def judge(run: Run, deadline: float, started: float) -> Report:
     longest = 0.0
     for t in run.tracked.values():
         if t.final is None:
-            lost.append(_describe(t, run.origin, beats, now))
+            lost.append(_describe(t, run, beats, now))
             continue
         start, end = _window(t)
         hit = [f for f in touching if f.start <= end and f.end >= start]
@@ -783,17 +790,17 @@ async def judge(run: Run, deadline: float, started: float) -> Report:
         longest = max(longest, (t.final_seen_at or now) - since)
         if (t.final_seen_at or now) > since + run.config.bound:
             late.append(f"final {(t.final_seen_at or now) - since:.0f} s after its last "
-                        f"fault: {_describe(t, run.origin, beats, now)}")
+                        f"fault: {_describe(t, run, beats, now)}")
         problems, twice, failed = _outcome(t, counts.get(t.expect.counter or ""), bool(hit),
                                            any(f.kind == "redis_kill" for f in hit))
         redis_failures += failed
         if problems:
-            unexpected.append(f"{'; '.join(problems)}: {_describe(t, run.origin, beats, now)}")
+            unexpected.append(f"{'; '.join(problems)}: {_describe(t, run, beats, now)}")
         if twice and hit:
             twice_touched += 1
         elif twice:
             untouched.append(f"counted {counts.get(t.expect.counter or '')}, planned "
-                             f"{t.expect.runs}: {_describe(t, run.origin, beats, now)}")
+                             f"{t.expect.runs}: {_describe(t, run, beats, now)}")
         if t.changes:
             changes.append(f"{t.id} {t.expect.kind}: {', '.join(t.changes)}")
     restarts = run.stack.restarts
