@@ -170,9 +170,8 @@ def _heartbeat_of(url: str, backend: str, proc: Proc) -> bool:
     if not proc.alive():
         raise RuntimeError(f"worker exited:\n{proc.output()}")
     client = redis.Redis.from_url(url)
-    return any(json.loads(info).get("backend") == backend
-               for wid, info in client.hgetall("qb:workers").items()
-               if wid.decode().endswith(f":{proc.pid}"))
+    return any(entry.get("backend") == backend and entry.get("pid") == proc.pid
+               for entry in map(json.loads, client.hvals("qb:workers")))
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ from core.procs import ROOT, Proc, Server, wait_until
 from core.settings import Settings
 from core.states import TaskState
 from core.tasks import MAX_CPU_ROUNDS
+from core.workers import host_and_pid
 
 FINAL = {s.value for s in TaskState if s.finished}
 
@@ -234,7 +235,7 @@ async def test_two_workers_share_a_burst_none_lost_none_twice(
     # flaky counts its runs per key in Redis: 1 everywhere means each ran exactly once
     assert [int(redis_client.get(f"qb:flaky:{k}") or 0) for k in keys] == [1] * 200
     ran_on = {redis_client.hget(f"qb:task:{t['id']}", "worker") for t in tasks}
-    pids = {w.split(":")[-1] for w in ran_on if w}
+    pids = {host_and_pid(w)[1] for w in ran_on if w}
     assert len(pids) >= 2, f"one process ran the whole burst: {ran_on}"
     second.stop()
 

@@ -29,7 +29,7 @@ from core.records import (
 )
 from core.settings import Settings
 from core.states import TaskState
-from core.workers import WORKERS_KEY, Heartbeat, live_workers, workers
+from core.workers import WORKERS_KEY, Heartbeat, host_and_pid, live_workers, workers
 from tests.conftest import redis_database
 
 LIFECYCLE_DB = 10
@@ -187,6 +187,26 @@ async def test_a_heartbeat_registers_and_a_stopping_owner_is_dead_at_once(
     beat.stop()
     assert [w["id"] for w in await workers(backend.redis, dead_for=0)] == [beat.id]
     assert await live_workers(backend.redis, "list", 0.2) == []
+
+
+async def test_a_worker_started_again_with_the_same_host_and_pid_is_a_new_owner(
+        settings: Settings, backend: ListBackend) -> None:
+    """A container restarted (same hostname, same pid in its fresh PID namespace): the
+    new life must not keep the last life's lease alive, or its STARTED tasks would
+    look owned by a live worker for ever."""
+    last_life = Heartbeat(settings.redis_url, "list", 0.2)
+    last_life.client.close()
+    record = await _started_by(backend, last_life.id)
+    await _beat(backend.redis, last_life.id, time.time() - 6)  # its lease lapsed
+    this_life = Heartbeat(settings.redis_url, "list", 0.2).start()  # same host and pid
+    try:
+        assert host_and_pid(this_life.id) == host_and_pid(last_life.id)
+        reaper = Reaper(backend, "host:2")
+        reaper._trusted_from = 0
+        assert await reaper.sweep() == 1
+        assert (await backend.get(record.id)).deliveries == 1
+    finally:
+        this_life.stop()
 
 
 async def test_a_heartbeat_writes_what_was_deferred_before_it_beats(
