@@ -124,9 +124,12 @@ end
 # record (and queues nothing), never a key bound to nothing, and no record is left
 # without its message. A record that names a periodic entry (`schedule`) joins that
 # entry's index and state in the same step (core/scheduler.py). Returns the id of the
-# task that stands.
+# task that stands. A record that exists already is left as it is, with nothing queued.
 _CREATE = _LIB + """
 local id = task_id(KEYS[1])
+-- The same create again (a client's retry after it lost the reply): the task stands,
+-- and may have run already; writing it again would make it PENDING and queue it twice.
+if redis.call('HEXISTS', KEYS[1], 'name') == 1 then return id end
 if ARGV[5] == '1' then
   local first = redis.call('GET', KEYS[3])
   if first and redis.call('HEXISTS', 'qb:task:' .. first, 'name') == 1 then return first end

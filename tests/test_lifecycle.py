@@ -344,6 +344,22 @@ async def _created(backend: ListBackend, *args: Any) -> tuple[TaskRecord, str]:
     return record, await backend.store.create(record)
 
 
+async def test_a_create_sent_again_after_its_task_ran_changes_nothing(
+        backend: ListBackend) -> None:
+    """A create whose reply was lost is sent again (redis-py's retry, the direct
+    call's slow way): the task may have run meanwhile. The second create finds its
+    record and writes nothing: not PENDING again, no second message."""
+    record, _, _ = backend.prepare("noop", [1], {}, None, time.time())
+    push = [("RPUSH", "qb:test:queue", "message")]
+    assert await backend.store.create(record, push=push) == record.id
+    await backend.store.start(record.id, "host:1")
+    await backend.store.finish(record.id, TaskState.SUCCESS, result=1, worker="host:1")
+    assert await backend.store.create(record, push=push) == record.id
+    again = await backend.get(record.id)
+    assert (again.state, again.result) == (TaskState.SUCCESS, 1)
+    assert await backend.redis.llen("qb:test:queue") == 1
+
+
 async def test_a_create_takes_a_direct_connection_and_gives_it_back(
         backend: ListBackend) -> None:
     direct = backend.store._direct
