@@ -5,16 +5,21 @@ submission that cannot reach the queue, the reaper, the heartbeat's registry."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+import redis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+import core.runner as runner_module
 from core.backend import TaskBackend
+from core.errors import RetryTask
 from core.features import Support
 from core.lane import LaneBroken, new_lane
 from core.options import TaskOptions
@@ -26,11 +31,14 @@ from core.records import (
     WORKERS_SEEN_KEY,
     RecordStore,
     TaskRecord,
+    connect,
 )
+from core.runner import Runner
 from core.settings import Settings
 from core.states import TaskState
 from core.workers import WORKERS_KEY, Heartbeat, host_and_pid, live_workers, workers
 from tests.conftest import redis_database
+from tests.support_faults import RedisServer
 
 LIFECYCLE_DB = 10
 
@@ -40,7 +48,7 @@ class ListBackend(TaskBackend):
 
     name = "list"
     features = {"queues": Support.NATIVE, "priority": Support.NATIVE,
-                "time_limit": Support.NATIVE}
+                "time_limit": Support.NATIVE, "retries": Support.NATIVE}
 
     def __init__(self, settings: Settings, block: asyncio.Event | None = None) -> None:
         super().__init__(settings)
@@ -436,3 +444,38 @@ async def test_a_create_redis_does_not_answer_in_time_is_an_error_at_once(
         await client.aclose()
         await backend.aclose()
 
+
+
+async def test_a_retry_is_written_before_the_library_hears_of_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis goes away while a run fails: the run does not end (and the library does not
+    schedule the next one) until RETRY is written. Were RETRY left to the heartbeat, the
+    next run would find the task STARTED under this live worker, be refused as BUSY,
+    and the task would stay RETRY with nothing left to run it."""
+    monkeypatch.setattr(runner_module, "FINISH_RETRIES", (0.01,))  # the old way's tries
+    server = RedisServer(tmp_path, appendfsync="always")  # the record outlives the kill
+    settings = Settings(redis_url=server.url, history_enabled=False, worker_heartbeat=0.2)
+    backend = ListBackend(settings)
+    records = connect(server.url)
+
+    class FailsWhileRedisIsAway(Runner):
+        async def _call(self, *_: Any) -> Any:
+            server.kill()
+            threading.Timer(0.5, server.start).start()
+            raise RuntimeError("failed while Redis was away")
+
+    try:
+        record = await backend.submit("noop", [1], options=TaskOptions(max_retries=2))
+        [(delivery, arguments, options)] = backend.sent
+        runner = FailsWhileRedisIsAway(settings, records, offload_sync=True)
+        with pytest.raises(RetryTask):
+            await runner.run(delivery, "noop", arguments, backend.meta(record, options))
+        found = redis.Redis.from_url(server.url, socket_connect_timeout=1)
+        try:
+            assert found.hget(f"qb:task:{record.id}", "state") == b"RETRY"
+        finally:
+            found.close()
+    finally:
+        await records.aclose()
+        await backend.aclose()
+        server.stop()
