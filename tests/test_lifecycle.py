@@ -18,6 +18,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import core.runner as runner_module
+import core.workers as workers_module
 from core.backend import TaskBackend
 from core.errors import RetryTask
 from core.features import Support
@@ -453,6 +454,7 @@ async def test_a_retry_is_written_before_the_library_hears_of_it(
     next run would find the task STARTED under this live worker, be refused as BUSY,
     and the task would stay RETRY with nothing left to run it."""
     monkeypatch.setattr(runner_module, "FINISH_RETRIES", (0.01,))  # the old way's tries
+    monkeypatch.setattr(workers_module, "_process_beat", None)  # a heartbeat of its own
     server = RedisServer(tmp_path, appendfsync="always")  # the record outlives the kill
     settings = Settings(redis_url=server.url, history_enabled=False, worker_heartbeat=0.2)
     backend = ListBackend(settings)
@@ -468,8 +470,11 @@ async def test_a_retry_is_written_before_the_library_hears_of_it(
         record = await backend.submit("noop", [1], options=TaskOptions(max_retries=2))
         [(delivery, arguments, options)] = backend.sent
         runner = FailsWhileRedisIsAway(settings, records, offload_sync=True)
-        with pytest.raises(RetryTask):
-            await runner.run(delivery, "noop", arguments, backend.meta(record, options))
+        try:
+            with pytest.raises(RetryTask):
+                await runner.run(delivery, "noop", arguments, backend.meta(record, options))
+        finally:
+            runner.heartbeat.stop()
         found = redis.Redis.from_url(server.url, socket_connect_timeout=1)
         try:
             assert found.hget(f"qb:task:{record.id}", "state") == b"RETRY"
