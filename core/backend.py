@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from core.amqp import Publisher, is_amqp
 from core.db import ping
@@ -39,7 +40,6 @@ from core.records import (
     RecordStore,
     TaskRecord,
     connect,
-    error_of,
     new_task_id,
 )
 from core.registry import TaskSpec, get_task
@@ -187,11 +187,12 @@ class TaskBackend(ABC):
         create = self.store.create(record, idempotency_key=opts.idempotency_key,
                                    not_before=_not_before(opts, record.submitted_at),
                                    push=push)
-        stands = await (create if push else self._unqueued_if_cancelled(create, [record.id]))
+        key = opts.idempotency_key
+        stands = await (create if push else self._unqueued_if_cancelled(create, [(record, key)]))
         if stands != record.id:  # the idempotency key is bound to an earlier task
             return await self.get(stands)
         if push is None:
-            await self._enqueue(record, arguments, opts)
+            await self._enqueue([(record, arguments, opts, key)])
         return record
 
     async def submit_many(self, name: str, items: Sequence[tuple[list[Any], dict[str, Any]]],
@@ -211,19 +212,22 @@ class TaskBackend(ABC):
         if errors:
             raise InvalidArguments(errors)
         pushes = [self.push(*p) if self.one_trip else None for p in prepared]
+        keys = [opts.idempotency_key and f"{opts.idempotency_key}:{index}"
+                for index, (_, _, opts) in enumerate(prepared)]
         create = self.store.create_many([
-            (record, opts.idempotency_key and f"{opts.idempotency_key}:{index}",
-             _not_before(opts, submitted), push)
-            for index, ((record, _, opts), push) in enumerate(zip(prepared, pushes, strict=True))])
-        stands = await (create if self.one_trip else self._unqueued_if_cancelled(
-            create, [record.id for record, _, _ in prepared]))
-        for (record, arguments, opts), push, stood in zip(prepared, pushes, stands,
-                                                           strict=True):
-            if push is None and stood == record.id:
-                await self._enqueue(record, arguments, opts)
+            (record, key, _not_before(opts, submitted), push)
+            for (record, _, opts), key, push in zip(prepared, keys, pushes, strict=True)])
+        if all(pushes):  # every message is in its creating script
+            return await create
+        made = [(record, key) for (record, _, _), key in zip(prepared, keys, strict=True)]
+        stands = await self._unqueued_if_cancelled(create, made)
+        await self._enqueue([(*p, key) for p, key, push, stood
+                             in zip(prepared, keys, pushes, stands, strict=True)
+                             if push is None and stood == p[0].id])
         return stands
 
-    async def _unqueued_if_cancelled(self, create: Awaitable[Any], ids: list[str]) -> Any:
+    async def _unqueued_if_cancelled(self, create: Awaitable[Any],
+                                     made: list[tuple[TaskRecord, str | None]]) -> Any:
         """Create records whose messages the library's producer sends next. Cancelled
         meanwhile (the client went away), the creation still runs to its end and its
         records end FAILURE NotQueued, as in `_enqueue`: never PENDING for ever with
@@ -231,29 +235,40 @@ class TaskBackend(ABC):
         creating = asyncio.ensure_future(create)
         try:
             return await asyncio.shield(creating)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             with contextlib.suppress(Exception):
                 await asyncio.wait([creating])
-                for task_id in ids:  # one already bound to an earlier task has no record
-                    await self._not_queued(task_id, _not_queued(asyncio.CancelledError()))
+                for record, key in made:  # one bound to an earlier task has no record
+                    await self._not_queued(record, key, exc)
             raise
 
-    async def _enqueue(self, record: TaskRecord, arguments: dict[str, Any],
-                       opts: TaskOptions) -> None:
-        try:
-            await self.enqueue(record, arguments, opts)
-        except BaseException as exc:
-            # Never a silent drop, nor a record left PENDING for ever (a cancelled
-            # request included): it says it failed to reach the queue, and no
-            # worker will run it.
-            error = error_of(exc) if isinstance(exc, Exception) else _not_queued(exc)
-            with contextlib.suppress(Exception):
-                await self._not_queued(record.id, error)
-            raise
+    async def _enqueue(self, batch: Sequence[tuple[TaskRecord, dict[str, Any], TaskOptions,
+                                                   str | None]]) -> None:
+        """Hand created tasks (record, arguments, options, idempotency key) to the
+        library's producer, in order. When one fails, it and every one after it end
+        FAILURE NotQueued, a cancelled request included: never a silent drop, nor a
+        record left PENDING for ever with no message. A library's error is raised as
+        Unavailable (a 503: the broker did not take it)."""
+        for index, (record, arguments, opts, _) in enumerate(batch):
+            try:
+                await self.enqueue(record, arguments, opts)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    for left, _, _, key in batch[index:]:
+                        await self._not_queued(left, key, exc)
+                if isinstance(exc, (QueuebenchError, RedisError)) or not isinstance(
+                        exc, Exception):
+                    raise
+                raise Unavailable(f"broker did not take the message: "
+                                  f"{type(exc).__name__}: {exc}") from exc
 
-    async def _not_queued(self, task_id: str, error: dict[str, str]) -> None:
-        """End a task that never reached its queue FAILURE, even while cancelled."""
-        await asyncio.shield(self.store.finish(task_id, TaskState.FAILURE, error=error))
+    async def _not_queued(self, record: TaskRecord, idempotency_key: str | None,
+                          cause: BaseException) -> None:
+        """End a task that never reached its queue FAILURE NotQueued, even while
+        cancelled. Its idempotency key is let go: the client's retry with that key,
+        after the 503, submits it anew rather than being handed the failed task."""
+        await asyncio.shield(self.store.not_queued(record, _not_queued(cause),
+                                                   idempotency_key))
 
     async def get(self, task_id: str) -> TaskRecord:
         record = await self.store.get(task_id)
@@ -404,9 +419,11 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _not_queued(interrupted: BaseException) -> dict[str, str]:
-    return {"type": "NotQueued",
-            "message": f"submission interrupted ({type(interrupted).__name__})"}
+def _not_queued(cause: BaseException) -> dict[str, str]:
+    if isinstance(cause, Exception):
+        return {"type": "NotQueued",
+                "message": f"the broker did not take it: {type(cause).__name__}: {cause}"}
+    return {"type": "NotQueued", "message": f"submission interrupted ({type(cause).__name__})"}
 
 
 def _past_eta_dropped(options: TaskOptions, submitted: float) -> TaskOptions:

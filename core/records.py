@@ -278,6 +278,11 @@ redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 return redis.call('HGETALL', KEYS[1])
 """
 
+# KEYS: an idempotency key. ARGV: a task id. The key is let go if it names that task.
+_UNBIND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+"""
+
 # KEYS: records the history has just stored. ARGV: the index. Each is `released`: the
 # index's trim may delete it; one the index has dropped already is deleted now.
 _RELEASE = _LIB + """
@@ -471,6 +476,7 @@ class RecordStore:
         self._expire = redis.register_script(_EXPIRE)
         self._reclaim = redis.register_script(_RECLAIM)
         self._release = redis.register_script(_RELEASE)
+        self._unbind = redis.register_script(_UNBIND)
         # What a worker's lane sends itself (core/lane.py).
         self.lane_scripts = {"start": self._start, "finish": self._finish}
         # The submit's script call, on the asyncio client (core/direct.py).
@@ -588,6 +594,15 @@ class RecordStore:
         return ([TASK_KEY.format(task_id), OWNED_KEY.format(worker)],
                 [state.value, time.time(), dumps(result), dumps(error), retries, self.ttl,
                  EVENTS_CHANNEL, self.history_maxlen])
+
+    async def not_queued(self, record: TaskRecord, error: dict[str, str],
+                         idempotency_key: str | None = None) -> None:
+        """End a task whose message never reached its queue: FAILURE with `error`, and
+        its idempotency key (scoped by task name), if bound to it, let go."""
+        await self.finish(record.id, TaskState.FAILURE, error=error)
+        if idempotency_key:
+            await _reply(self._unbind(keys=[IDEMPOTENCY_KEY.format(record.name, idempotency_key)],
+                                      args=[record.id]))
 
     async def revoke(self, task_id: str, *, running_too: bool = True) -> TaskState | None:
         found = await _reply(self._revoke(

@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 import core.runner as runner_module
 import core.workers as workers_module
 from core.backend import TaskBackend
-from core.errors import RetryTask
+from core.errors import RetryTask, Unavailable
 from core.features import Support
 from core.lane import LaneBroken, new_lane
 from core.options import TaskOptions
@@ -55,11 +55,14 @@ class ListBackend(TaskBackend):
         super().__init__(settings)
         self.sent: list[tuple[str, dict[str, Any], TaskOptions]] = []
         self.block = block
+        self.takes: int | None = None  # messages it takes before its broker goes down
 
     async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
                       options: TaskOptions) -> None:
         if self.block is not None:
             await self.block.wait()
+        if self.takes is not None and len(self.sent) >= self.takes:
+            raise ConnectionRefusedError("the broker is down")
         self.sent.append((record.delivery_id, arguments, options))
 
 
@@ -90,6 +93,38 @@ async def test_a_submission_cancelled_in_the_enqueue_ends_failure(settings: Sett
         record = await held.get(task_id)
     finally:
         await held.aclose()
+    assert record.state is TaskState.FAILURE
+    assert record.error is not None and record.error["type"] == "NotQueued"
+
+
+async def test_a_batch_whose_enqueue_fails_part_way_ends_the_rest_not_queued(
+        backend: ListBackend) -> None:
+    """The broker goes down after two of five messages: the two stand, the other three
+    end FAILURE NotQueued (none PENDING for ever), the batch is a 503, and the same
+    batch sent again with its idempotency key queues the three anew."""
+    items = [([i], {}) for i in range(5)]
+    options = TaskOptions(idempotency_key="batch-1")
+    backend.takes = 2
+    with pytest.raises(Unavailable, match="ConnectionRefusedError"):
+        await backend.submit_many("noop", items, options)
+    records = {r.args[0]: r for r in await backend.store.recent()}
+    assert [records[i].state for i in range(5)] == [TaskState.PENDING] * 2 + [
+        TaskState.FAILURE] * 3
+    assert {records[i].error["type"] for i in (2, 3, 4)} == {"NotQueued"}  # type: ignore[index]
+    backend.takes = None
+    again = await backend.submit_many("noop", items, options)
+    assert again[:2] == [records[0].id, records[1].id]
+    assert not set(again[2:]) & {records[i].id for i in (2, 3, 4)}
+    assert [d for d, _, _ in backend.sent] == again
+    assert await backend.submit_many("noop", items, options) == again
+
+
+async def test_a_submit_the_broker_refuses_is_a_503_and_ends_not_queued(
+        backend: ListBackend) -> None:
+    backend.takes = 0
+    with pytest.raises(Unavailable):
+        await backend.submit("noop", [1])
+    [record] = await backend.store.recent()
     assert record.state is TaskState.FAILURE
     assert record.error is not None and record.error["type"] == "NotQueued"
 
