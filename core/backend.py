@@ -52,6 +52,9 @@ DEFAULT_QUEUE = "default"
 REDELIVERED = {"max_retries", "retry_backoff", "time_limit", "queue", "priority"}
 # Seconds a read may take when the answer is owed now (the end of /wait).
 READ_TIMEOUT = 2.0
+# Messages of one queue the reaper reads at most to find which overdue tasks still wait
+# there (`waiting_in`): a longer backlog is taken to hold them.
+WAITING_SCAN_MAX = 10_000
 
 
 class TaskBackend(ABC):
@@ -106,6 +109,48 @@ class TaskBackend(ABC):
         """Redis commands whose replies, summed, are how many messages wait in
         `queue`, read from the library's own structures (none: depth unknown)."""
         return []
+
+    async def waiting(self, records: Sequence[TaskRecord]) -> set[str]:
+        """The ids, among `records` (tasks nobody runs, overdue by REDELIVERY_AFTER),
+        of those whose message waits in the broker for a consumer: queued or delayed,
+        not taken. The reaper sends the others again (core/reaper.py). A message a
+        consumer took counts as lost here: each library's consumer starts what it takes
+        at once, or holds it only until its countdown, which the due time includes; one
+        not started a lease after that was taken by a consumer that died.
+
+        By queue, from `waiting_in`; a queue it cannot tell about counts as holding
+        all of its tasks."""
+        queues: dict[str, list[TaskRecord]] = {}
+        for record in records:
+            queues.setdefault(record.queue or DEFAULT_QUEUE, []).append(record)
+        found: set[str] = set()
+        for queue, group in queues.items():
+            there = await self.waiting_in(queue)
+            found.update(r.id for r in group if there is None or r.id in there)
+        return found
+
+    async def waiting_in(self, queue: str) -> set[str] | None:
+        """The ids of the tasks whose messages wait in `queue`, read from the library's
+        own structures; None: it cannot tell. The default, for a broker core does not
+        look into (RabbitMQ, which hands a dead consumer's messages out again itself and
+        keeps a confirmed message through a restart)."""
+        return None
+
+    async def listed(self, keys: Sequence[str]) -> list[bytes] | None:
+        """The entries of the broker's Redis lists `keys`, read whole; None when the
+        broker is not Redis, or they hold more than WAITING_SCAN_MAX in all (a backlog
+        that long is looked into once it is shorter)."""
+        broker = self._broker()
+        if broker is None:
+            return None
+        async with broker.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.llen(key)
+            if sum(await pipe.execute()) > WAITING_SCAN_MAX:
+                return None
+            for key in keys:
+                pipe.lrange(key, 0, -1)
+            return [entry for entries in await pipe.execute() for entry in entries]
 
     async def aclose(self) -> None:
         await self.events.aclose()

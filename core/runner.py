@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -149,8 +150,10 @@ class Runner:
             await self._finish(task_id, TaskState.FAILURE, error=error, retries=attempt)
             return exc
         if policy.will_retry(attempt):
-            await self._finish(task_id, TaskState.RETRY, error=error_of(exc), retries=attempt)
-            return RetryTask(policy.backoff(attempt), exc)
+            delay = policy.backoff(attempt)
+            await self._finish(task_id, TaskState.RETRY, error=error_of(exc), retries=attempt,
+                               due=time.time() + delay)
+            return RetryTask(delay, exc)
         await self._finish(task_id, TaskState.FAILURE, error=error_of(exc), retries=attempt)
         return exc
 

@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import core.runner as runner_module
 import core.workers as workers_module
-from core.backend import TaskBackend
+from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import RetryTask, Unavailable
 from core.features import Support
 from core.lane import LaneBroken, new_lane
@@ -27,12 +27,14 @@ from core.options import TaskOptions
 from core.reaper import Reaper
 from core.records import (
     BUSY,
+    DUE_KEY,
     ORPHANS_KEY,
     OWNED_KEY,
     WORKERS_SEEN_KEY,
     RecordStore,
     TaskRecord,
     connect,
+    task_of,
 )
 from core.runner import Runner
 from core.settings import Settings
@@ -49,13 +51,19 @@ class ListBackend(TaskBackend):
 
     name = "list"
     features = {"queues": Support.NATIVE, "priority": Support.NATIVE,
-                "time_limit": Support.NATIVE, "retries": Support.NATIVE}
+                "time_limit": Support.NATIVE, "retries": Support.NATIVE,
+                "delay": Support.NATIVE}
 
     def __init__(self, settings: Settings, block: asyncio.Event | None = None) -> None:
         super().__init__(settings)
         self.sent: list[tuple[str, dict[str, Any], TaskOptions]] = []
         self.block = block
         self.takes: int | None = None  # messages it takes before its broker goes down
+        self.taken: set[str] = set()  # delivery ids a consumer took
+
+    async def waiting_in(self, queue: str) -> set[str] | None:
+        return {task_of(delivery) for delivery, _, options in self.sent
+                if (options.queue or DEFAULT_QUEUE) == queue and delivery not in self.taken}
 
     async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
                       options: TaskOptions) -> None:
@@ -156,6 +164,83 @@ async def test_the_reaper_sends_a_dead_workers_task_again_once(backend: ListBack
     assert (options.queue, options.priority, options.time_limit) == ("q1", 7, 9)
     assert not await backend.redis.exists(OWNED_KEY.format("host:1"))
     assert not await backend.redis.zscore(WORKERS_SEEN_KEY, "host:1")
+
+
+def _reaper(backend: ListBackend) -> Reaper:
+    reaper = Reaper(backend, "host:2")
+    reaper._trusted_from = 0
+    return reaper
+
+
+async def _overdue(backend: ListBackend, task_id: str, by: float = 6) -> None:
+    """As if the task's message had been due `by` seconds ago (the lease is 5 s)."""
+    assert await backend.redis.zadd(DUE_KEY, {task_id: time.time() - by}, xx=True, ch=True)
+
+
+async def test_an_overdue_task_whose_message_is_nowhere_is_sent_again_once(
+        backend: ListBackend) -> None:
+    """The broker lost the message (a restart, kombu's take-then-record window)."""
+    record = await backend.submit("add", [1, 2], options=TaskOptions(queue="q1"))
+    backend.sent.clear()
+    await _overdue(backend, record.id)
+    assert await _reaper(backend).sweep() == 1
+    assert await _reaper(backend).sweep() == 0  # due again now: a lease before the next look
+    again = await backend.get(record.id)
+    assert (again.state, again.deliveries) == (TaskState.PENDING, 1)
+    [(delivery, arguments, options)] = backend.sent
+    assert (delivery, arguments, options.queue) == (f"{record.id}~1", {"x": 1.0, "y": 2.0}, "q1")
+
+
+async def test_an_overdue_task_whose_message_waits_is_left_and_looked_at_a_lease_later(
+        backend: ListBackend) -> None:
+    record = await backend.submit("add", [1, 2])
+    await _overdue(backend, record.id)
+    assert await _reaper(backend).sweep() == 0
+    assert await backend.redis.zscore(DUE_KEY, record.id) > time.time() - 1
+    assert len(backend.sent) == 1
+
+
+async def test_a_message_taken_by_a_consumer_that_never_started_it_is_sent_again(
+        backend: ListBackend) -> None:
+    record = await backend.submit("add", [1, 2])
+    backend.taken.add(record.id)
+    await _overdue(backend, record.id)
+    assert await _reaper(backend).sweep() == 1
+    assert [d for d, _, _ in backend.sent] == [record.id, f"{record.id}~1"]
+
+
+async def test_a_task_not_due_yet_is_not_looked_at(backend: ListBackend) -> None:
+    record = await backend.submit("add", [1, 2], options=TaskOptions(countdown=60))
+    backend.sent.clear()
+    assert await backend.redis.zscore(DUE_KEY, record.id) >= record.submitted_at + 60
+    assert await _reaper(backend).sweep() == 0
+
+
+async def test_a_retry_whose_next_run_never_came_is_sent_again(backend: ListBackend) -> None:
+    """RETRY written, then the library's retry message lost (Redis killed before it)."""
+    record = await _started_by(backend, "host:1")
+    assert await backend.redis.zscore(DUE_KEY, record.id) is None  # running: not due
+    await backend.store.finish(record.id, TaskState.RETRY, retries=0, worker="host:1",
+                               due=time.time() + 0.5)
+    backend.sent.clear()
+    assert await _reaper(backend).sweep() == 0  # its backoff has not even passed
+    await _overdue(backend, record.id)
+    assert await _reaper(backend).sweep() == 1
+    assert (await backend.get(record.id)).state is TaskState.RETRY
+    assert (await backend.store.start(record.id, "host:3"))[1] == 1  # the next retry
+
+
+async def test_a_final_task_leaves_the_due_set_and_one_of_two_reapers_sends_again(
+        backend: ListBackend) -> None:
+    done = await backend.submit("add", [1, 2])
+    await backend.store.start(done.id, "host:1")
+    await backend.store.finish(done.id, TaskState.SUCCESS, result=3, worker="host:1")
+    assert await backend.redis.zscore(DUE_KEY, done.id) is None
+    lost = await backend.submit("add", [3, 4])
+    await _overdue(backend, lost.id)
+    [seen] = await backend.store.overdue(time.time() - 5, 10)
+    assert await backend.store.resend(seen, time.time() - 5) is not None
+    assert await backend.store.resend(seen, time.time() - 5) is None  # the other reaper
 
 
 async def test_the_reaper_leaves_a_live_workers_task(backend: ListBackend) -> None:

@@ -21,7 +21,7 @@ from core.errors import ConfigError
 from core.features import Support
 from core.options import TaskOptions
 from core.reaper import worker_services
-from core.records import Command, TaskRecord
+from core.records import Command, TaskRecord, task_of
 from core.settings import Settings
 
 # A task's time limit is enforced by core (an async task's on its event loop, a sync
@@ -79,6 +79,21 @@ class Backend(TaskBackend):
         # queue (`.DQ`); a message a worker fetched has left the list.
         namespace = broker(self.settings).namespace
         return [("LLEN", f"{namespace}:{name}") for name in (queue, dq_name(queue))]
+
+    async def waiting_in(self, queue: str) -> set[str] | None:
+        # The lists hold the broker's own message ids (a fetched one has left them);
+        # the messages are in a hash beside each list.
+        namespace, client = broker(self.settings).namespace, self._broker()
+        found: set[str] = set()
+        for name in (queue, dq_name(queue)):
+            ids = await self.listed([f"{namespace}:{name}"])
+            if ids is None or client is None:
+                return None
+            if ids:
+                bodies = await client.hmget(f"{namespace}:{name}.msgs", ids)
+                found.update(task_of(Message.decode(body).message_id)
+                             for body in bodies if body is not None)
+        return found
 
 
 def _delay_ms(options: TaskOptions, record: TaskRecord) -> int | None:
