@@ -1,8 +1,9 @@
 """Bad input and access, on every backend, through a real server and worker: bodies
-over MAX_BODY_BYTES (declared or streamed), deep nesting, invalid UTF-8, ids that are
-not UUIDs, out-of-range timeouts and options, NaN and Infinity, arguments that would
-hold a worker for ever, DEFAULT_TIME_LIMIT, API_KEY, CORS, and no password ever in a
-response. The fuzzer (tests/test_fuzz.py) covers the schema as a whole."""
+over MAX_BODY_BYTES (declared or streamed), deep nesting, invalid UTF-8, lone UTF-16
+surrogates, ids that are not UUIDs, out-of-range timeouts and options, NaN and
+Infinity, arguments that would hold a worker for ever, DEFAULT_TIME_LIMIT, API_KEY,
+CORS, and no password ever in a response. The fuzzer (tests/test_fuzz.py) covers the
+schema as a whole."""
 
 from __future__ import annotations
 
@@ -133,6 +134,55 @@ async def test_invalid_utf8_is_a_documented_400(client: httpx.AsyncClient) -> No
         assert response.json()["detail"]
     schema = (await client.get("/openapi.json")).json()
     assert "400" in schema["paths"]["/tasks/noop"]["post"]["responses"]
+
+
+LONE_SURROGATES = [  # (path, JSON text with a \uD800-\uDFFF escape left unpaired, loc)
+    ("/tasks/noop", b'{"args": ["\\ud800"]}', ["body", "args", 0]),
+    ("/tasks/noop", b'{"args": ["ok \\udc00 \\ud83d\\ude00"]}', ["body", "args", 0]),
+    ("/tasks/noop", b'{"args": [{"k": ["a", "\\udfff"]}]}', ["body", "args", 0, "k", 1]),
+    ("/tasks/noop", b'{"args": [{"\\ud800": 1}]}', ["body", "args", 0]),
+    ("/tasks/noop", b'{"kwargs": {"payload": "\\ud800"}}', ["body", "kwargs", "payload"]),
+    ("/tasks/noop", b'{"kwargs": {"\\ud800": 1}}', ["body", "kwargs"]),
+    ("/tasks/noop", b'{"args": [1], "options": {"idempotency_key": "\\ud800"}}',
+     ["body", "options", "idempotency_key"]),
+    ("/tasks/noop", b'{"args": [1], "options": {"queue": "\\ud800"}}',
+     ["body", "options", "queue"]),
+    ("/tasks/noop/batch", b'{"items": [{}, {"args": ["\\ud800"]}]}',
+     ["body", "items", 1, "args", 0]),
+    ("/tasks/noop/batch", b'{"items": [{"kwargs": {"\\ud800": 1}}]}',
+     ["body", "items", 0, "kwargs"]),
+    ("/tasks/noop/batch", b'{"items": [{}], "options": {"idempotency_key": "\\ud800"}}',
+     ["body", "options", "idempotency_key"]),
+]
+
+
+@pytest.mark.parametrize("path, content, loc", LONE_SURROGATES)
+async def test_a_lone_surrogate_in_a_body_is_a_422_naming_where_and_stores_nothing(
+        client: httpx.AsyncClient, redis_client: redis.Redis, path: str, content: bytes,
+        loc: list[Any]) -> None:
+    """Valid JSON, but not Unicode text: no record could encode it (UTF-8, msgpack,
+    Redis). Both ways into a submit (the fast JSON path and FastAPI's own handler, which
+    takes `+json` types) give the same answer."""
+    before = set(redis_client.scan_iter("qb:task:*", count=1000))
+    for content_type in ("application/json", "application/vnd.api+json"):
+        response = await client.post(path, content=content,
+                                     headers={"content-type": content_type})
+        assert response.status_code == 422, (content_type, response.text)
+        assert response.json()["detail"][0]["loc"] == loc, response.text
+        assert response.json()["detail"][0]["type"] == "string_unicode", response.text
+    assert set(redis_client.scan_iter("qb:task:*", count=1000)) == before
+
+
+async def test_a_lone_surrogate_in_a_query_or_path_is_never_a_500(
+        client: httpx.AsyncClient) -> None:
+    """%ED%A0%80 is U+D800 encoded as UTF-8: the server decodes it as replacement
+    characters, so it is text like any other that matches nothing."""
+    for name in ("name", "schedule", "backend"):
+        response = await client.get(f"/tasks?{name}=%ED%A0%80")
+        assert (response.status_code, response.json()) == (200, []), (name, response.text)
+    assert (await client.get("/tasks?state=%ED%A0%80")).status_code == 422
+    assert (await client.get("/tasks/%ED%A0%80")).status_code == 404
+    assert (await client.post("/tasks/%ED%A0%80", json={})).status_code == 404
 
 
 async def test_a_task_id_that_is_not_a_uuid_is_a_documented_404(
