@@ -14,7 +14,7 @@ except ModuleNotFoundError as exc:  # the loader turns this into one clear line
 from dramatiq import Message
 from dramatiq.common import dq_name
 
-from backends.dramatiq_impl.actors import broker
+from backends.dramatiq_impl.actors import broker, broker_queue
 from backends.dramatiq_impl.wire import message_commands, message_outgoing
 from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import ConfigError
@@ -50,7 +50,8 @@ class Backend(TaskBackend):
         dramatiq_options: dict[str, Any] = {}
         if options.time_limit is not None:
             dramatiq_options["time_limit"] = round((options.time_limit + LIMIT_GRACE) * 1000)
-        return Message(queue_name=options.queue or DEFAULT_QUEUE, actor_name=record.name,
+        return Message(queue_name=broker_queue(self.settings, options.queue or DEFAULT_QUEUE),
+                       actor_name=record.name,
                        args=(arguments, self.meta(record, options)), kwargs={},
                        options=dramatiq_options, message_id=record.delivery_id)
 
@@ -129,9 +130,10 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
     from dramatiq.cli import main, make_argument_parser
 
     processes, threads = split_concurrency(concurrency, processes, os.cpu_count() or 1)
+    consumed = [broker_queue(settings, queue) for queue in queues]
     # Worker processes consume only the queues their broker declared; they are
     # forked from this process, so declaring here reaches them all.
-    for queue in queues:
+    for queue in consumed:
         broker(settings).declare_queue(queue)
     # A process holds no more messages than it has threads (Dramatiq prefetches 2 x
     # threads by default), as Celery's prefetch of 1 with acks late: every message a
@@ -144,7 +146,7 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
     with worker_services(settings, concurrency, queues, processes=processes, threads=threads):
         args = make_argument_parser().parse_args([
             "backends.dramatiq_impl.actors", "--processes", str(processes),
-            "--threads", str(threads), "--queues", *queues,
+            "--threads", str(threads), "--queues", *consumed,
             "--worker-shutdown-timeout", str(round(settings.shutdown_timeout * 1000)),
         ])
         raise SystemExit(main(args))
