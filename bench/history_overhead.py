@@ -28,6 +28,7 @@ from core.procs import Proc, venv_python, wait_until
 from core.records import EVENTS_CHANNEL, HISTORY_STREAM
 from core.settings import Settings
 from core.states import FINISHED
+from core.workers import host_and_pid
 
 FINAL = {s.value for s in FINISHED}
 
@@ -95,7 +96,7 @@ def one_run(args: argparse.Namespace, history: bool, database_url: str) -> dict[
     procs = [worker]
     try:
         client = redis.Redis.from_url(args.redis)
-        wait_until(lambda: any(k.decode().endswith(f":{worker.pid}")
+        wait_until(lambda: any(host_and_pid(k.decode())[1] == worker.pid
                                for k in client.zrange("qb:workers:seen", 0, -1)),
                    timeout=60, what="worker heartbeat")
         if history:

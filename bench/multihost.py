@@ -28,13 +28,13 @@ import redis
 
 from core.procs import wait_until
 from core.records import TASK_KEY
-from core.workers import WORKERS_KEY
+from core.workers import WORKERS_KEY, host_and_pid
 
 FINAL = {"SUCCESS", "FAILURE", "REVOKED", "EXPIRED"}
 
 
 def host_of(worker: str | None) -> str | None:
-    return worker.rsplit(":", 1)[0] if worker else None
+    return host_and_pid(worker)[0] if worker else None
 
 
 def live_hosts(client: redis.Redis, within: float = 10) -> set[str]:

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from core.amqp import Publisher, is_amqp
 from core.db import ping
@@ -39,7 +40,6 @@ from core.records import (
     RecordStore,
     TaskRecord,
     connect,
-    error_of,
     new_task_id,
 )
 from core.registry import TaskSpec, get_task
@@ -52,6 +52,9 @@ DEFAULT_QUEUE = "default"
 REDELIVERED = {"max_retries", "retry_backoff", "time_limit", "queue", "priority"}
 # Seconds a read may take when the answer is owed now (the end of /wait).
 READ_TIMEOUT = 2.0
+# Messages of one queue the reaper reads at most to find which overdue tasks still wait
+# there (`waiting_in`): a longer backlog is taken to hold them.
+WAITING_SCAN_MAX = 10_000
 
 
 class TaskBackend(ABC):
@@ -106,6 +109,48 @@ class TaskBackend(ABC):
         """Redis commands whose replies, summed, are how many messages wait in
         `queue`, read from the library's own structures (none: depth unknown)."""
         return []
+
+    async def waiting(self, records: Sequence[TaskRecord]) -> set[str]:
+        """The ids, among `records` (tasks nobody runs, overdue by REDELIVERY_AFTER),
+        of those whose message waits in the broker for a consumer: queued or delayed,
+        not taken. The reaper sends the others again (core/reaper.py). A message a
+        consumer took counts as lost here: each library's consumer starts what it takes
+        at once, or holds it only until its countdown, which the due time includes; one
+        not started a lease after that was taken by a consumer that died.
+
+        By queue, from `waiting_in`; a queue it cannot tell about counts as holding
+        all of its tasks."""
+        queues: dict[str, list[TaskRecord]] = {}
+        for record in records:
+            queues.setdefault(record.queue or DEFAULT_QUEUE, []).append(record)
+        found: set[str] = set()
+        for queue, group in queues.items():
+            there = await self.waiting_in(queue)
+            found.update(r.id for r in group if there is None or r.id in there)
+        return found
+
+    async def waiting_in(self, queue: str) -> set[str] | None:
+        """The ids of the tasks whose messages wait in `queue`, read from the library's
+        own structures; None: it cannot tell. The default, for a broker core does not
+        look into (RabbitMQ, which hands a dead consumer's messages out again itself and
+        keeps a confirmed message through a restart)."""
+        return None
+
+    async def listed(self, keys: Sequence[str]) -> list[bytes] | None:
+        """The entries of the broker's Redis lists `keys`, read whole; None when the
+        broker is not Redis, or they hold more than WAITING_SCAN_MAX in all (a backlog
+        that long is looked into once it is shorter)."""
+        broker = self._broker()
+        if broker is None:
+            return None
+        async with broker.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.llen(key)
+            if sum(await pipe.execute()) > WAITING_SCAN_MAX:
+                return None
+            for key in keys:
+                pipe.lrange(key, 0, -1)
+            return [entry for entries in await pipe.execute() for entry in entries]
 
     async def aclose(self) -> None:
         await self.events.aclose()
@@ -187,11 +232,12 @@ class TaskBackend(ABC):
         create = self.store.create(record, idempotency_key=opts.idempotency_key,
                                    not_before=_not_before(opts, record.submitted_at),
                                    push=push)
-        stands = await (create if push else self._unqueued_if_cancelled(create, [record.id]))
+        key = opts.idempotency_key
+        stands = await (create if push else self._unqueued_if_cancelled(create, [(record, key)]))
         if stands != record.id:  # the idempotency key is bound to an earlier task
             return await self.get(stands)
         if push is None:
-            await self._enqueue(record, arguments, opts)
+            await self._enqueue([(record, arguments, opts, key)])
         return record
 
     async def submit_many(self, name: str, items: Sequence[tuple[list[Any], dict[str, Any]]],
@@ -211,19 +257,22 @@ class TaskBackend(ABC):
         if errors:
             raise InvalidArguments(errors)
         pushes = [self.push(*p) if self.one_trip else None for p in prepared]
+        keys = [opts.idempotency_key and f"{opts.idempotency_key}:{index}"
+                for index, (_, _, opts) in enumerate(prepared)]
         create = self.store.create_many([
-            (record, opts.idempotency_key and f"{opts.idempotency_key}:{index}",
-             _not_before(opts, submitted), push)
-            for index, ((record, _, opts), push) in enumerate(zip(prepared, pushes, strict=True))])
-        stands = await (create if self.one_trip else self._unqueued_if_cancelled(
-            create, [record.id for record, _, _ in prepared]))
-        for (record, arguments, opts), push, stood in zip(prepared, pushes, stands,
-                                                           strict=True):
-            if push is None and stood == record.id:
-                await self._enqueue(record, arguments, opts)
+            (record, key, _not_before(opts, submitted), push)
+            for (record, _, opts), key, push in zip(prepared, keys, pushes, strict=True)])
+        if all(pushes):  # every message is in its creating script
+            return await create
+        made = [(record, key) for (record, _, _), key in zip(prepared, keys, strict=True)]
+        stands = await self._unqueued_if_cancelled(create, made)
+        await self._enqueue([(*p, key) for p, key, push, stood
+                             in zip(prepared, keys, pushes, stands, strict=True)
+                             if push is None and stood == p[0].id])
         return stands
 
-    async def _unqueued_if_cancelled(self, create: Awaitable[Any], ids: list[str]) -> Any:
+    async def _unqueued_if_cancelled(self, create: Awaitable[Any],
+                                     made: list[tuple[TaskRecord, str | None]]) -> Any:
         """Create records whose messages the library's producer sends next. Cancelled
         meanwhile (the client went away), the creation still runs to its end and its
         records end FAILURE NotQueued, as in `_enqueue`: never PENDING for ever with
@@ -231,29 +280,40 @@ class TaskBackend(ABC):
         creating = asyncio.ensure_future(create)
         try:
             return await asyncio.shield(creating)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             with contextlib.suppress(Exception):
                 await asyncio.wait([creating])
-                for task_id in ids:  # one already bound to an earlier task has no record
-                    await self._not_queued(task_id, _not_queued(asyncio.CancelledError()))
+                for record, key in made:  # one bound to an earlier task has no record
+                    await self._not_queued(record, key, exc)
             raise
 
-    async def _enqueue(self, record: TaskRecord, arguments: dict[str, Any],
-                       opts: TaskOptions) -> None:
-        try:
-            await self.enqueue(record, arguments, opts)
-        except BaseException as exc:
-            # Never a silent drop, nor a record left PENDING for ever (a cancelled
-            # request included): it says it failed to reach the queue, and no
-            # worker will run it.
-            error = error_of(exc) if isinstance(exc, Exception) else _not_queued(exc)
-            with contextlib.suppress(Exception):
-                await self._not_queued(record.id, error)
-            raise
+    async def _enqueue(self, batch: Sequence[tuple[TaskRecord, dict[str, Any], TaskOptions,
+                                                   str | None]]) -> None:
+        """Hand created tasks (record, arguments, options, idempotency key) to the
+        library's producer, in order. When one fails, it and every one after it end
+        FAILURE NotQueued, a cancelled request included: never a silent drop, nor a
+        record left PENDING for ever with no message. A library's error is raised as
+        Unavailable (a 503: the broker did not take it)."""
+        for index, (record, arguments, opts, _) in enumerate(batch):
+            try:
+                await self.enqueue(record, arguments, opts)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    for left, _, _, key in batch[index:]:
+                        await self._not_queued(left, key, exc)
+                if isinstance(exc, (QueuebenchError, RedisError)) or not isinstance(
+                        exc, Exception):
+                    raise
+                raise Unavailable(f"broker did not take the message: "
+                                  f"{type(exc).__name__}: {exc}") from exc
 
-    async def _not_queued(self, task_id: str, error: dict[str, str]) -> None:
-        """End a task that never reached its queue FAILURE, even while cancelled."""
-        await asyncio.shield(self.store.finish(task_id, TaskState.FAILURE, error=error))
+    async def _not_queued(self, record: TaskRecord, idempotency_key: str | None,
+                          cause: BaseException) -> None:
+        """End a task that never reached its queue FAILURE NotQueued, even while
+        cancelled. Its idempotency key is let go: the client's retry with that key,
+        after the 503, submits it anew rather than being handed the failed task."""
+        await asyncio.shield(self.store.not_queued(record, _not_queued(cause),
+                                                   idempotency_key))
 
     async def get(self, task_id: str) -> TaskRecord:
         record = await self.store.get(task_id)
@@ -404,9 +464,11 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _not_queued(interrupted: BaseException) -> dict[str, str]:
-    return {"type": "NotQueued",
-            "message": f"submission interrupted ({type(interrupted).__name__})"}
+def _not_queued(cause: BaseException) -> dict[str, str]:
+    if isinstance(cause, Exception):
+        return {"type": "NotQueued",
+                "message": f"the broker did not take it: {type(cause).__name__}: {cause}"}
+    return {"type": "NotQueued", "message": f"submission interrupted ({type(cause).__name__})"}
 
 
 def _past_eta_dropped(options: TaskOptions, submitted: float) -> TaskOptions:

@@ -15,6 +15,10 @@ Each pass:
   task runs once more, and only once;
 - tasks whose run was cancelled in a live process (`qb:orphans`) are sent again
   the same way;
+- tasks nobody runs (PENDING, RETRY) whose message was due REDELIVERY_AFTER ago and
+  waits nowhere in their broker (`TaskBackend.waiting`) are sent again the same way:
+  together these keep every accepted task final, running under a live owner, or
+  queued where its library will deliver it;
 - PENDING or RETRY tasks past their `expires` end EXPIRED, even when no worker
   consumes their queue.
 
@@ -44,6 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("queuebench.reaper")
 
 LOCK_KEY = "qb:reaping:{}"
+OVERDUE = "overdue"  # the lock of the overdue pass (a worker id has colons)
+# Overdue tasks one pass looks into at most, oldest first.
+OVERDUE_BATCH = 500
 
 
 class Reaper:
@@ -75,6 +82,7 @@ class Reaper:
         if time.monotonic() >= self._trusted_from:
             for dead in await workers(self.redis, dead_for=self.lease):
                 sent += await self._dead(dead["id"])
+            sent += await self._overdue()
         for task_id in await self.store.expiring():
             await self.store.expire(task_id)
         return sent
@@ -92,6 +100,40 @@ class Reaper:
             return sent
         finally:
             await self.redis.delete(LOCK_KEY.format(wid))
+
+    async def _overdue(self) -> int:
+        """Tasks nobody runs, due REDELIVERY_AFTER ago, whose message waits nowhere in
+        their broker, are sent again: the message was lost (a broker restarted without
+        it, kombu's take-then-record window, an API killed between a task's record and
+        its message) or taken by a consumer that died before it started the task. Those
+        still waiting are looked at again a lease later."""
+        if not await self.redis.set(LOCK_KEY.format(OVERDUE), self.me, nx=True, ex=60):
+            return 0  # another reaper has it
+        try:
+            before = time.time() - self.lease
+            records = await self.store.overdue(before, OVERDUE_BATCH)
+            if not records:
+                return 0
+            waiting = await self.backend.waiting(records)
+            await self.store.still_due(sorted(waiting), time.time())
+            sent = 0
+            for record in records:
+                if record.id in waiting:
+                    continue
+                again = await self.store.resend(record, before)
+                if again is None:
+                    continue
+                try:
+                    await self.backend.redeliver(again)
+                except Exception as exc:  # due again: looked at once more a lease later
+                    log.warning("reaper: task %s could not be sent again: %s", record.id, exc)
+                    continue
+                log.warning("task %s sent again (delivery %d): %s, its message nowhere in "
+                            "the broker", record.id, again.deliveries, record.state.value)
+                sent += 1
+            return sent
+        finally:
+            await self.redis.delete(LOCK_KEY.format(OVERDUE))
 
     async def _orphans(self) -> int:
         return sum([await self._again(_str(task_id), "", ORPHANS_KEY)

@@ -41,6 +41,13 @@ OWNED_KEY = "qb:owned:{}"
 # Task ids whose run was interrupted in a live process (cancelled): the reaper runs
 # them again as it does a dead worker's.
 ORPHANS_KEY = "qb:orphans"
+# Task ids that no worker runs and that are not final (PENDING, RETRY), scored by when
+# their message is due to the workers: its countdown or eta, a retry's backoff. Kept by
+# the scripts below, in the same step as each state change. A task still here
+# REDELIVERY_AFTER past its time, whose message waits nowhere in its broker, is sent
+# again by the reaper (core/reaper.py): so every accepted task is final, running under
+# a live owner, or queued where its library will deliver it.
+DUE_KEY = "qb:due"
 # Every worker process's last heartbeat (core/workers.py), a sorted set by time.
 WORKERS_SEEN_KEY = "qb:workers:seen"
 # The counters and histograms of /metrics (core/metrics.py), one hash kept by the
@@ -84,6 +91,7 @@ local function announce(key, state, maxlen, channel, now)
   local event = {id=task_id(key), state=state}
   if is_final(state) then
     redis.call('ZREM', 'qb:expiring', task_id(key))
+    redis.call('ZREM', 'qb:due', task_id(key))
     if maxlen ~= '0' then
       redis.call('XADD', 'qb:history', 'MAXLEN', '~', maxlen, '*', 'id', task_id(key))
     else  -- no history to wait for: the index's trim may delete it (see trim)
@@ -118,15 +126,19 @@ end
 # KEYS: record, index, idempotency key. ARGV: ttl, kept, channel, submitted,
 # idempotent (0/1), expires_at ('' for none), metric label (task|backend), queue ('':
 # the default), the record's field/value items and the commands that queue the task's
-# message (each a list of words), both packed with MessagePack: two arguments instead
-# of fifty, which redis-py packs word by word in Python (most of a submit's CPU).
+# message (each a list of words), both packed with MessagePack (two arguments instead
+# of fifty, which redis-py packs word by word in Python: most of a submit's CPU), and
+# the time its message is due (its countdown or eta).
 # Claim, create and queue are one step: a second submit with the key finds the first
 # record (and queues nothing), never a key bound to nothing, and no record is left
 # without its message. A record that names a periodic entry (`schedule`) joins that
 # entry's index and state in the same step (core/scheduler.py). Returns the id of the
-# task that stands.
+# task that stands. A record that exists already is left as it is, with nothing queued.
 _CREATE = _LIB + """
 local id = task_id(KEYS[1])
+-- The same create again (a client's retry after it lost the reply): the task stands,
+-- and may have run already; writing it again would make it PENDING and queue it twice.
+if redis.call('HEXISTS', KEYS[1], 'name') == 1 then return id end
 if ARGV[5] == '1' then
   local first = redis.call('GET', KEYS[3])
   if first and redis.call('HEXISTS', 'qb:task:' .. first, 'name') == 1 then return first end
@@ -140,6 +152,7 @@ for _, command in ipairs(cmsgpack.unpack(ARGV[10])) do  -- the library's message
   redis.call(unpack(command))
 end
 redis.call('ZADD', KEYS[2], ARGV[4], id)
+redis.call('ZADD', 'qb:due', ARGV[11], id)
 trim(KEYS[2], tonumber(ARGV[2]))
 if ARGV[6] ~= '' then redis.call('ZADD', 'qb:expiring', ARGV[6], id) end
 local entry = redis.call('HGET', KEYS[1], 'schedule')
@@ -190,6 +203,7 @@ end
 redis.call('HSET', KEYS[1], 'state', 'STARTED', 'started_at', ARGV[1], 'retries', retries,
            'worker', ARGV[3], 'run', ARGV[6])
 redis.call('SADD', KEYS[2], id)
+redis.call('ZREM', 'qb:due', id)
 -- Queue wait: submitted to started, for a run from PENDING (not a retry's, which
 -- waited on its backoff; a redelivered task's counts again).
 if (not found or found == 'PENDING') and f[7] then
@@ -200,7 +214,7 @@ return {found or '', retries}
 """
 
 # KEYS: record, owned set of this worker. ARGV: state, now, result json, error
-# json, retries, ttl, channel, history maxlen (0: off).
+# json, retries, ttl, channel, history maxlen (0: off), when a RETRY's next run is due.
 # The first final state wins: a REVOKED or EXPIRED record stays so (a cancel that could
 # not stop a run wins), and a second delivery cannot overwrite a finished one.
 _FINISH = _LIB + """
@@ -220,6 +234,7 @@ if ARGV[1] ~= 'RETRY' then
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ARGV[6])
+if ARGV[1] == 'RETRY' then redis.call('ZADD', 'qb:due', ARGV[9], task_id(KEYS[1])) end
 announce(KEYS[1], ARGV[1], ARGV[8], ARGV[7], ARGV[2])
 return f[1] or false
 """
@@ -252,7 +267,7 @@ return f[1]
 """
 
 # KEYS: record, the set it is owned in (a dead worker's, or the orphans). ARGV: the
-# owner ('' for an orphan), channel. A STARTED record of that owner goes back to
+# owner ('' for an orphan), channel, now. A STARTED record of that owner goes back to
 # PENDING, its deliveries counted, for one more delivery; returns the record, or
 # nothing to redo. It stays in the set until the caller has sent it (`_again` in
 # core/reaper.py), so a failed send is tried again; a PENDING one still in the set
@@ -272,7 +287,33 @@ if f[1] == 'STARTED' then
   redis.call('PUBLISH', ARGV[2], cjson.encode({id=id, state='PENDING'}))
 end
 redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+redis.call('ZADD', 'qb:due', ARGV[3], id)
 return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: record. ARGV: its deliveries as the reaper read them, the latest due time it
+# may have (REDELIVERY_AFTER ago), now. A PENDING or RETRY task that nobody took since
+# the reaper looked is counted one more delivery and due again now, for the reaper to
+# send it again; returns the record, or nothing (another reaper did it, or a worker
+# took it meanwhile). One of several reapers wins.
+_RESEND = _LIB + """
+local id = task_id(KEYS[1])
+local due = redis.call('ZSCORE', 'qb:due', id)
+if not due or tonumber(due) > tonumber(ARGV[2]) then return false end
+local f = redis.call('HMGET', KEYS[1], 'state', 'deliveries', 'name')
+if not f[3] or (f[1] ~= 'PENDING' and f[1] ~= 'RETRY') then
+  redis.call('ZREM', 'qb:due', id)
+  return false
+end
+if (tonumber(f[2] or '0') or 0) ~= tonumber(ARGV[1]) then return false end
+redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+redis.call('ZADD', 'qb:due', ARGV[3], id)
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: an idempotency key. ARGV: a task id. The key is let go if it names that task.
+_UNBIND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 """
 
 # KEYS: records the history has just stored. ARGV: the index. Each is `released`: the
@@ -436,6 +477,14 @@ class TaskRecord:
 _RECORD_FIELDS = tuple(f.name for f in fields(TaskRecord) if f.name != "released")
 # What a listing filters on (core/history.py), read for each record it scans.
 HEAD_FIELDS = ("id", "name", "backend", "state", "submitted_at", "released")
+# What the reaper reads of an overdue task to look for its message in the broker.
+DUE_FIELDS = ("id", "name", "state", "queue", "deliveries")
+WAITING = (TaskState.PENDING, TaskState.RETRY)  # the states of a task in the due set
+
+
+def task_of(delivery_id: str) -> str:
+    """The task id of a library's message id (`TaskRecord.delivery_id`)."""
+    return delivery_id.split("~", 1)[0]
 
 
 def error_of(exc: BaseException) -> dict[str, str]:
@@ -467,7 +516,9 @@ class RecordStore:
         self._revoke = redis.register_script(_REVOKE)
         self._expire = redis.register_script(_EXPIRE)
         self._reclaim = redis.register_script(_RECLAIM)
+        self._resend = redis.register_script(_RESEND)
         self._release = redis.register_script(_RELEASE)
+        self._unbind = redis.register_script(_UNBIND)
         # What a worker's lane sends itself (core/lane.py).
         self.lane_scripts = {"start": self._start, "finish": self._finish}
         # The submit's script call, on the asyncio client (core/direct.py).
@@ -510,7 +561,8 @@ class RecordStore:
                 "args": [ttl, self.kept, EVENTS_CHANNEL, submitted, int(bool(idempotency_key)),
                          "" if record.expires_at is None else record.expires_at,
                          f"{record.name}|{record.backend}", record.queue or "",
-                         _pack(pairs), _pack([[_word(w) for w in c] for c in push or ()])]}
+                         _pack(pairs), _pack([[_word(w) for w in c] for c in push or ()]),
+                         not_before or submitted]}
 
     async def get(self, task_id: str) -> TaskRecord | None:
         data = _text(await _reply(self.redis.hgetall(TASK_KEY.format(task_id))))
@@ -573,18 +625,31 @@ class RecordStore:
         error: dict[str, str] | None = None,
         retries: int = 0,
         worker: str = "",
+        due: float | None = None,
     ) -> None:
+        """Write the outcome of a run; a RETRY's next run is `due` then (default: now)."""
         keys, args = self.finish_call(task_id, state, result=result, error=error,
-                                      retries=retries, worker=worker)
+                                      retries=retries, worker=worker, due=due)
         await _reply(self._finish(keys=keys, args=args))
 
     def finish_call(self, task_id: str, state: TaskState, *, result: Any = None,
                     error: dict[str, str] | None = None, retries: int = 0,
-                    worker: str = "") -> tuple[list[str], list[Any]]:
+                    worker: str = "", due: float | None = None,
+                    ) -> tuple[list[str], list[Any]]:
         """The finish script's keys and arguments (also sent by core/lane.py)."""
+        now = time.time()
         return ([TASK_KEY.format(task_id), OWNED_KEY.format(worker)],
-                [state.value, time.time(), dumps(result), dumps(error), retries, self.ttl,
-                 EVENTS_CHANNEL, self.history_maxlen])
+                [state.value, now, dumps(result), dumps(error), retries, self.ttl,
+                 EVENTS_CHANNEL, self.history_maxlen, now if due is None else due])
+
+    async def not_queued(self, record: TaskRecord, error: dict[str, str],
+                         idempotency_key: str | None = None) -> None:
+        """End a task whose message never reached its queue: FAILURE with `error`, and
+        its idempotency key (scoped by task name), if bound to it, let go."""
+        await self.finish(record.id, TaskState.FAILURE, error=error)
+        if idempotency_key:
+            await _reply(self._unbind(keys=[IDEMPOTENCY_KEY.format(record.name, idempotency_key)],
+                                      args=[record.id]))
 
     async def revoke(self, task_id: str, *, running_too: bool = True) -> TaskState | None:
         found = await _reply(self._revoke(
@@ -608,12 +673,42 @@ class RecordStore:
     async def reclaim(self, task_id: str, owner: str, owned_in: str) -> TaskRecord | None:
         """Take `task_id` from `owner` (dead, or whose run was cancelled) for one more
         delivery: the record, back to PENDING; None when there is nothing to redo."""
-        data = await _reply(self._reclaim(keys=[TASK_KEY.format(task_id), owned_in],
-                                          args=[owner, EVENTS_CHANNEL]))
-        if not data:
-            return None
-        flat = [_str(v) for v in data]
-        return TaskRecord.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+        return _record(await _reply(self._reclaim(keys=[TASK_KEY.format(task_id), owned_in],
+                                                  args=[owner, EVENTS_CHANNEL, time.time()])))
+
+    async def overdue(self, before: float, limit: int) -> list[TaskRecord]:
+        """Up to `limit` tasks, oldest first, that nobody runs and whose message was
+        due before `before`, each with the fields a look into its broker needs (id,
+        name, state, queue, deliveries). Ids whose record is gone, final or running
+        are dropped from the due set on the way."""
+        ids = [_str(i) for i in await self.redis.zrangebyscore(DUE_KEY, "-inf", before,
+                                                               start=0, num=limit)]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hmget(TASK_KEY.format(task_id), DUE_FIELDS)
+            found = [_text(dict(zip(DUE_FIELDS, values, strict=True)))
+                     for values in await pipe.execute()]
+        records = [TaskRecord.from_hash(d) for d in found if is_whole(d)]
+        done = set(ids) - {r.id for r in records if r.state in WAITING}
+        if done:
+            await self.redis.zrem(DUE_KEY, *done)
+        return [r for r in records if r.state in WAITING]
+
+    async def still_due(self, task_ids: Sequence[str], at: float) -> None:
+        """These tasks' messages wait in their broker: due again at `at`, so that each is
+        looked for again a lease later, and the next pass reaches the ones after them
+        (only raised, never lowered; only those still in the due set)."""
+        if task_ids:
+            await self.redis.zadd(DUE_KEY, dict.fromkeys(task_ids, at), xx=True, gt=True)
+
+    async def resend(self, record: TaskRecord, before: float) -> TaskRecord | None:
+        """Take `record` (as `overdue` read it) for one more delivery, unless a worker
+        took it or another reaper sent it meanwhile: the whole record, or None."""
+        return _record(await _reply(self._resend(keys=[TASK_KEY.format(record.id)],
+                                                 args=[record.deliveries, before,
+                                                       time.time()])))
 
     async def release(self, task_ids: Sequence[str]) -> None:
         """The history has stored these final records: Redis's copies may go."""
@@ -625,6 +720,14 @@ class RecordStore:
         """This process stopped running `task_id` without an outcome (cancelled):
         the reaper sends it again."""
         await _reply(self.redis.smove(OWNED_KEY.format(worker), ORPHANS_KEY, task_id))
+
+
+def _record(data: list[Any] | None) -> TaskRecord | None:
+    """A record from a script's HGETALL reply (nothing: None)."""
+    if not data:
+        return None
+    flat = [_str(v) for v in data]
+    return TaskRecord.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
 
 
 async def _reply(reply: Any) -> Any:

@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -51,8 +52,8 @@ _RUNS = itertools.count(1)
 # Seconds between tries of a final write that Redis refused, before the heartbeat
 # thread takes it over (core/workers.py).
 FINISH_RETRIES = (0.1, 0.5, 1.0, 2.0)
-# Longest pause between tries of a start that Redis refuses.
-START_RETRY_MAX = 2.0
+# Longest pause between tries of a start or a RETRY that Redis refuses.
+REDIS_RETRY_MAX = 2.0
 
 
 class Runner:
@@ -127,15 +128,9 @@ class Runner:
         found, refused = await self._on_lane(
             lambda lane: lane.start(task_id, self.worker, run)) or (None, [])
         await self._redo(refused)
-        delay = 0.1
-        while found is None:
-            try:
-                found = await self.store.start(task_id, self.worker, run)
-            except RedisError as exc:
-                log.warning("task %s: cannot start it (%s); trying again in %.1fs",
-                            task_id, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, START_RETRY_MAX)
+        if found is None:
+            found = await _until_answered(task_id, "start it",
+                                          lambda: self.store.start(task_id, self.worker, run))
         return found
 
     async def _call(self, spec: TaskSpec, arguments: dict[str, Any], policy: Policy) -> Any:
@@ -155,8 +150,10 @@ class Runner:
             await self._finish(task_id, TaskState.FAILURE, error=error, retries=attempt)
             return exc
         if policy.will_retry(attempt):
-            await self._finish(task_id, TaskState.RETRY, error=error_of(exc), retries=attempt)
-            return RetryTask(policy.backoff(attempt), exc)
+            delay = policy.backoff(attempt)
+            await self._finish(task_id, TaskState.RETRY, error=error_of(exc), retries=attempt,
+                               due=time.time() + delay)
+            return RetryTask(delay, exc)
         await self._finish(task_id, TaskState.FAILURE, error=error_of(exc), retries=attempt)
         return exc
 
@@ -187,10 +184,20 @@ class Runner:
             await self._write(write.task_id, write.state, **write.outcome)
 
     async def _write(self, task_id: str, state: TaskState, **outcome: Any) -> None:
-        """Write the outcome, waiting for Redis's reply. A Redis that refuses is tried
-        again a few times; then the heartbeat thread writes it once Redis is back.
-        Meanwhile this process keeps beating, so it keeps the task: never left STARTED,
-        never run again."""
+        """Write the outcome, waiting for Redis's reply.
+
+        A RETRY is tried until Redis answers, holding the run: the library schedules
+        the next run only when this one returns, and that run must find RETRY. Written
+        later (by the heartbeat), the next run would find the task STARTED under this
+        live worker, be refused as BUSY, and nothing would be left to run it.
+
+        A final state that Redis refuses is tried again a few times; then the heartbeat
+        thread writes it once Redis is back. Meanwhile this process keeps beating, so
+        it keeps the task: never left STARTED, never run again."""
+        if not state.finished:
+            await _until_answered(task_id, f"write {state.value}",
+                                  lambda: self.store.finish(task_id, state, **outcome))
+            return
         for delay in (*FINISH_RETRIES, None):
             try:
                 return await self.store.finish(task_id, state, **outcome)
@@ -236,6 +243,21 @@ class Runner:
                     await self._redo(refused)
         finally:
             self._draining = None
+
+
+async def _until_answered(task_id: str, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """`call` tried until Redis answers. For a write the task's run cannot go on
+    without: the message this worker holds is all there is of the task while Redis is
+    away, and raising would have the library count the delivery as done and drop it."""
+    delay = 0.1
+    while True:
+        try:
+            return await call()
+        except RedisError as exc:
+            log.warning("task %s: cannot %s (%s); trying again in %.1fs", task_id, what,
+                        exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, REDIS_RETRY_MAX)
 
 
 # The run (core/interrupt.py) of the task this asyncio task runs, if it can be stopped.

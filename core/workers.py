@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -31,8 +32,18 @@ log = logging.getLogger("queuebench.workers")
 
 
 def worker_id() -> str:
-    """This process as a task's owner: host:pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process incarnation as a task's owner: host:pid:incarnation. Host and pid
+    alone repeat: a container started again (a restart policy, an OOM kill) has the
+    same hostname and, in its fresh PID namespace, the same pid, and its tasks of the
+    last life would look owned by a live worker for ever. The random part makes each
+    start a new owner, so the dead one's lease lapses and the reaper runs its tasks."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def host_and_pid(wid: str) -> tuple[str, int]:
+    """The host and pid of a worker id (`worker_id`)."""
+    host, pid, _ = wid.rsplit(":", 2)
+    return host, int(pid)
 
 
 class Heartbeat:

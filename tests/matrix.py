@@ -3,7 +3,9 @@ reports (one per backend: `pytest --backend B --junitxml build/junit-B.xml`).
 
 Each semantics test declares the feature it proves and records the support level it
 exercised (tests/conftest.py `feature`); a cell shows that level (or "refused" when a
-test proved the refusal) and is green only when every test behind it passed.
+test proved the refusal) and is green only when every test behind it passed: not when
+one was skipped, nor when one was marked as expected to fail (xfail), whether it failed
+or passed anyway (xpass).
 
     python -m tests.matrix build/junit-*.xml [--out docs/features.md] [--readme README.md]
 """
@@ -24,7 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "tests" / "test_conformance.py"
 # Where the tests behind a cell are: the conformance suite, and the outage tests.
 TEST_FILES = (SUITE, ROOT / "tests" / "test_faults.py")
-ICON = {"passed": "✅", "failed": "❌", "skipped": "⏭️", "refused": "🚫"}
+ICON = {"passed": "✅", "failed": "❌", "xfail": "⚠️", "xpass": "❔", "skipped": "⏭️",
+        "refused": "🚫"}
+# A cell's outcome is the first of these among its tests'.
+OUTCOMES = ("failed", "xfail", "xpass", "skipped", "passed")
 # How a cell reads: the level the tests exercised (tests/conftest.py `feature`), and
 # "refused" for a feature not supported whose refusal (422 or 409) a test proved.
 LEVELS = (Support.NATIVE.value, Support.CORE.value, "refused", Support.NONE.value)
@@ -33,13 +38,24 @@ LEVELS = (Support.NATIVE.value, Support.CORE.value, "refused", Support.NONE.valu
 class Result(NamedTuple):
     test: str
     support: str  # the level the test exercised
-    outcome: str  # passed, failed or skipped
+    outcome: str  # one of OUTCOMES
+    reason: str = ""  # an xfail's or xpass's: why the test is expected to fail
 
 
-def _outcome(case: ET.Element) -> str:
+def _outcome(case: ET.Element, props: dict[str | None, str | None]) -> tuple[str, str]:
+    """The outcome and reason as pytest writes them: an xfail as a skip of type
+    `pytest.xfail`; an xpass (not strict) as a pass, told apart by the `xpass`
+    property that tests/conftest.py adds."""
     if case.find("failure") is not None or case.find("error") is not None:
-        return "failed"
-    return "skipped" if case.find("skipped") is not None else "passed"
+        return "failed", ""
+    skipped = case.find("skipped")
+    if skipped is not None:
+        if skipped.get("type") == "pytest.xfail":
+            return "xfail", skipped.get("message") or ""
+        return "skipped", ""
+    if "xpass" in props:
+        return "xpass", props["xpass"] or ""
+    return "passed", ""
 
 
 def read_reports(paths: list[Path]) -> dict[tuple[str, str], list[Result]]:
@@ -53,7 +69,7 @@ def read_reports(paths: list[Path]) -> dict[tuple[str, str], list[Result]]:
                 continue
             backend = next(b for b in BACKENDS if b in match.group(2).split("-"))
             cells[(str(props["feature"]), column(backend, props.get("broker")))].append(
-                Result(match.group(1), str(props["support"]), _outcome(case)))
+                Result(match.group(1), str(props["support"]), *_outcome(case, props)))
     return cells
 
 
@@ -71,10 +87,12 @@ def columns(cells: dict[tuple[str, str], list[Result]]) -> list[str]:
 
 
 def verdict(results: list[Result]) -> str:
-    """passed only when every test behind the cell passed: a skip is no proof."""
-    if any(r.outcome == "failed" for r in results):
-        return "failed"
-    return "passed" if results and all(r.outcome == "passed" for r in results) else "skipped"
+    """The worst outcome of the tests behind the cell, in OUTCOMES' order: passed only
+    when every one passed. A skip is no proof, nor is an xfail (a known failure) or an
+    xpass (a known failure that did not happen this time)."""
+    if not results:
+        return "skipped"
+    return min((r.outcome for r in results), key=OUTCOMES.index)
 
 
 def label(results: list[Result]) -> str:
@@ -104,7 +122,14 @@ def _tally(results: list[Result]) -> str:
     if verdict(results) == "passed":
         return "all passed" if len(results) > 1 else "passed"
     counts = Counter(r.outcome for r in results)
-    return ", ".join(f"{counts[o]} {o}" for o in ("passed", "failed", "skipped") if counts[o])
+    return ", ".join(f"{counts[o]} {o}" for o in ("passed", *OUTCOMES[:-1]) if counts[o])
+
+
+def _reasons(results: list[Result]) -> str:
+    """Why the cell's xfail and xpass tests are expected to fail, as table text."""
+    reasons = dict.fromkeys(" ".join(r.reason.split()).replace("|", "\\|")
+                            for r in results if r.outcome in ("xfail", "xpass"))
+    return "; ".join(reason for reason in reasons if reason)
 
 
 def _cell(results: list[Result]) -> str:
@@ -112,7 +137,9 @@ def _cell(results: list[Result]) -> str:
         return "not run"
     tests = sorted({r.test for r in results})
     links = ", ".join(f"[{i + 1}]({_link_to(t)})" for i, t in enumerate(tests))
-    return f"{icon(results)} **{label(results)}** ({_tally(results)}; tests {links})"
+    why = _reasons(results)
+    tally = f"{_tally(results)}: {why}" if why else _tally(results)
+    return f"{icon(results)} **{label(results)}** ({tally}; tests {links})"
 
 
 def render(cells: dict[tuple[str, str], list[Result]]) -> str:
@@ -126,7 +153,9 @@ def render(cells: dict[tuple[str, str], list[Result]]) -> str:
         "the tests proved that the API says so (422 naming the backend and the option, or",
         "409 for cancelling a running task). The level is the one the tests exercised. A",
         "cell is ✅ (or 🚫 for a proved refusal) only when every test behind it passed;",
-        "❌ when one failed, ⏭️ when one was skipped. Each cell links to its tests.",
+        "❌ when one failed; ⚠️ xfail when one marked as a known failure failed, ❔ xpass",
+        "when it passed anyway (the failure is known to happen at times), each with the",
+        "reason; ⏭️ when one was skipped. Each cell links to its tests.",
         "",
         "| feature | what it means | " + " | ".join(backends) + " |",
         "| --- | --- | " + " | ".join("---" for _ in backends) + " |",

@@ -1,17 +1,39 @@
 """RabbitMQ as the broker, where it differs from Redis (core/amqp.py): arq refuses it in
 one line, and a message the broker never took leaves no record PENDING. Neither needs
-RabbitMQ to run: they are tested in every backend's run."""
+RabbitMQ to run: they are tested in every backend's run. Celery and Dramatiq taking
+turns on one vhost needs RabbitMQ and both backends' environments: it runs once, with
+`--broker rabbitmq --backend celery --backend dramatiq` (.ci/run)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
 import pytest
 
+from core.amqp import scratch_vhost
 from core.errors import Unavailable
 from core.loader import adapter_module
-from core.procs import free_port
+from core.procs import Proc, Server, free_port, venv_python
 from core.settings import Settings
 from core.states import TaskState
+from tests.conftest import (
+    _prepare_database,
+    amqp_base,
+    redis_database,
+    selected_backends,
+    service_down,
+)
 from tests.test_conformance import _cli
+
+TURNS = ("celery", "dramatiq")
+TURNS_DB = 15  # flushed by each test that uses it: no session's worker lives there
 
 
 @pytest.mark.parametrize("command", ["serve", "worker", "scheduler"])
@@ -67,3 +89,65 @@ def test_a_kombu_url_names_the_same_vhost_to_pika() -> None:
     assert pika_url("pyamqp://u:p@h:5672/qb") == "amqp://u:p@h:5672/qb"
     assert pika_url("amqp://u:p@h:5672/") == "amqp://u:p@h:5672/"
     assert shown("amqp://guest:secret@h:5672/qb") == "amqp://guest:***@h:5672/qb"
+
+
+@pytest.fixture
+def turns_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment of Celery's and Dramatiq's workers and servers in turn: one
+    fresh vhost, one Redis database, one SQLite file."""
+    if request.config.getoption("--broker") != "rabbitmq":
+        pytest.skip("Celery and Dramatiq on one vhost are tested with --broker rabbitmq")
+    if not set(TURNS) <= set(selected_backends(request.config)):
+        pytest.skip("needs --backend celery and --backend dramatiq")
+    for backend in TURNS:
+        if not os.path.exists(venv_python(backend)):
+            service_down(f"no environment for {backend} at {venv_python(backend)} (./run envs)")
+    with contextlib.ExitStack() as stack:
+        try:
+            amqp_url = stack.enter_context(scratch_vhost(amqp_base(), "qb-turns"))
+        except (OSError, subprocess.SubprocessError) as exc:
+            service_down(f"rabbitmqctl cannot make a vhost beside {amqp_base()}: {exc}")
+        env = {"REDIS_URL": redis_database(TURNS_DB, flush=True), "BROKER_URL": amqp_url,
+               "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'turns.db'}",
+               "ENVIRONMENT": "testing", "WORKER_HEARTBEAT": "0.5", "PYTHONUNBUFFERED": "1"}
+        _prepare_database(env["DATABASE_URL"])
+        yield env
+
+
+@pytest.mark.parametrize("producer", ["native", "library"])
+def test_celery_and_dramatiq_take_turns_on_one_rabbitmq_vhost(
+        turns_env: dict[str, str], producer: str) -> None:
+    """Switching QUEUE_BACKEND on one broker: Celery, then Dramatiq, then Celery again,
+    each a worker and a server on the same vhost and Redis, every submit a 202 that
+    ends SUCCESS. The libraries declare their queues with different arguments, so a
+    queue name they shared would refuse the second one's declare: Celery's keep
+    their names, Dramatiq's are `dramatiq.<queue>`."""
+    for backend in (*TURNS, TURNS[0]):
+        env = {**turns_env, "PRODUCER": producer}
+        worker = Proc(["worker", "--backend", backend, "--concurrency", "2"], env,
+                      venv_python(backend))
+        try:
+            server = Server(backend, env, venv_python(backend))
+            try:
+                with httpx.Client(base_url=server.url, timeout=60) as http:
+                    sent = http.post("/tasks/add", json={"args": [1, 2]})
+                    assert sent.status_code == 202, (backend, sent.text)
+                    task = http.get(f"/tasks/{sent.json()['id']}/wait",
+                                    params={"timeout": 30}).json()
+            finally:
+                server.stop()
+            assert (task["backend"], task["state"], task["result"]) == (
+                backend, "SUCCESS", 3), (task, worker.output())
+        finally:
+            worker.stop()
+    assert {"default", "dramatiq.default", "dramatiq.default.DQ",
+            "dramatiq.default.XQ"} <= _queues(turns_env["BROKER_URL"])
+
+
+def _queues(amqp_url: str) -> set[str]:
+    """The names of the queues in `amqp_url`'s vhost (rabbitmqctl, as scratch_vhost)."""
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    listed = subprocess.run([ctl, "list_queues", "-p", urlsplit(amqp_url).path[1:],
+                             "--quiet", "--no-table-headers", "name"],
+                            check=True, capture_output=True, text=True, timeout=60)
+    return set(listed.stdout.split())

@@ -30,6 +30,7 @@ from core.features import Support
 from core.history import GROUP
 from core.procs import Proc, Server, wait_until
 from core.records import HISTORY_STREAM
+from core.workers import host_and_pid
 from tests.conftest import service_down
 from tests.support_db import (
     create_postgres_database,
@@ -407,10 +408,10 @@ def _runs(url: str, keys: list[str]) -> list[int]:
 
 
 def _ran_in(url: str, task_id: str) -> int:
-    """The pid of the process that ran the task last (its record's owner, host:pid)."""
+    """The pid of the process that ran the task last (its record's owner)."""
     client = redis.Redis.from_url(url, decode_responses=True)
     try:
-        return int(str(client.hget(f"qb:task:{task_id}", "worker")).rsplit(":", 1)[1])
+        return host_and_pid(str(client.hget(f"qb:task:{task_id}", "worker")))[1]
     finally:
         client.close()
 

@@ -1,21 +1,27 @@
 """Bad input and access, on every backend, through a real server and worker: bodies
-over MAX_BODY_BYTES (declared or streamed), deep nesting, invalid UTF-8, ids that are
-not UUIDs, out-of-range timeouts and options, NaN and Infinity, arguments that would
-hold a worker for ever, DEFAULT_TIME_LIMIT, API_KEY, CORS, and no password ever in a
-response. The fuzzer (tests/test_fuzz.py) covers the schema as a whole."""
+over MAX_BODY_BYTES (declared or streamed), deep nesting, invalid UTF-8, lone UTF-16
+surrogates, ids that are not UUIDs, out-of-range timeouts and options, NaN and
+Infinity, arguments that would hold a worker for ever, DEFAULT_TIME_LIMIT, API_KEY,
+CORS, and no password ever in a response. The fuzzer (tests/test_fuzz.py) covers the
+schema as a whole."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
 import pytest
 import redis
 
+from core.api.guard import DRAIN_SECONDS
 from core.options import MAX_SECONDS
 from core.procs import Proc, Server
 from core.settings import Settings
@@ -77,13 +83,83 @@ async def test_a_declared_length_over_the_limit_is_refused_before_the_body(
         server: Server) -> None:
     head = (b"POST /tasks/noop HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
             b"content-length: 1000000000\r\n\r\n")
+    began = time.monotonic()
     answer = await raw_exchange(server, head, [b'{"args": ["'])  # 11 of 10^9 bytes sent
     assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert time.monotonic() - began < DRAIN_SECONDS  # far past what is drained: at once
+
+
+async def test_a_body_over_the_limit_awaiting_100_continue_is_refused_unsent(
+        server: Server) -> None:
+    """The client sends the body only once told to continue: the 413 comes instead."""
+    head = (b"POST /tasks/noop HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"expect: 100-continue\r\ncontent-length: 3000000\r\n\r\n")
+    began = time.monotonic()
+    answer = await raw_exchange(server, head, [])
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert time.monotonic() - began < DRAIN_SECONDS
+
+
+def urllib_post(url: str, data: bytes | Iterable[bytes]) -> str:
+    """What the standard library's client makes of a POST: its status and detail, or
+    the error it raised. It asks for `Connection: close` and writes the whole body
+    before it reads (chunked when `data` is an iterable), so it is reset, not
+    answered, by a server that closes with part of the body unread."""
+    request = urllib.request.Request(url, data=data,
+                                     headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return f"{answer.status} {json.loads(answer.read())}"
+    except urllib.error.HTTPError as refused:
+        return f"{refused.code} {json.loads(refused.read())['detail']}"
+    except OSError as failed:  # a URLError, or raised while reading the answer
+        return repr(getattr(failed, "reason", failed))
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_body_over_the_limit_is_a_413_to_urllib_which_sends_it_all_first(
+        server: Server, framing: str) -> None:
+    body = json.dumps({"args": ["x" * 3_000_000]}).encode()
+    pieces = [body[i:i + 65_536] for i in range(0, len(body), 65_536)]
+    answers = Counter([await asyncio.to_thread(
+        urllib_post, f"{server.url}/tasks/noop",
+        body if framing == "content-length" else iter(pieces)) for _ in range(20)])
+    assert answers == {f"413 request body over MAX_BODY_BYTES ({LIMIT} bytes)": 20}, answers
+
+
+async def send_all_then_read(server: Server, request: bytes) -> bytes:
+    """Write the whole request, then read the answer to its end (the server closes:
+    Connection: close), as a client does that reads only once all is sent; or the
+    error it gets instead."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the server answers meanwhile
+        return await asyncio.wait_for(reader.read(), 10)
+    except ConnectionError as failed:
+        return repr(failed).encode()
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("path, status", [("/tasks/nosuchtask", 404), ("/health", 405)])
+async def test_an_answer_given_without_reading_the_body_reaches_a_client_sending_it_all(
+        server: Server, path: str, status: int) -> None:
+    """The app answers without reading the body: the server reads and drops it before
+    the answer ends, or closing with it unread resets the connection, answer and all."""
+    size = LIMIT - 1
+    head = (f"POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
+            f"content-type: application/json\r\ncontent-length: {size}\r\n\r\n").encode()
+    for _ in range(5):
+        answer = await send_all_then_read(server, head + b" " * size)
+        assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
 
 
 async def test_a_streamed_body_is_refused_once_it_passes_the_limit(server: Server) -> None:
     """Chunked: no length to check first. The body never ends here, so a server that
-    read it whole would never answer: the 413 comes once the count passes the limit."""
+    read it whole would never answer: the 413 comes once the count passes the limit and
+    the rest has been drained for DRAIN_SECONDS."""
     head = (b"POST /tasks/noop HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
             b"transfer-encoding: chunked\r\n\r\n")
     piece = b"z" * 65_536
@@ -133,6 +209,55 @@ async def test_invalid_utf8_is_a_documented_400(client: httpx.AsyncClient) -> No
         assert response.json()["detail"]
     schema = (await client.get("/openapi.json")).json()
     assert "400" in schema["paths"]["/tasks/noop"]["post"]["responses"]
+
+
+LONE_SURROGATES = [  # (path, JSON text with a \uD800-\uDFFF escape left unpaired, loc)
+    ("/tasks/noop", b'{"args": ["\\ud800"]}', ["body", "args", 0]),
+    ("/tasks/noop", b'{"args": ["ok \\udc00 \\ud83d\\ude00"]}', ["body", "args", 0]),
+    ("/tasks/noop", b'{"args": [{"k": ["a", "\\udfff"]}]}', ["body", "args", 0, "k", 1]),
+    ("/tasks/noop", b'{"args": [{"\\ud800": 1}]}', ["body", "args", 0]),
+    ("/tasks/noop", b'{"kwargs": {"payload": "\\ud800"}}', ["body", "kwargs", "payload"]),
+    ("/tasks/noop", b'{"kwargs": {"\\ud800": 1}}', ["body", "kwargs"]),
+    ("/tasks/noop", b'{"args": [1], "options": {"idempotency_key": "\\ud800"}}',
+     ["body", "options", "idempotency_key"]),
+    ("/tasks/noop", b'{"args": [1], "options": {"queue": "\\ud800"}}',
+     ["body", "options", "queue"]),
+    ("/tasks/noop/batch", b'{"items": [{}, {"args": ["\\ud800"]}]}',
+     ["body", "items", 1, "args", 0]),
+    ("/tasks/noop/batch", b'{"items": [{"kwargs": {"\\ud800": 1}}]}',
+     ["body", "items", 0, "kwargs"]),
+    ("/tasks/noop/batch", b'{"items": [{}], "options": {"idempotency_key": "\\ud800"}}',
+     ["body", "options", "idempotency_key"]),
+]
+
+
+@pytest.mark.parametrize("path, content, loc", LONE_SURROGATES)
+async def test_a_lone_surrogate_in_a_body_is_a_422_naming_where_and_stores_nothing(
+        client: httpx.AsyncClient, redis_client: redis.Redis, path: str, content: bytes,
+        loc: list[Any]) -> None:
+    """Valid JSON, but not Unicode text: no record could encode it (UTF-8, msgpack,
+    Redis). Both ways into a submit (the fast JSON path and FastAPI's own handler, which
+    takes `+json` types) give the same answer."""
+    before = set(redis_client.scan_iter("qb:task:*", count=1000))
+    for content_type in ("application/json", "application/vnd.api+json"):
+        response = await client.post(path, content=content,
+                                     headers={"content-type": content_type})
+        assert response.status_code == 422, (content_type, response.text)
+        assert response.json()["detail"][0]["loc"] == loc, response.text
+        assert response.json()["detail"][0]["type"] == "string_unicode", response.text
+    assert set(redis_client.scan_iter("qb:task:*", count=1000)) == before
+
+
+async def test_a_lone_surrogate_in_a_query_or_path_is_never_a_500(
+        client: httpx.AsyncClient) -> None:
+    """%ED%A0%80 is U+D800 encoded as UTF-8: the server decodes it as replacement
+    characters, so it is text like any other that matches nothing."""
+    for name in ("name", "schedule", "backend"):
+        response = await client.get(f"/tasks?{name}=%ED%A0%80")
+        assert (response.status_code, response.json()) == (200, []), (name, response.text)
+    assert (await client.get("/tasks?state=%ED%A0%80")).status_code == 422
+    assert (await client.get("/tasks/%ED%A0%80")).status_code == 404
+    assert (await client.post("/tasks/%ED%A0%80", json={})).status_code == 404
 
 
 async def test_a_task_id_that_is_not_a_uuid_is_a_documented_404(

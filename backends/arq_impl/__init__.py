@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -92,6 +93,19 @@ class Backend(TaskBackend):
         # arq's queue is one sorted set of job ids by run time: deferred jobs too, and
         # running ones (arq removes a job when it ends).
         return [("ZCARD", QUEUE_PREFIX + queue)]
+
+    async def waiting(self, records: Sequence[TaskRecord]) -> set[str]:
+        # arq keeps a job in its queue's sorted set until it ends; a job a worker took
+        # has its in-progress key beside it.
+        pool = await self.pool()
+        async with pool.pipeline(transaction=False) as pipe:
+            for record in records:
+                pipe.zscore(QUEUE_PREFIX + (record.queue or DEFAULT_QUEUE), record.delivery_id)
+                pipe.exists(in_progress_key_prefix + record.delivery_id)
+            found = await pipe.execute()
+        return {record.id for record, queued, taken in zip(records, found[::2], found[1::2],
+                                                           strict=True)
+                if queued is not None and not taken}
 
     async def revoke(self, record: TaskRecord) -> None:
         # Drop a queued job from arq's queue, as arq's abort does for a job not started

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 from typing import Any
@@ -19,7 +20,7 @@ from core.errors import ConfigError
 from core.features import Support
 from core.options import TaskOptions
 from core.reaper import worker_services
-from core.records import Command, TaskRecord
+from core.records import Command, TaskRecord, task_of
 from core.settings import Settings
 
 # A task's time limit is enforced by core (an async task's on its event loop, a sync
@@ -83,16 +84,26 @@ class Backend(TaskBackend):
             app.amqp.queues[queue].bind(connection.default_channel).declare()
 
     def depth_commands(self, queue: str) -> list[Command]:
-        # kombu's Redis transport: one list per priority step, `queue` for step 0 and
-        # `queue<sep><step>` for the others (a countdown waits in the worker, not here).
-        steps = [queue if not step else f"{queue}{SEP}{step}" for step in PRIORITY_STEPS]
-        return [("LLEN", key) for key in steps]
+        return [("LLEN", key) for key in _step_lists(queue)]
+
+    async def waiting_in(self, queue: str) -> set[str] | None:
+        # A message a worker took is in kombu's unacked hash, no longer in the lists.
+        messages = await self.listed(_step_lists(queue))
+        if messages is None:
+            return None
+        return {task_of(json.loads(message)["headers"]["id"]) for message in messages}
 
     async def revoke(self, record: TaskRecord) -> None:
         # Celery's revoke: workers drop the message if it is queued. A running task is
         # stopped by core (TaskBackend.cancel), in either pool; Celery's terminate
         # would end a prefork child, and cannot stop a thread.
         await asyncio.to_thread(celery_app(self.settings).control.revoke, record.delivery_id)
+
+
+def _step_lists(queue: str) -> list[str]:
+    """kombu's Redis transport keeps a queue as one list per priority step: `queue` for
+    step 0 and `queue<sep><step>` for the others (a countdown waits in the worker)."""
+    return [queue if not step else f"{queue}{SEP}{step}" for step in PRIORITY_STEPS]
 
 
 def default_concurrency(cpus: int) -> int:

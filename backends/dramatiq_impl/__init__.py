@@ -14,14 +14,14 @@ except ModuleNotFoundError as exc:  # the loader turns this into one clear line
 from dramatiq import Message
 from dramatiq.common import dq_name
 
-from backends.dramatiq_impl.actors import broker
+from backends.dramatiq_impl.actors import broker, broker_queue
 from backends.dramatiq_impl.wire import message_commands, message_outgoing
 from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import ConfigError
 from core.features import Support
 from core.options import TaskOptions
 from core.reaper import worker_services
-from core.records import Command, TaskRecord
+from core.records import Command, TaskRecord, task_of
 from core.settings import Settings
 
 # A task's time limit is enforced by core (an async task's on its event loop, a sync
@@ -50,7 +50,8 @@ class Backend(TaskBackend):
         dramatiq_options: dict[str, Any] = {}
         if options.time_limit is not None:
             dramatiq_options["time_limit"] = round((options.time_limit + LIMIT_GRACE) * 1000)
-        return Message(queue_name=options.queue or DEFAULT_QUEUE, actor_name=record.name,
+        return Message(queue_name=broker_queue(self.settings, options.queue or DEFAULT_QUEUE),
+                       actor_name=record.name,
                        args=(arguments, self.meta(record, options)), kwargs={},
                        options=dramatiq_options, message_id=record.delivery_id)
 
@@ -79,6 +80,21 @@ class Backend(TaskBackend):
         # queue (`.DQ`); a message a worker fetched has left the list.
         namespace = broker(self.settings).namespace
         return [("LLEN", f"{namespace}:{name}") for name in (queue, dq_name(queue))]
+
+    async def waiting_in(self, queue: str) -> set[str] | None:
+        # The lists hold the broker's own message ids (a fetched one has left them);
+        # the messages are in a hash beside each list.
+        namespace, client = broker(self.settings).namespace, self._broker()
+        found: set[str] = set()
+        for name in (queue, dq_name(queue)):
+            ids = await self.listed([f"{namespace}:{name}"])
+            if ids is None or client is None:
+                return None
+            if ids:
+                bodies = await client.hmget(f"{namespace}:{name}.msgs", ids)
+                found.update(task_of(Message.decode(body).message_id)
+                             for body in bodies if body is not None)
+        return found
 
 
 def _delay_ms(options: TaskOptions, record: TaskRecord) -> int | None:
@@ -114,9 +130,10 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
     from dramatiq.cli import main, make_argument_parser
 
     processes, threads = split_concurrency(concurrency, processes, os.cpu_count() or 1)
+    consumed = [broker_queue(settings, queue) for queue in queues]
     # Worker processes consume only the queues their broker declared; they are
     # forked from this process, so declaring here reaches them all.
-    for queue in queues:
+    for queue in consumed:
         broker(settings).declare_queue(queue)
     # A process holds no more messages than it has threads (Dramatiq prefetches 2 x
     # threads by default), as Celery's prefetch of 1 with acks late: every message a
@@ -129,7 +146,7 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
     with worker_services(settings, concurrency, queues, processes=processes, threads=threads):
         args = make_argument_parser().parse_args([
             "backends.dramatiq_impl.actors", "--processes", str(processes),
-            "--threads", str(threads), "--queues", *queues,
+            "--threads", str(threads), "--queues", *consumed,
             "--worker-shutdown-timeout", str(round(settings.shutdown_timeout * 1000)),
         ])
         raise SystemExit(main(args))

@@ -23,8 +23,22 @@ from core.registry import TaskSpec, all_tasks
 from core.runner import ThreadLoops
 from core.settings import Settings
 
+AMQP_PREFIX = "dramatiq."
 
-def _declare(broker: Broker, loops: ThreadLoops, spec: TaskSpec) -> None:
+
+def broker_queue(settings: Settings, queue: str) -> str:
+    """The name Dramatiq's broker gives queuebench's `queue`: on RabbitMQ
+    `dramatiq.<queue>` (its delay and dead-letter queues follow, `.DQ` and `.XQ`
+    after it). A vhost may hold Celery's queues of the same names (switching
+    QUEUE_BACKEND on one broker), declared with other arguments (x-max-priority, where
+    Dramatiq's dead-letter to `.XQ`), and RabbitMQ refuses a queue declared again with
+    different ones. Dramatiq's are the ones namespaced: Celery's names show in its
+    worker's banner and its own tools, Dramatiq's nowhere but the broker. On Redis the
+    keys are apart already (`dramatiq:` before each)."""
+    return AMQP_PREFIX + queue if is_amqp(settings.broker) else queue
+
+
+def _declare(broker: Broker, loops: ThreadLoops, spec: TaskSpec, queue: str) -> None:
     def run(arguments: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
         message = CurrentMessage.get_current_message()
         assert message is not None  # CurrentMessage is in the broker's middleware
@@ -41,7 +55,7 @@ def _declare(broker: Broker, loops: ThreadLoops, spec: TaskSpec) -> None:
     run.__name__ = spec.name
     # Retried only when core's policy says so (a Retry above), never by Dramatiq's own
     # count; a run over its time limit is a final failure, as on every backend.
-    dramatiq.actor(run, actor_name=spec.name, queue_name=DEFAULT_QUEUE, broker=broker,
+    dramatiq.actor(run, actor_name=spec.name, queue_name=queue, broker=broker,
                    retry_when=_core_says_retry, throws=(TimeLimitExceeded, CoreTimeLimitExceeded))
 
 
@@ -89,7 +103,7 @@ def broker(settings: Settings) -> Broker:
             middleware.time_limit = float("inf")
     loops = ThreadLoops(settings, time_limit_errors=(TimeLimitExceeded,))
     for spec in all_tasks().values():
-        _declare(made, loops, spec)
+        _declare(made, loops, spec, broker_queue(settings, DEFAULT_QUEUE))
     dramatiq.set_broker(made)
     return made
 

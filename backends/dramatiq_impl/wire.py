@@ -11,7 +11,9 @@ there (Prometheus only counts). tests/test_wire.py compares the two field by fie
 
 `RabbitmqBroker.enqueue` publishes the encoded message to the anonymous exchange,
 routed to the queue (or, delayed, to its delay queue with the `eta`), persistent;
-the AMQP `message_id` property (pika leaves it unset, aiormq needs one) is Dramatiq's.
+the queue is the message's, already the broker's name (`dramatiq.<queue>` on
+RabbitMQ: actors.broker_queue); the AMQP `message_id` property (pika leaves it
+unset, aiormq needs one) is Dramatiq's.
 """
 
 from __future__ import annotations
