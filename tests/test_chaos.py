@@ -14,12 +14,13 @@ and the command that runs the same plan again (`./run chaos ...`, longer with
 from __future__ import annotations
 
 import os
+import random
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.chaos import Config, run
+from tests.chaos import KINDS, Config, plan_faults, plan_load, run
 from tests.conftest import service_down
 
 pytestmark = pytest.mark.faults
@@ -43,3 +44,20 @@ def test_every_accepted_task_ends_once_whatever_dies(backend_name: str, tmp_path
         service_down(str(exc))
     print(report.text())
     assert report.passed, report.text()
+    # The harness's own premise: a worker started again is the dead one's hostname and pid.
+    assert report.same_host_and_pid == report.worker_restarts, report.text()
+
+
+def test_a_seed_gives_one_plan_with_every_kind_of_fault() -> None:
+    config = Config(backend="arq", broker="rabbitmq", seconds=60, seed=SEED)
+
+    def plan(seed: int) -> tuple[list[object], list[object]]:
+        rng = random.Random(seed)
+        return plan_faults(rng, config), plan_load(rng, config)
+
+    assert plan(SEED) == plan(SEED)
+    assert plan(SEED) != plan(SEED + 1)
+    faults, load = plan(SEED)
+    assert {f.kind for f in faults} == {*KINDS, "broker_restart"}
+    assert all(3 < f.at < 57 for f in faults)
+    assert 300 < len(load) < 700
