@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,9 @@ def test_every_accepted_task_ends_once_whatever_dies(backend_name: str, tmp_path
     broker = request.config.getoption("--broker")
     if broker == "rabbitmq" and backend_name == "arq":
         pytest.skip("arq needs Redis as its broker")
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        service_down("the workers run in PID namespaces: unshare, as root")
+    probe = ["unshare", "--pid", "--fork", "--kill-child", "--uts", "--mount-proc", "true"]
+    if shutil.which("unshare") is None or subprocess.run(probe, capture_output=True).returncode:
+        service_down("the workers run in PID and UTS namespaces: unshare, as root")
     if shutil.which("redis-server") is None:
         service_down("redis-server is not on PATH (./run services redis)")
     config = Config(backend=backend_name, broker=broker, seconds=60, seed=SEED)
