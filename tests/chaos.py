@@ -670,7 +670,8 @@ class Report:
     twice_untouched: list[str]
     final_changes: list[str]
     longest_to_final: float  # seconds from the last fault a task's life overlapped
-    redis_failures: int  # FAILURE explained by a Redis outage during the task's own call
+    # FAILURE explained by a Redis outage during the task's own call (in the JSON only)
+    redis_failures: list[str]
 
     @property
     def passed(self) -> bool:
@@ -694,7 +695,7 @@ class Report:
             f"fault): {len(self.lost)}",
             f"  late (final, but past that bound after its last fault): {len(self.late)}",
             f"  unexpected outcomes: {len(self.unexpected)} (and FAILURE of the task's own "
-            f"Redis call while Redis was away, allowed: {self.redis_failures})",
+            f"Redis call while Redis was away, allowed: {len(self.redis_failures)})",
             f"  run twice: {self.twice_touched} with a fault, "
             f"{len(self.twice_untouched)} without",
             f"  final-state changes: {len(self.final_changes)}",
@@ -778,7 +779,8 @@ async def judge(run: Run, deadline: float, started: float) -> Report:
     now = time.time()
     touching = [f for f in run.faults if f.kind in TOUCH_RUNS]
     lost, late, unexpected, untouched, changes = [], [], [], [], []
-    twice_touched = redis_failures = 0
+    twice_touched = 0
+    redis_failures: list[str] = []
     longest = 0.0
     for t in run.tracked.values():
         if t.final is None:
@@ -793,7 +795,8 @@ async def judge(run: Run, deadline: float, started: float) -> Report:
                         f"fault: {_describe(t, run, beats, now)}")
         problems, twice, failed = _outcome(t, counts.get(t.expect.counter or ""), bool(hit),
                                            any(f.kind == "redis_kill" for f in hit))
-        redis_failures += failed
+        if failed:
+            redis_failures.append(_describe(t, run, beats, now))
         if problems:
             unexpected.append(f"{'; '.join(problems)}: {_describe(t, run, beats, now)}")
         if twice and hit:
