@@ -58,10 +58,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import redis
@@ -73,6 +73,7 @@ from core.records import TASK_KEY, WORKERS_SEEN_KEY
 from core.workers import WORKERS_KEY
 from tests.support_faults import RedisServer
 
+T = TypeVar("T")
 FINAL = ("SUCCESS", "FAILURE", "REVOKED", "EXPIRED")
 WORKERS = ("qbw1", "qbw2")
 KINDS = ("worker_kill", "worker_stop", "api_kill", "api_stop", "redis_kill")
@@ -81,6 +82,10 @@ TOUCH_RUNS = ("worker_kill", "worker_stop", "redis_kill", "broker_restart")
 # Seconds a kind of fault takes to recover from, nominally: the plan leaves room for it.
 RECOVERY = {"worker_kill": 4.0, "worker_stop": 0.0, "api_kill": 3.0, "api_stop": 0.0,
             "redis_kill": 0.5, "broker_restart": 8.0}
+OVERLAP = 0.25
+# A container's restart policy: a worker or API that exits at start (Redis or the broker
+# away) is started again, for this long at most.
+RESTART_WITHIN = 120.0
 POLL_EVERY = 0.5
 FINALS_PER_POLL = 500  # final records read again per poll, in turn (all at the end)
 MAX_IN_FLIGHT = 64  # submits waiting for an answer; past it a planned one is skipped
@@ -141,29 +146,42 @@ class PlannedFault:
     kind: str
     target: str
     hold: float  # seconds down (or stopped) before it comes back
+    overlaps: bool = False  # starts while the fault before it is still on
 
 
 def plan_faults(rng: random.Random, config: Config) -> list[PlannedFault]:
     """Faults from 3 s into the load to 3 s before its end; the kinds in shuffled
-    rounds, so that a short run sees each kind once."""
+    rounds, so that a short run sees each kind once. About one in OVERLAP starts while
+    the one before it is still on, on another part (a worker killed while Redis is
+    away, the API frozen while the broker restarts); the rest come one after another."""
     kinds = [*KINDS, *(("broker_restart",) if config.broker == "rabbitmq" else ())]
     faults: list[PlannedFault] = []
     cycle: list[str] = []
     holds = {"worker_kill": (0, 3), "worker_stop": (0.5, 2 * config.redelivery_after),
              "api_kill": (0, 2), "api_stop": (0.5, 6), "redis_kill": (0, 3),
              "broker_restart": (0, 3)}
-    at = 3.0
+    end = 3.0  # when the faults so far are over, nominally
     while True:
-        at += rng.uniform(1.5, 4.0)
-        if at > config.seconds - 3:
-            return faults
+        gap = rng.uniform(1.5, 4.0)
         if not cycle:
             cycle = rng.sample(kinds, len(kinds))
         kind = cycle.pop()
         hold = round(rng.uniform(*holds[kind]), 2)
         target = rng.choice(WORKERS) if kind.startswith("worker") else kind.split("_")[0]
-        faults.append(PlannedFault(round(at, 2), kind, target, hold))
-        at += hold + RECOVERY[kind]
+        last = faults[-1] if faults else None
+        overlaps = (last is not None and not last.overlaps and last.hold > 0.5
+                    and rng.random() < OVERLAP)
+        if last is not None and overlaps and target == last.target:
+            target = next(w for w in WORKERS if w != target) if target in WORKERS else target
+            overlaps = target != last.target
+        if last is not None and overlaps:
+            at = round(last.at + rng.uniform(0.2, last.hold), 2)
+        else:
+            at = round(end + gap, 2)
+        if at > config.seconds - 3:
+            return faults
+        faults.append(PlannedFault(at, kind, target, hold, overlaps))
+        end = max(end, at + hold + RECOVERY[kind])
 
 
 def plan_load(rng: random.Random, config: Config) -> list[Submission]:
@@ -254,6 +272,19 @@ def _kill(proc: Proc) -> None:
     proc.signal_group(signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.popen.wait(10)
+
+
+def _restarting(start: Callable[[], T]) -> T:
+    """`start()` again while the process it starts exits at once (as a container's
+    restart policy does), for RESTART_WITHIN seconds at most."""
+    deadline = time.monotonic() + RESTART_WITHIN
+    while True:
+        try:
+            return start()
+        except RuntimeError:  # it exited: Redis or the broker is away
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 class Container(Proc):
@@ -396,9 +427,13 @@ class Stack:
             self.workers[name] = self.start_worker(name)
 
     def start_api(self) -> Api:
-        return Api(self.config.backend, self.env, self.api_port, self.directory / "api.log")
+        return _restarting(lambda: Api(self.config.backend, self.env, self.api_port,
+                                       self.directory / "api.log"))
 
     def start_worker(self, name: str) -> Container:
+        return _restarting(lambda: self._start_worker(name))
+
+    def _start_worker(self, name: str) -> Container:
         args = ["worker", "--backend", self.config.backend,
                 "--concurrency", str(self.config.concurrency)]
         launched = time.time()
@@ -420,6 +455,10 @@ class Stack:
         try:
             self.incarnation[name] = wait_until(beating, timeout=90, every=0.1,
                                                 what=f"worker {name}'s heartbeat")
+        except BaseException:
+            _kill(made)
+            made.log.close()
+            raise
         finally:
             client.close()
         return made
@@ -588,17 +627,33 @@ class Run:
             self.tracked[task_id] = Tracked(task_id, expect, now)
 
     async def inject_all(self) -> None:
+        """The plan's faults: each at its time once the ones before it are over, or, if
+        it overlaps, that long after the start of the one before it."""
+        running: set[asyncio.Task[None]] = set()
+        previous = (self.origin, 0.0)  # the last fault's start, and its planned time
         for planned in self.planned:
-            last_end = self.faults[-1].end if self.faults else self.origin
-            at = max(self.origin + planned.at, last_end + 1.0)
+            if planned.overlaps and running:
+                at = previous[0] + planned.at - previous[1]
+            else:
+                await asyncio.gather(*running)
+                last_end = max((f.end for f in self.faults), default=self.origin)
+                at = max(self.origin + planned.at, last_end + 1.0)
             if at > self.origin + self.config.seconds - 1:
                 break  # recoveries ran late: no fault after the load
-            await asyncio.sleep(at - time.time())
-            self.say(f"{planned.kind} {planned.target} ...")
-            fault = await asyncio.to_thread(self.stack.fault, planned)
-            self.faults.append(fault)
-            self.say(f"{fault.kind} {fault.target}: {fault.note} "
-                     f"(window {fault.end - fault.start:.1f} s)")
+            await asyncio.sleep(max(0.0, at - time.time()))
+            previous = (time.time(), planned.at)
+            task = asyncio.create_task(self.inject(planned))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        await asyncio.gather(*running)
+
+    async def inject(self, planned: PlannedFault) -> None:
+        self.say(f"{planned.kind} {planned.target} ..."
+                 f"{' (while the one before is on)' if planned.overlaps else ''}")
+        fault = await asyncio.to_thread(self.stack.fault, planned)
+        self.faults.append(fault)
+        self.say(f"{fault.kind} {fault.target}: {fault.note} "
+                 f"(window {fault.end - fault.start:.1f} s)")
 
     async def poll(self) -> None:
         turn = 0
