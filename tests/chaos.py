@@ -90,6 +90,7 @@ POLL_EVERY = 0.5
 FINALS_PER_POLL = 500  # final records read again per poll, in turn (all at the end)
 MAX_IN_FLIGHT = 64  # submits waiting for an answer; past it a planned one is skipped
 SUBMIT_TIMEOUT = 5.0
+REFUSED_GRACE = 2.0
 RECORD_FIELDS = ("state", "submitted_at", "started_at", "finished_at", "worker",
                  "deliveries", "retries", "result", "error")
 
@@ -565,6 +566,7 @@ class Run:
         self.load = plan_load(rng, config)
         self.tracked: dict[str, Tracked] = {}
         self.submits: Counter[str] = Counter()  # by answer: 202, 503, ConnectError...
+        self.refused: list[tuple[float, str]] = []  # when a submit was sent, its answer
         self.faults: list[Fault] = []
         self.origin = 0.0
         self.load_end = 0.0
@@ -612,13 +614,16 @@ class Run:
         self.load_end = time.time()
 
     async def submit(self, http: httpx.AsyncClient, sub: Submission) -> None:
+        sent = time.time()
         try:
             answer = await http.post(sub.path, json=sub.body)
         except httpx.HTTPError as exc:
             self.submits[type(exc).__name__] += 1
+            self.refused.append((sent, type(exc).__name__))
             return
         self.submits[str(answer.status_code)] += 1
         if answer.status_code != 202:
+            self.refused.append((sent, str(answer.status_code)))
             return
         body = answer.json()
         ids = body["ids"] if "ids" in body else [body["id"]]
@@ -727,6 +732,9 @@ class Report:
     longest_to_final: float  # seconds from the last fault a task's life overlapped
     # FAILURE explained by a Redis outage during the task's own call (in the JSON only)
     redis_failures: list[str]
+    # Submits not accepted though sent more than REFUSED_GRACE after every fault was
+    # over: how long the API takes to serve again (reported, not judged), by answer.
+    refused_after_recovery: dict[str, int]
 
     @property
     def passed(self) -> bool:
@@ -742,6 +750,9 @@ class Report:
             f"  submits: {sum(self.submits.values())} "
             f"({', '.join(f'{k}: {v}' for k, v in sorted(self.submits.items()))})",
             f"  tasks accepted: {self.accepted}",
+            f"  not accepted though sent {REFUSED_GRACE:g} s or more after the faults were "
+            f"over: {sum(self.refused_after_recovery.values())} "
+            f"({', '.join(f'{k}: {v}' for k, v in sorted(self.refused_after_recovery.items()))})",
             f"  faults: {len(self.faults)} "
             f"({', '.join(f'{k} {v}' for k, v in sorted(self.faults_by_kind.items()))})",
             f"  worker restarts: {self.worker_restarts}, same hostname and pid as the dead "
@@ -873,7 +884,11 @@ async def judge(run: Run, deadline: float, started: float) -> Report:
                               for _, b, a in restarts),
         lost=lost, late=late, unexpected=unexpected, twice_touched=twice_touched,
         twice_untouched=untouched, final_changes=changes, longest_to_final=longest,
-        redis_failures=redis_failures)
+        redis_failures=redis_failures,
+        refused_after_recovery=dict(Counter(
+            answer for sent, answer in run.refused
+            if not any(f.start - SUBMIT_TIMEOUT <= sent <= f.end + REFUSED_GRACE
+                       for f in run.faults))))
 
 
 def run(config: Config, directory: Path) -> Report:
