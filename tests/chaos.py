@@ -747,12 +747,11 @@ class Report:
             f"chaos: {c['backend']} on {c['broker']}, seed {c['seed']}, {c['seconds']:g} s of "
             f"load, appendfsync {c['appendfsync']}, REDELIVERY_AFTER {c['redelivery_after']:g} s, "
             f"WORKER_HEARTBEAT {c['heartbeat']:g} s; {self.seconds:.0f} s in all",
-            f"  submits: {sum(self.submits.values())} "
-            f"({', '.join(f'{k}: {v}' for k, v in sorted(self.submits.items()))})",
+            f"  submits: {sum(self.submits.values())} {_counts(self.submits)}",
             f"  tasks accepted: {self.accepted}",
             f"  not accepted though sent {REFUSED_GRACE:g} s or more after the faults were "
             f"over: {sum(self.refused_after_recovery.values())} "
-            f"({', '.join(f'{k}: {v}' for k, v in sorted(self.refused_after_recovery.items()))})",
+            f"{_counts(self.refused_after_recovery)}",
             f"  faults: {len(self.faults)} "
             f"({', '.join(f'{k} {v}' for k, v in sorted(self.faults_by_kind.items()))})",
             f"  worker restarts: {self.worker_restarts}, same hostname and pid as the dead "
@@ -779,6 +778,10 @@ class Report:
         verdict = "PASSED" if self.passed else "FAILED"
         lines.append(f"chaos: {verdict} (seed {c['seed']}); reproduce: {c['reproduce']}")
         return "\n".join(lines)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return f"({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})" if counts else ""
 
 
 def _window(t: Tracked) -> tuple[float, float]:
