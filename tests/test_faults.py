@@ -246,15 +246,16 @@ async def test_with_appendonly_no_accepted_task_is_lost_when_redis_is_killed(
         backend_name: str, own_stack: OwnStack, feature: Callable[..., Support]) -> None:
     """Redis with `appendonly yes` and `appendfsync always` (a write is on disk before
     its reply) killed while tasks run, wait and keep coming: every task the API
-    accepted (202) ends SUCCESS once Redis is back, and none runs twice. A message
-    the kill lost (kombu takes one with BRPOP and records it as unacked in a second
-    call) is sent again by the reaper, REDELIVERY_AFTER (30 s) later: once."""
+    accepted (202) ends SUCCESS once Redis is back. A message the kill lost (kombu
+    takes one with BRPOP and records it as unacked in a second call) is sent again by
+    the reaper, REDELIVERY_AFTER (30 s) later, once; none more often. (The sleeps count
+    no runs: a side effect in Redis fails the run that ends while Redis is down. The
+    chaos harness, tests/chaos.py, counts runs.)"""
     feature("durable_redis")
     store, _, server = own_stack(appendfsync="always", concurrency=2)
-    keys = [uuid.uuid4().hex for _ in range(8)]
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         async with Load(http) as load:
-            sleeps = [(await submit(http, "sleep", 0.5, key)).json()["id"] for key in keys]
+            sleeps = [(await submit(http, "sleep", 0.5)).json()["id"] for _ in range(8)]
             await _until_started(http, sleeps[0])
             store.kill()
             await asyncio.sleep(1)
@@ -266,10 +267,8 @@ async def test_with_appendonly_no_accepted_task_is_lost_when_redis_is_killed(
     stuck = {t: _keys_holding(store.url, t) for t, state in states.items() if state != "SUCCESS"}
     assert not stuck, f"not SUCCESS (the Redis keys that still name each): {stuck}"
     check = redis.Redis.from_url(store.url, decode_responses=True)
-    runs = [int(check.get(f"qb:slept:{key}") or 0) for key in keys]
     again = {t: n for t in accepted if int(n := check.hget(f"qb:task:{t}", "deliveries") or 0)}
     check.close()
-    assert runs == [1] * len(keys), f"sleep runs: {runs}"
     assert all(n == 1 for n in again.values()), f"delivered more than twice: {again}"
     print(f"\n{backend_name}: {len(accepted)} accepted tasks, all SUCCESS after the restart, "
           f"{len(again)} of them sent again (their message lost)")
