@@ -49,15 +49,6 @@ ANSWER_BOUND = 10.0
 # A worker whose Redis is away waits and retries; it must not spin: CPU seconds per
 # wall second over all its processes, with one core being 1.0 (measured: 0.01-0.05).
 IDLE_CPU = 0.3
-# Celery, in 2 of 8 runs here: one task left PENDING, its message in none of Redis's
-# keys (not its queue's list, not kombu's unacked hash). That is what kombu's Redis
-# transport does when the connection breaks between taking a message (BRPOP, on disk
-# with appendfsync always) and writing it to its unacked hash (a second call): the
-# message is only in the lost connection's buffer (celery/kombu#305 describes such
-# losses). Not pinned further: xfail, not strict, and the matrix shows it.
-CELERY_LOSES_A_TAKEN_MESSAGE = (
-    "kombu's Redis transport takes a message (BRPOP) and records it as unacked in a "
-    "second call: a Redis killed between the two can lose it (seen in 2 of 8 runs)")
 # How long everything may take to come back by itself once Redis is back.
 RECOVERY = 60.0
 
@@ -252,14 +243,15 @@ async def _accepted_after_outage(http: httpx.AsyncClient) -> str:
 
 
 async def test_with_appendonly_no_accepted_task_is_lost_when_redis_is_killed(
-        backend_name: str, own_stack: OwnStack, feature: Callable[..., Support],
-        request: pytest.FixtureRequest) -> None:
+        backend_name: str, own_stack: OwnStack, feature: Callable[..., Support]) -> None:
     """Redis with `appendonly yes` and `appendfsync always` (a write is on disk before
     its reply) killed while tasks run, wait and keep coming: every task the API
-    accepted (202) ends SUCCESS once Redis is back, and none is delivered twice."""
+    accepted (202) ends SUCCESS once Redis is back. A message the kill lost (kombu
+    takes one with BRPOP and records it as unacked in a second call) is sent again by
+    the reaper, REDELIVERY_AFTER (30 s) later, once; none more often. (The sleeps count
+    no runs: a side effect in Redis fails the run that ends while Redis is down. The
+    chaos harness, tests/chaos.py, counts runs.)"""
     feature("durable_redis")
-    if backend_name == "celery":
-        request.applymarker(pytest.mark.xfail(strict=False, reason=CELERY_LOSES_A_TAKEN_MESSAGE))
     store, _, server = own_stack(appendfsync="always", concurrency=2)
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         async with Load(http) as load:
@@ -277,8 +269,9 @@ async def test_with_appendonly_no_accepted_task_is_lost_when_redis_is_killed(
     check = redis.Redis.from_url(store.url, decode_responses=True)
     again = {t: n for t in accepted if int(n := check.hget(f"qb:task:{t}", "deliveries") or 0)}
     check.close()
-    assert not again, f"delivered again: {again}"
-    print(f"\n{backend_name}: {len(accepted)} accepted tasks, all SUCCESS after the restart")
+    assert all(n == 1 for n in again.values()), f"delivered more than twice: {again}"
+    print(f"\n{backend_name}: {len(accepted)} accepted tasks, all SUCCESS after the restart, "
+          f"{len(again)} of them sent again (their message lost)")
 
 
 async def _final_state(http: httpx.AsyncClient, task_id: str, deadline: float) -> str:
