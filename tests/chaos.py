@@ -22,24 +22,31 @@ with `max_retries`/`retry_backoff` (enough retries, or too few: FAILURE) and bat
 side effect is counted (`qb:slept:<key>`, `qb:flaky:<key>`). Only a 202 is an accepted
 task (a batch's ids); a 503, a timeout or a refused connection was not accepted.
 
-Faults, one at a time, at random times: a worker SIGKILLed (its container restarted
-after a while), a worker SIGSTOPped then SIGCONTed (its whole container, sometimes
-past REDELIVERY_AFTER), the API SIGKILLed and restarted on its port, the API
-SIGSTOPped, Redis SIGKILLed and restarted (same port and directory: the AOF replays),
-on RabbitMQ the broker SIGKILLed and restarted. Each one's window (start to the end of
-its recovery) is logged.
+Faults at random times: a worker SIGKILLed (its container restarted after a while),
+a worker SIGSTOPped then SIGCONTed (its whole container, sometimes past
+REDELIVERY_AFTER), the API SIGKILLed and restarted on its port, the API SIGSTOPped,
+Redis SIGKILLed and restarted (same port and directory: the AOF replays), on RabbitMQ
+the broker SIGKILLed and restarted. Mostly one after another; about a quarter start
+while the one before is still on, on another part. A worker or API started while
+Redis or the broker is away exits at once, and is started again (a restart policy).
+Each fault's window (start to the end of its recovery) is logged.
 
 Checks, per accepted task, from its record in Redis (read every half second) and its
 counter at the end:
 - lost: not final `REDELIVERY_AFTER` + slack after the last fault and the last submit;
   late: final, but later than that after the last fault its life overlapped;
-- unexpected: a final state or result other than its task says (flaky with
-  fail_times <= max_retries ends SUCCESS, with too few retries FAILURE, or SUCCESS when
-  a fault made an attempt vanish), its side effect missing, or run more than planned
-  while no fault touched it. A fault touches a task when its window overlaps the
-  task's life, submit to finish (a record's started_at is its last run's: an earlier,
-  killed run is not in it). Faults of the API do not count: they cannot run a task twice;
+- unexpected: a final state or result other than its task says (sleep ends SUCCESS;
+  flaky with fail_times <= max_retries SUCCESS, with too few retries FAILURE, or
+  SUCCESS when a fault made an attempt vanish), its side effect missing, or run more
+  than planned while no fault touched it. A fault touches a task when its window
+  overlaps the task's life, submit to finish (a record's started_at is its last run's:
+  an earlier, killed run is not in it). Faults of the API do not count: they cannot
+  run a task twice. A FAILURE is allowed where a Redis outage overlapped the task and
+  the task counts in Redis: its own INCR failed (a sleep without retries), or spent a
+  flaky's retry; such ones are counted apart;
 - final-state changes: a record once seen final is later seen in another state, or gone.
+Also reported, not judged: submits refused though sent after every fault was over (how
+soon the API serves again), and the slowest task to end after its last fault.
 """
 
 from __future__ import annotations
