@@ -560,8 +560,7 @@ class Tracked:
             change = f"{self.final} -> {state or 'no record'}"
             if not self.changes or not self.changes[-1].endswith(change):
                 self.changes.append(f"+{now - origin:.1f}s {change}")
-        if state is not None:
-            self.record = record
+        self.record = record  # all None: Redis lost the record
 
 
 class Run:
@@ -836,7 +835,8 @@ def _outcome(t: Tracked, count: int | None, touched: bool, redis_down: bool
     if not (state == e.state or (touched and state in e.also_if_touched)):
         problems.append(f"ended {state}, expected {e.state}")
     # A flaky task's result is its attempt count: a fault may add attempts.
-    if e.result is not None and state == e.state and not (touched and "flaky" in e.kind):
+    if (e.result is not None and state == e.state and rec.get("state")
+            and not (touched and "flaky" in e.kind)):
         result = json.loads(rec["result"]) if rec.get("result") else None
         if result != e.result:
             problems.append(f"result {result!r}, expected {e.result!r}")
