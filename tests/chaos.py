@@ -63,6 +63,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -98,6 +99,7 @@ FINALS_PER_POLL = 500  # final records read again per poll, in turn (all at the 
 MAX_IN_FLIGHT = 64  # submits waiting for an answer; past it a planned one is skipped
 SUBMIT_TIMEOUT = 5.0
 REFUSED_GRACE = 2.0
+CRASH_LOSES = 1.0  # seconds of AOF writes an OS crash loses under everysec, at most
 RECORD_FIELDS = ("state", "submitted_at", "started_at", "finished_at", "worker",
                  "deliveries", "retries", "result", "error")
 
@@ -114,6 +116,9 @@ class Config:
     rate: float = 8.0  # submissions a second (a batch is one)
     slack: float = 60.0  # beyond REDELIVERY_AFTER, for retries, countdowns, a busy machine
     concurrency: int = 4
+    # A Redis kill is also an OS crash: what was written but not yet fsynced is lost
+    # (under everysec, the AOF cut back to its size CRASH_LOSES seconds before).
+    os_crash: bool = False
 
     @property
     def bound(self) -> float:
@@ -123,7 +128,8 @@ class Config:
         return (f"./run chaos --backend {self.backend} --broker {self.broker} "
                 f"--seed {self.seed} --minutes {self.seconds / 60:g} "
                 f"--appendfsync {self.appendfsync} --redelivery-after {self.redelivery_after:g} "
-                f"--heartbeat {self.heartbeat:g} --rate {self.rate:g}")
+                f"--heartbeat {self.heartbeat:g} --rate {self.rate:g}"
+                f"{' --os-crash' if self.os_crash else ''}")
 
 
 # -- the plan, from the seed ---------------------------------------------------------
@@ -389,6 +395,51 @@ class RabbitNode:
         self.log.close()
 
 
+class AofWatch:
+    """An OS crash under `appendfsync everysec`, modelled: Redis has written each reply's
+    commands to its AOF (the kernel's page cache) but fsyncs only once a second, so a
+    crash of the machine, unlike a kill of the process, loses what came since. This
+    samples the size of the AOF's newest file (Redis 7's appendonlydir) every 50 ms;
+    `cut_back(t)` cuts it to its size at `t` (Redis loads a truncated AOF, dropping a
+    partial last command: aof-load-truncated)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.samples: list[tuple[float, Path, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="qb-aof", daemon=True)
+        self._thread.start()
+
+    def newest(self) -> Path | None:
+        manifest = self.directory / "appendonly.aof.manifest"
+        with contextlib.suppress(OSError):
+            names = [line.split()[1] for line in manifest.read_text().splitlines()
+                     if line.endswith("type i")]
+            return self.directory / names[-1] if names else None
+        return None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.05):
+            path = self.newest()
+            with contextlib.suppress(OSError):
+                if path is not None:
+                    self.samples.append((time.monotonic(), path, path.stat().st_size))
+                    del self.samples[:-400]  # the last 20 s
+
+    def cut_back(self, at: float) -> str:
+        path = self.newest()
+        before = [s for s in self.samples if s[0] <= at and s[1] == path]
+        if path is None or not before:
+            return "AOF not cut (no sample of its file from then)"
+        size, now = before[-1][2], path.stat().st_size
+        os.truncate(path, size)
+        return f"AOF cut back by {now - size} bytes (the OS crash's unsynced writes)"
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 @dataclass
 class Fault:
     kind: str
@@ -410,6 +461,7 @@ class Stack:
         self.api: Api | None = None
         self.workers: dict[str, Container] = {}
         self.incarnation: dict[str, dict[str, Any]] = {}
+        self.aof: AofWatch | None = None
         try:
             self._start()
         except BaseException:
@@ -420,6 +472,8 @@ class Stack:
         config, directory = self.config, self.directory
         (directory / "redis").mkdir(parents=True, exist_ok=True)
         self.redis = RedisServer(directory / "redis", config.appendfsync)
+        if config.os_crash and config.appendfsync != "always":
+            self.aof = AofWatch(directory / "redis" / "appendonlydir")
         if config.broker == "rabbitmq":
             self.rabbit = RabbitNode(directory / "rabbitmq")
         self.env = {
@@ -513,10 +567,15 @@ class Stack:
 
     def _redis_kill(self, _: str, hold: float) -> str:
         assert self.redis is not None
+        killed = time.monotonic()
         self.redis.kill()
+        crash = ""
+        if self.aof is not None:
+            crash = f", {self.aof.cut_back(killed - CRASH_LOSES)}"
         time.sleep(hold)
         self.redis.start()
-        return f"down {hold:g} s, restarted from its AOF (appendfsync {self.config.appendfsync})"
+        return (f"down {hold:g} s{crash}, restarted from its AOF "
+                f"(appendfsync {self.config.appendfsync})")
 
     def _broker_restart(self, _: str, hold: float) -> str:
         assert self.rabbit is not None
@@ -526,6 +585,8 @@ class Stack:
         return f"down {hold:g} s, restarted"
 
     def close(self) -> None:
+        if self.aof is not None:
+            self.aof.stop()
         for proc in [*self.workers.values(), *([self.api] if self.api else [])]:
             _kill(proc)
             proc.log.close()
@@ -751,7 +812,9 @@ class Report:
         c = self.config
         lines = [
             f"chaos: {c['backend']} on {c['broker']}, seed {c['seed']}, {c['seconds']:g} s of "
-            f"load, appendfsync {c['appendfsync']}, REDELIVERY_AFTER {c['redelivery_after']:g} s, "
+            f"load, appendfsync {c['appendfsync']}"
+            f"{' (a Redis kill is an OS crash)' if c['os_crash'] else ''}, "
+            f"REDELIVERY_AFTER {c['redelivery_after']:g} s, "
             f"WORKER_HEARTBEAT {c['heartbeat']:g} s; {self.seconds:.0f} s in all",
             f"  submits: {sum(self.submits.values())} {_counts(self.submits)}",
             f"  tasks accepted: {self.accepted}",
@@ -829,6 +892,8 @@ def _outcome(t: Tracked, count: int | None, touched: bool, redis_down: bool
     it, so a Redis outage over its life explains a FAILURE."""
     e, rec = t.expect, t.record
     state = t.final
+    if not rec.get("state"):  # Redis lost the record, and its counter with it
+        return [], False, False  # (a final-state change)
     if state == "FAILURE" != e.state and redis_down and e.counter:
         return [], bool(count and count > e.runs), True
     problems = []
@@ -942,6 +1007,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="REDELIVERY_AFTER, seconds (default 5; the setting's own: 30)")
     parser.add_argument("--heartbeat", type=float, default=0.5,
                         help="WORKER_HEARTBEAT, seconds (default 0.5; the setting's own: 2)")
+    parser.add_argument("--os-crash", action="store_true",
+                        help="a Redis kill also loses the AOF's writes not yet fsynced: "
+                             f"under everysec, the last {CRASH_LOSES:g} s (always: none)")
     parser.add_argument("--rate", type=float, default=8.0, help="submissions a second")
     parser.add_argument("--keep", metavar="DIR", help="run in DIR and keep it (logs, AOF)")
     parser.add_argument("--json", metavar="FILE", help="write the report there as JSON")
@@ -951,7 +1019,7 @@ def main(argv: list[str] | None = None) -> int:
     config = Config(backend=args.backend, broker=args.broker, seconds=args.minutes * 60,
                     seed=args.seed if args.seed is not None else secrets.randbelow(10**6),
                     appendfsync=args.appendfsync, redelivery_after=args.redelivery_after,
-                    heartbeat=args.heartbeat, rate=args.rate)
+                    heartbeat=args.heartbeat, rate=args.rate, os_crash=args.os_crash)
     with workdir(args.keep) as directory:
         report = run(config, directory)
     print(report.text(), flush=True)
