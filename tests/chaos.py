@@ -816,10 +816,10 @@ class Report:
             f"{' (a Redis kill is an OS crash)' if c['os_crash'] else ''}, "
             f"REDELIVERY_AFTER {c['redelivery_after']:g} s, "
             f"WORKER_HEARTBEAT {c['heartbeat']:g} s; {self.seconds:.0f} s in all",
-            f"  submits: {sum(self.submits.values())} {_counts(self.submits)}",
+            f"  submits: {sum(self.submits.values())}{_counts(self.submits)}",
             f"  tasks accepted: {self.accepted}",
             f"  not accepted though sent {REFUSED_GRACE:g} s or more after the faults were "
-            f"over: {sum(self.refused_after_recovery.values())} "
+            f"over: {sum(self.refused_after_recovery.values())}"
             f"{_counts(self.refused_after_recovery)}",
             f"  faults: {len(self.faults)} "
             f"({', '.join(f'{k} {v}' for k, v in sorted(self.faults_by_kind.items()))})",
@@ -850,7 +850,7 @@ class Report:
 
 
 def _counts(counts: dict[str, int]) -> str:
-    return f"({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})" if counts else ""
+    return f" ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})" if counts else ""
 
 
 def _window(t: Tracked) -> tuple[float, float]:
