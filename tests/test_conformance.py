@@ -589,6 +589,45 @@ async def test_a_task_whose_message_the_broker_lost_runs_once_all_the_same(
     assert redis_client.hget(f"qb:task:{task['id']}", "deliveries") == "1"
 
 
+def _take_as_a_consumer_that_dies(backend_name: str, broker: redis.Redis, queue: str,
+                                  delivery_id: str) -> None:
+    """What the library's consumer writes when it takes a message, and nothing after:
+    it died before the task started."""
+    if backend_name == "arq":  # arq's poll: the in-progress mark, the job left queued
+        broker.psetex(f"arq:in-progress:{delivery_id}", 3_600_000, b"1")
+    elif backend_name == "celery":  # kombu: BRPOP, then the unacked hash and its index
+        # (one list per priority step: `queue`, `queue:1`, ...)
+        [message] = [m for k in broker.scan_iter(match=f"{queue}*") if (m := broker.rpop(k))]
+        broker.zadd("unacked_index", {f"dead-{delivery_id}": time.time()})
+        broker.hset("unacked", f"dead-{delivery_id}", json.dumps([message.decode(), "", queue]))
+    else:  # Dramatiq's fetch: the id from its queue's list into the consumer's acks
+        message_id = broker.lpop(f"dramatiq:{queue}")
+        assert message_id is not None
+        broker.sadd(f"dramatiq:__acks__.dead-consumer.{queue}", message_id)
+
+
+async def test_a_task_taken_by_a_consumer_that_died_before_starting_it_runs(
+        client: httpx.AsyncClient, backend_name: str, feature: Declare, queue_name: str,
+        broker_url: str, request: pytest.FixtureRequest, start_worker: Callable[..., Proc],
+        redis_client: redis.Redis) -> None:
+    """Taken from the broker, not yet STARTED, and its consumer dies: no owner for the
+    reaper's dead-worker pass, and the library's own redelivery would wait for its
+    visibility timeout (an hour; arq's in-progress mark, a week here). The overdue pass
+    finds its message in no queue and sends it again."""
+    assert feature("redelivery") is not Support.NONE
+    if request.config.getoption("--broker") == "rabbitmq":
+        pytest.skip("RabbitMQ hands a dead consumer's unacked messages out again itself: "
+                    "core does not look into its queues")
+    key = uuid.uuid4().hex
+    task = await submit(client, "flaky", 0, key, options={"queue": queue_name})
+    _take_as_a_consumer_that_dies(backend_name, redis.Redis.from_url(broker_url), queue_name,
+                                  task["id"])
+    start_worker(concurrency=1, queues=queue_name, REDELIVERY_AFTER="2")
+    body = await finished(client, task["id"])
+    assert (body["state"], flaky_runs(redis_client, key)) == ("SUCCESS", 1)
+    assert redis_client.hget(f"qb:task:{task['id']}", "deliveries") == "1"
+
+
 async def test_a_task_whose_message_waits_in_the_broker_is_not_sent_again(
         client: httpx.AsyncClient, queue_name: str, start_worker: Callable[..., Proc],
         redis_client: redis.Redis) -> None:
