@@ -15,6 +15,7 @@ then agree on its arguments (`x-max-priority`, dead-lettering) by construction.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import shutil
 import subprocess
@@ -80,7 +81,8 @@ class Publisher:
         async with self._lock:
             if self._channel is None or self._channel.is_closed:
                 if self._connection is None:
-                    self._connection = await aio_pika.connect_robust(self.url, timeout=5)
+                    self._connection = await aio_pika.connect_robust(
+                        self.url, timeout=5, connection_class=_closing_connection())
                 self._channel = await self._connection.channel(publisher_confirms=True)
             if queue not in self._declared:
                 await asyncio.to_thread(self._declare, queue)
@@ -109,6 +111,25 @@ class Publisher:
         if self._connection is not None:
             await self._connection.close()
             self._connection = self._channel = None
+
+
+@functools.cache
+def _closing_connection() -> type:
+    """aio-pika's RobustConnection, closed when its first connect fails. aio-pika leaves
+    such a connection to its `__del__`, which makes a close() coroutine and schedules
+    it on the loop: collected where no loop runs, that coroutine is never awaited, and
+    Python warns at some later, random moment (an error under `-W error`)."""
+    import aio_pika
+
+    class ClosingConnection(aio_pika.RobustConnection):
+        async def connect(self, timeout: Any = None) -> None:
+            try:
+                await super().connect(timeout)
+            except BaseException:
+                await self.close()
+                raise
+
+    return ClosingConnection
 
 
 def check(url: str, timeout: float = 3.0) -> str | None:

@@ -6,10 +6,16 @@ turns on one vhost needs RabbitMQ and both backends' environments: it runs once,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
+import logging
 import os
 import shutil
 import subprocess
+import sys
+import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -80,6 +86,40 @@ async def test_a_publish_that_fails_ends_the_record_failure_not_pending(
         assert record.error is not None and record.error["type"], record.error
     finally:
         await backend.aclose()
+
+
+def test_a_connect_that_failed_leaves_no_close_for_the_collector() -> None:
+    """aio-pika closes a connection from its `__del__` by scheduling close() on the
+    loop; collected where no loop runs (another test's set-up, here a thread of its
+    own), that coroutine is never awaited and Python warns at a random later moment."""
+    pytest.importorskip("aio_pika", reason="the native AMQP producer's client")
+    from core.amqp import Outgoing, Publisher
+
+    loops: list[asyncio.AbstractEventLoop] = []  # open, not running: as a test's set-up
+
+    def publish_to_nobody() -> None:
+        loops.append(loop := asyncio.new_event_loop())
+        publisher = Publisher(f"amqp://127.0.0.1:{free_port()}/", lambda queue: None)
+        with contextlib.suppress(Unavailable):
+            loop.run_until_complete(publisher.publish(Outgoing("q", "q", b"")))
+
+    # Unlogged: a captured log record of the failure would keep the connection alive.
+    quiet = logging.getLogger("aiormq.connection")
+    quiet.disabled = True
+    caught: list[str] = []
+    hook, sys.unraisablehook = sys.unraisablehook, lambda u: caught.append(str(u.exc_value))
+    try:
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            thread = threading.Thread(target=lambda: (publish_to_nobody(), gc.collect()))
+            thread.start()
+            thread.join(30)
+            loops[0].close()
+        caught += [str(w.message) for w in warned if "never awaited" in str(w.message)]
+    finally:
+        sys.unraisablehook = hook
+        quiet.disabled = False
+    assert not caught
 
 
 def test_a_kombu_url_names_the_same_vhost_to_pika() -> None:
