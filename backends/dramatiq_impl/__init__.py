@@ -84,11 +84,14 @@ class Backend(TaskBackend):
     async def waiting_in(self, queue: str) -> set[str] | None:
         # The lists hold the broker's own message ids (a fetched one has left them);
         # the messages are in a hash beside each list.
-        namespace, client = broker(self.settings).namespace, self._broker()
+        client = self._broker()
+        if client is None:  # RabbitMQ: its broker has no namespace, and is trusted
+            return None
+        namespace = broker(self.settings).namespace
         found: set[str] = set()
         for name in (queue, dq_name(queue)):
             ids = await self.listed([f"{namespace}:{name}"])
-            if ids is None or client is None:
+            if ids is None:
                 return None
             if ids:
                 bodies = await client.hmget(f"{namespace}:{name}.msgs", ids)
