@@ -567,28 +567,6 @@ async def test_a_killed_workers_waiting_tasks_run_elsewhere_with_default_setting
         assert (body["state"], body["result"]) == ("SUCCESS", result), body
 
 
-async def test_a_task_whose_message_the_broker_lost_runs_once_all_the_same(
-        client: httpx.AsyncClient, feature: Declare, queue_name: str, broker_url: str,
-        request: pytest.FixtureRequest, start_worker: Callable[..., Proc],
-        redis_client: redis.Redis) -> None:
-    """Accepted, then its message gone from the broker (a Redis restart that lost the
-    last writes, kombu's take-then-record window, an API killed between record and
-    message): the reaper finds it in no structure of the library's and sends it again."""
-    assert feature("redelivery") is not Support.NONE
-    if request.config.getoption("--broker") == "rabbitmq":
-        pytest.skip("RabbitMQ keeps a confirmed message through a restart and hands a dead "
-                    "consumer's out again itself: core does not look into its queues")
-    key = uuid.uuid4().hex
-    task = await submit(client, "flaky", 0, key, options={"queue": queue_name})
-    broker = redis.Redis.from_url(broker_url)
-    lost = [k for k in broker.scan_iter(match=f"*{queue_name}*")]  # the library's queue keys
-    assert lost and broker.delete(*lost)
-    start_worker(concurrency=1, queues=queue_name, REDELIVERY_AFTER="2")
-    body = await finished(client, task["id"])
-    assert (body["state"], flaky_runs(redis_client, key)) == ("SUCCESS", 1)
-    assert redis_client.hget(f"qb:task:{task['id']}", "deliveries") == "1"
-
-
 def _take_as_a_consumer_that_dies(backend_name: str, broker: redis.Redis, queue: str,
                                   delivery_id: str) -> None:
     """What the library's consumer writes when it takes a message, and nothing after:
@@ -606,22 +584,30 @@ def _take_as_a_consumer_that_dies(backend_name: str, broker: redis.Redis, queue:
         broker.sadd(f"dramatiq:__acks__.dead-consumer.{queue}", message_id)
 
 
-async def test_a_task_taken_by_a_consumer_that_died_before_starting_it_runs(
+@pytest.mark.parametrize("fault", ["lost", "taken"])
+async def test_a_task_whose_message_was_lost_or_taken_by_a_dead_consumer_runs_once(
         client: httpx.AsyncClient, backend_name: str, feature: Declare, queue_name: str,
         broker_url: str, request: pytest.FixtureRequest, start_worker: Callable[..., Proc],
-        redis_client: redis.Redis) -> None:
-    """Taken from the broker, not yet STARTED, and its consumer dies: no owner for the
-    reaper's dead-worker pass, and the library's own redelivery would wait for its
-    visibility timeout (an hour; arq's in-progress mark, a week here). The overdue pass
-    finds its message in no queue and sends it again."""
+        redis_client: redis.Redis, fault: str) -> None:
+    """Accepted, then its message gone from the broker (`lost`: a Redis restart that lost
+    the last writes, kombu's take-then-record window, an API killed between record and
+    message), or taken by a consumer that died before the task started (`taken`: no
+    owner for the dead-worker pass, and the library's own redelivery waits for its
+    visibility timeout, an hour; arq's in-progress mark, a week here). The overdue pass
+    finds its message in no queue of the library's and sends it again: it runs once."""
     assert feature("redelivery") is not Support.NONE
     if request.config.getoption("--broker") == "rabbitmq":
-        pytest.skip("RabbitMQ hands a dead consumer's unacked messages out again itself: "
-                    "core does not look into its queues")
+        pytest.skip("RabbitMQ keeps a confirmed message through a restart and hands a dead "
+                    "consumer's unacked ones out again itself: core does not look into its "
+                    "queues")
     key = uuid.uuid4().hex
     task = await submit(client, "flaky", 0, key, options={"queue": queue_name})
-    _take_as_a_consumer_that_dies(backend_name, redis.Redis.from_url(broker_url), queue_name,
-                                  task["id"])
+    broker = redis.Redis.from_url(broker_url)
+    if fault == "lost":
+        lost = list(broker.scan_iter(match=f"*{queue_name}*"))  # the library's queue keys
+        assert lost and broker.delete(*lost)
+    else:
+        _take_as_a_consumer_that_dies(backend_name, broker, queue_name, task["id"])
     start_worker(concurrency=1, queues=queue_name, REDELIVERY_AFTER="2")
     body = await finished(client, task["id"])
     assert (body["state"], flaky_runs(redis_client, key)) == ("SUCCESS", 1)
