@@ -37,5 +37,5 @@ USER queuebench
 EXPOSE 8000
 # The API's check; docker-compose.yml gives workers and the scheduler their own.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-m", "core.probe", "api", "--url", "http://127.0.0.1:8000"]
+    CMD ["python", "-m", "core.cli.probe", "api", "--url", "http://127.0.0.1:8000"]
 CMD ["queuebench", "serve", "--host", "0.0.0.0", "--port", "8000"]

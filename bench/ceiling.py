@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import Body, FastAPI
 
-from core.records import connect  # the API's own Redis client factory: same pool, same limits
+from core.store.records import connect  # the API's own Redis client factory: same pool, same limits
 
 redis = connect(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/9"))
 app = FastAPI(title="queuebench ceiling")

@@ -38,8 +38,8 @@ from rich.text import Text
 
 from bench import report, stats
 from bench.session import LOG_LEVEL, WARMUP, Spec
+from core.cli.procs import ROOT, venv_python
 from core.db import migrate
-from core.procs import ROOT, venv_python
 from core.settings import BACKENDS
 
 # "+history": with HISTORY_ENABLED (finished tasks streamed to the database), as a user

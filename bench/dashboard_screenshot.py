@@ -19,7 +19,7 @@ import httpx
 import redis
 
 from bench.dashboard_timing import stack
-from core.procs import ROOT
+from core.cli.procs import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx
 import redis
 
-from core.procs import Proc, Server, wait_until
-from core.records import RecordStore, TaskRecord, connect
+from core.cli.procs import Proc, Server, wait_until
 from core.states import TaskState
+from core.store.records import RecordStore, TaskRecord, connect
 
 NAMES = ("add", "divide", "noop", "sleep", "cpu", "fail")
 STATES = (TaskState.SUCCESS,) * 6 + (TaskState.FAILURE, TaskState.PENDING, TaskState.REVOKED)

@@ -22,13 +22,13 @@ from typing import Any
 import redis
 from sqlalchemy import func, select
 
+from core.backend import adapter_module
+from core.cli.procs import Proc, venv_python, wait_until
 from core.db import TaskHistory, dispose_all, migrate, session
-from core.loader import adapter_module
-from core.procs import Proc, venv_python, wait_until
-from core.records import EVENTS_CHANNEL, HISTORY_STREAM
 from core.settings import Settings
 from core.states import FINISHED
-from core.workers import host_and_pid
+from core.store.records import EVENTS_CHANNEL, HISTORY_STREAM
+from core.worker.heartbeat import host_and_pid
 
 FINAL = {s.value for s in FINISHED}
 

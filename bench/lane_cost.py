@@ -1,5 +1,5 @@
 """What a task's two record transitions cost a worker: the start and finish scripts
-awaited one after the other through redis-py's command path (as before core/lane.py),
+awaited one after the other through redis-py's command path (as before core/worker/lane.py),
 against a lane (the start awaited with the previous finish's reply, the finish sent
 without waiting). N tasks one after another, no library, no task body; the blocking
 client (Celery's and Dramatiq's worker threads) and the asyncio one (arq). Run it in
@@ -19,9 +19,9 @@ from typing import Any
 
 from redis import Redis as SyncRedis
 
-from core.lane import new_lane
-from core.records import RecordStore, TaskRecord, connect, new_task_id
 from core.states import TaskState
+from core.store.records import RecordStore, TaskRecord, connect, new_task_id
+from core.worker.lane import new_lane
 
 WORKER = "bench:1"
 

@@ -5,9 +5,9 @@ every task to finish. Prints one JSON object: tasks per host, lost, the tasks th
 were running on the cut host and where they ended, and the seconds from the cut to
 their second start.
 
-Which host ran a task: its record's `worker` (host:pid, core/workers.py), read from
+Which host ran a task: its record's `worker` (host:pid, core/worker/heartbeat.py), read from
 Redis on the Redis host; `qb:slept:<key>` counts the runs that reached their end
-(core/tasks.py), so a task run to the end twice shows."""
+(core/tasks/shared.py), so a task run to the end twice shows."""
 
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import redis
 
-from core.procs import wait_until
-from core.records import TASK_KEY
-from core.workers import WORKERS_KEY, host_and_pid
+from core.cli.procs import wait_until
+from core.store.records import TASK_KEY
+from core.worker.heartbeat import WORKERS_KEY, host_and_pid
 
 FINAL = {"SUCCESS", "FAILURE", "REVOKED", "EXPIRED"}
 

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.procs import ROOT, Proc, venv_python
+from core.cli.procs import ROOT, Proc, venv_python
 
 PEER = "https://github.com/steventen/python_queue_benchmark"
 PEER_COMMIT = "6f50a1243989ed4a96c2637d207d5aac1e0469ad"

@@ -41,11 +41,11 @@ import redis as sync_redis
 
 from bench import openloop
 from bench.stats import cdf_points, percentiles
-from core.loader import adapter_module
-from core.procs import ROOT, Proc, Server, free_port, wait_until
-from core.records import INDEX_KEY, TASK_KEY, RecordStore, connect
+from core.backend import adapter_module
+from core.cli.procs import ROOT, Proc, Server, free_port, wait_until
 from core.settings import Settings
 from core.states import FINISHED, TaskState
+from core.store.records import INDEX_KEY, TASK_KEY, RecordStore, connect
 
 #: submissions that count as warm-up in a drain: the first completions, excluded
 WARMUP = 0.05
@@ -623,7 +623,7 @@ def broker_url(spec: Spec) -> Iterator[str]:
     if spec.broker == "redis":
         yield spec.redis_url
         return
-    from core.amqp import scratch_vhost
+    from core.brokers.amqp import scratch_vhost
 
     with scratch_vhost(spec.amqp_url, "qb-bench") as url:
         yield url

@@ -20,7 +20,7 @@ until it is final or `--deadline` seconds have passed, and reports:
   `--tolerance` MB/min, else "flat" (no growth beyond noise and the tolerance).
 
 Redis memory grows until the task records reach their bound (RECORDS_KEPT newest
-records, core/records.py) and is flat from there; `--records-kept` lowers the bound so
+records, core/store/records.py) and is flat from there; `--records-kept` lowers the bound so
 that a short run gets there within its warm-up.
 """
 

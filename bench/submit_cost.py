@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from bench.session import raw_module
-from core.loader import adapter_module
+from core.backend import adapter_module
 from core.settings import Settings
 
 WARMUP = 200

@@ -1,5 +1,5 @@
 """The benchmark's work, identical to the shared tasks `noop`, `sleep` and `cpu` of
-core/tasks.py (the raw mode may not import queuebench code, so it imports these)."""
+core/tasks/shared.py (the raw mode may not import queuebench code, so it imports these)."""
 
 from __future__ import annotations
 

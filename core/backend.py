@@ -10,31 +10,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib
 import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Sequence
 from datetime import datetime
+from types import ModuleType
 from typing import Any, ClassVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.amqp import Publisher, is_amqp
+from core.brokers.amqp import Publisher, is_amqp
 from core.db import ping
 from core.errors import (
     AlreadyFinished,
+    ConfigError,
     InvalidArguments,
     QueuebenchError,
     TaskNotFound,
     Unavailable,
     UnsupportedOption,
 )
-from core.events import EventHub
-from core.features import CORE_FEATURES, Support, supported_options
-from core.history import SCAN_LIMIT, HistoryStore, TaskFilter, recent
-from core.options import TaskOptions
-from core.records import (
+from core.history.store import SCAN_LIMIT, HistoryStore, TaskFilter, recent
+from core.settings import BACKENDS, Settings
+from core.states import FINISHED, TaskState
+from core.store.events import EventHub
+from core.store.records import (
     QUEUES_KEY,
     Command,
     RecordStore,
@@ -42,10 +45,10 @@ from core.records import (
     connect,
     new_task_id,
 )
-from core.registry import TaskSpec, get_task
-from core.settings import Settings
-from core.states import FINISHED, TaskState
-from core.workers import WORKERS_KEY, live_workers
+from core.tasks.features import CORE_FEATURES, Support, supported_options
+from core.tasks.options import TaskOptions
+from core.tasks.registry import TaskSpec, get_task
+from core.worker.heartbeat import WORKERS_KEY, live_workers
 
 DEFAULT_QUEUE = "default"
 # The options a redelivery sends again (the delay, expiry and key have done their work).
@@ -59,11 +62,11 @@ WAITING_SCAN_MAX = 10_000
 
 class TaskBackend(ABC):
     name: ClassVar[str]
-    #: what the adapter gives, natively or through core (see core/features.py);
+    #: what the adapter gives, natively or through core (see core/tasks/features.py);
     #: a feature missing here is not supported, and its options are a 422
     features: ClassVar[dict[str, Support]] = {}
     #: the brokers the adapter speaks: Redis, and RabbitMQ (`amqp`) where it implements
-    #: `declare` and publishes through `self.publisher` (core/amqp.py)
+    #: `declare` and publishes through `self.publisher` (core/brokers/amqp.py)
     brokers: ClassVar[tuple[str, ...]] = ("redis",)
 
     def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
@@ -73,7 +76,7 @@ class TaskBackend(ABC):
                                  history=settings.history_enabled,
                                  lease=settings.redelivery_after)
         self.events = EventHub(self.redis)
-        # Where finished tasks are found after Redis has let them go (core/history.py).
+        # Where finished tasks are found after Redis has let them go (core/history/store.py).
         self.history = HistoryStore(settings.database_url) if settings.history_enabled else None
         self._broker_redis: Redis | None = None
         # PRODUCER=native on RabbitMQ: the message is published from the event loop.
@@ -90,7 +93,7 @@ class TaskBackend(ABC):
         id is `record.delivery_id`; beside the arguments it carries `meta(...)`."""
 
     async def redeliver(self, record: TaskRecord) -> None:
-        """Send a task again whose run was lost (core/reaper.py): its record's
+        """Send a task again whose run was lost (core/worker/reaper.py): its record's
         arguments and options, under a new delivery id."""
         spec = get_task(record.name)
         options = TaskOptions.model_validate(record.options or {})
@@ -113,7 +116,7 @@ class TaskBackend(ABC):
     async def waiting(self, records: Sequence[TaskRecord]) -> set[str]:
         """The ids, among `records` (tasks nobody runs, overdue by REDELIVERY_AFTER),
         of those whose message waits in the broker for a consumer: queued or delayed,
-        not taken. The reaper sends the others again (core/reaper.py). A message a
+        not taken. The reaper sends the others again (core/worker/reaper.py). A message a
         consumer took counts as lost here: each library's consumer starts what it takes
         at once, or holds it only until its countdown, which the due time includes; one
         not started a lease after that was taken by a consumer that died.
@@ -186,7 +189,7 @@ class TaskBackend(ABC):
 
     def meta(self, record: TaskRecord, options: TaskOptions) -> dict[str, Any]:
         """What a message carries beside the task's arguments: the task's id (the
-        message's own id changes on a redelivery) and its policy (core/runner.py)."""
+        message's own id changes on a redelivery) and its policy (core/worker/runner.py)."""
         return {"task_id": record.id, **_wire_policy(options, self.settings.retry_backoff_max)}
 
     def push(self, record: TaskRecord, arguments: dict[str, Any],
@@ -225,7 +228,7 @@ class TaskBackend(ABC):
                      options: TaskOptions | None = None, *,
                      schedule: str | None = None) -> TaskRecord:
         """Create the task's record and queue it; `schedule` names the periodic
-        entry that fires it (core/scheduler.py)."""
+        entry that fires it (core/schedule/scheduler.py)."""
         record, arguments, opts = self.prepare(name, args, kwargs, options, time.time(),
                                                schedule)
         push = self.push(record, arguments, opts) if self.one_trip else None
@@ -327,7 +330,7 @@ class TaskBackend(ABC):
                    backend: str | None = None, since: datetime | None = None,
                    until: datetime | None = None, limit: int = 50,
                    offset: int = 0, schedule: str | None = None) -> list[TaskRecord]:
-        """Newest first, from Redis and the history table (see core/history.py);
+        """Newest first, from Redis and the history table (see core/history/store.py);
         with `schedule`, the tasks that periodic entry fired."""
         where = TaskFilter(state=state, name=name, backend=backend, since=since, until=until)
         if schedule is not None:
@@ -345,8 +348,8 @@ class TaskBackend(ABC):
             raise AlreadyFinished(f"task {task_id!r} is running, and backend {self.name!r} "
                                   "cannot stop a running task")
         if found is TaskState.STARTED:
-            # The worker process that runs it stops it (core/interrupt.py).
-            from core.interrupt import announce
+            # The worker process that runs it stops it (core/worker/interrupt.py).
+            from core.worker.interrupt import announce
 
             await announce(self.redis, task_id)
         record = await self.get(task_id)
@@ -431,10 +434,10 @@ class TaskBackend(ABC):
 
 async def _fired_by(backend: TaskBackend, schedule: str, where: TaskFilter, limit: int,
                     offset: int) -> list[TaskRecord]:
-    """An entry's tasks from its index (core/records.py keeps it), each read from
+    """An entry's tasks from its index (core/store/records.py keeps it), each read from
     Redis or, once Redis has let it go, from the history table: the index's page
     itself, or with a filter, the matches among its newest SCAN_LIMIT (bounded reads)."""
-    from core.scheduler import TASKS_KEY
+    from core.schedule.scheduler import TASKS_KEY
 
     unfiltered = where == TaskFilter()
     start, stop = (offset, offset + limit - 1) if unfiltered else (0, SCAN_LIMIT - 1)
@@ -493,3 +496,17 @@ def _expires_at(expires: float | datetime | None, submitted: float) -> float | N
 
 
 __all__ = ["DEFAULT_QUEUE", "QueuebenchError", "TaskBackend"]
+
+
+def adapter_module(name: str) -> ModuleType:
+    if name not in BACKENDS:
+        raise ConfigError(f"QUEUE_BACKEND={name!r} is not one of: {', '.join(BACKENDS)}")
+    try:
+        return importlib.import_module(f"backends.{name}_impl")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("backends"):
+            raise
+        raise ConfigError(
+            f"QUEUE_BACKEND={name}: its library is not installed here ({exc.name}); "
+            f"install it with: pip install 'queuebench[{name}]'"
+        ) from None

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
         200, ge=1, description="connections a process opens to REDIS_URL at most; "
         "more concurrent calls wait for one")
     worker_heartbeat: float = Field(2.0, description="seconds between worker heartbeats")
-    # Redelivery of a task whose worker died (core/reaper.py): seconds after the
+    # Redelivery of a task whose worker died (core/worker/reaper.py): seconds after the
     # worker's last heartbeat.
     redelivery_after: float = Field(30.0, ge=1, le=86_400, description="seconds after a "
                                     "worker's last heartbeat before its running tasks run "
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
                                     description="seconds a stopping worker waits for its tasks")
     # Dramatiq looks for a dead worker's messages on this many commands in a million.
     dramatiq_maintenance_chance: int = Field(1_000, ge=1, le=1_000_000)
-    # Durable task history (core/history.py): finished tasks are streamed to the database.
+    # Durable task history (core/history/store.py): finished tasks are streamed to the database.
     history_enabled: bool = Field(True, description="keep finished tasks in the database")
     history_batch: int = Field(2_000, ge=1, le=10_000,
                                description="task ids the history writer reads at once")
@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS "
                               "(`*`: any); empty: no CORS headers")
 
-    # The periodic schedule (core/schedule.py): a TOML file, else the one declared in core.
+    # The periodic schedule (core/schedule/entries.py): a TOML file, else the one declared in core.
     schedule_file: str | None = Field(None, description="TOML file of periodic entries")
 
     @property

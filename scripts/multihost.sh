@@ -104,12 +104,12 @@ cmd_up() {
     export PYTHONPATH="$ROOT" PYTHONUNBUFFERED=1 QUEUE_BACKEND="$1" REDIS_URL="$redis_url"
     export DATABASE_URL="sqlite+aiosqlite:///$STATE/api.db"
     export REDELIVERY_AFTER="${REDELIVERY_AFTER:-30}"
-    (cd "$STATE" && on api "$py" -m core.cli db upgrade) >"$STATE/migrate.log" 2>&1 \
+    (cd "$STATE" && on api "$py" -m core.cli.main db upgrade) >"$STATE/migrate.log" 2>&1 \
         || die "migrations failed: $(tail -3 "$STATE/migrate.log")"
-    start api api "$py" -m core.cli serve --host "$NET.${ADDR[api]}" --port 8000 \
+    start api api "$py" -m core.cli.main serve --host "$NET.${ADDR[api]}" --port 8000 \
         --no-access-log --log-level warning
-    start w1 w1 "$py" -m core.cli worker --concurrency 4
-    start w2 w2 "$py" -m core.cli worker --concurrency 4
+    start w1 w1 "$py" -m core.cli.main worker --concurrency 4
+    start w2 w2 "$py" -m core.cli.main worker --concurrency 4
     wait_for 60 "the API on $P-api" on client "$py" -c \
         "import urllib.request; urllib.request.urlopen('http://$NET.${ADDR[api]}:8000/openapi.json', timeout=2)"
     say "stack up ($1, REDELIVERY_AFTER=$REDELIVERY_AFTER): API http://$NET.${ADDR[api]}:8000, $redis_url"

@@ -75,10 +75,10 @@ import httpx
 import redis
 import redis.asyncio
 
+from core.cli.procs import ROOT, Proc, Server, free_port, wait_until
 from core.db.migrate import scratch_sqlite
-from core.procs import ROOT, Proc, Server, free_port, wait_until
-from core.records import TASK_KEY, WORKERS_SEEN_KEY
-from core.workers import WORKERS_KEY
+from core.store.records import TASK_KEY, WORKERS_SEEN_KEY
+from core.worker.heartbeat import WORKERS_KEY
 from tests.support_faults import RedisServer
 
 T = TypeVar("T")
@@ -315,7 +315,7 @@ class Container(Proc):
         self.popen = _spawn(
             ["unshare", "--pid", "--fork", "--kill-child", "--uts", "--mount-proc",
              "sh", "-c", 'hostname "$0" && exec "$@"', hostname,
-             sys.executable, "-m", "core.cli", *args], env, self.log)
+             sys.executable, "-m", "core.cli.main", *args], env, self.log)
 
 
 class Api(Server):
@@ -328,7 +328,7 @@ class Api(Server):
                      "--log-level", "warning"]
         self.env = env
         self.log = log.open("ab")
-        self.popen = _spawn([sys.executable, "-m", "core.cli", *self.args], env, self.log)
+        self.popen = _spawn([sys.executable, "-m", "core.cli.main", *self.args], env, self.log)
         try:
             wait_until(self._ready, timeout=60, what=f"server {self.url}")
         except BaseException:
@@ -371,7 +371,7 @@ class RabbitNode:
         self.start()
 
     def start(self) -> None:
-        from core.amqp import check
+        from core.brokers.amqp import check
 
         self.popen = subprocess.Popen([self.script], env={**os.environ, **self.env},
                                       stdout=self.log, stderr=subprocess.STDOUT,

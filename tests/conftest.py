@@ -19,11 +19,11 @@ import pytest
 import pytest_asyncio
 import redis
 
+from core.backend import adapter_module
+from core.cli.procs import Proc, Server, wait_until
 from core.errors import ConfigError
-from core.features import Support
-from core.loader import adapter_module
-from core.procs import Proc, Server, wait_until
 from core.settings import BACKENDS
+from core.tasks.features import Support
 
 # Databases and the stacks that use them (tests/test_db.py, test_history.py, test_users.py).
 pytest_plugins = ("tests.support_db",)
@@ -103,7 +103,7 @@ def broker_url(request: pytest.FixtureRequest, backend_name: str,
     if "amqp" not in adapter_module(backend_name).Backend.brokers:
         pytest.fail(f"--broker rabbitmq: backend {backend_name} needs Redis as its broker; "
                     "run it with --broker redis")
-    from core.amqp import check, scratch_vhost
+    from core.brokers.amqp import check, scratch_vhost
 
     with contextlib.ExitStack() as stack:
         try:

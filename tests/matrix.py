@@ -19,8 +19,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
-from core.features import FEATURES, Support
 from core.settings import BACKENDS
+from core.tasks.features import FEATURES, Support
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "tests" / "test_conformance.py"

@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from core.cli.procs import Proc, Server
 from core.db import migrate
 from core.db.engine import make_engine
-from core.procs import Proc, Server
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Any database of the server will do: the tests make and drop their own beside it.

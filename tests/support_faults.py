@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from core.procs import free_port, wait_until
+from core.cli.procs import free_port, wait_until
 
 
 class RedisServer:

@@ -1,4 +1,4 @@
-"""RabbitMQ as the broker, where it differs from Redis (core/amqp.py): arq refuses it in
+"""RabbitMQ as the broker, where it differs from Redis (core/brokers/amqp.py): arq refuses it in
 one line, and a message the broker never took leaves no record PENDING. Neither needs
 RabbitMQ to run: they are tested in every backend's run. Celery and Dramatiq taking
 turns on one vhost needs RabbitMQ and both backends' environments: it runs once, with
@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from core.amqp import scratch_vhost
+from core.backend import adapter_module
+from core.brokers.amqp import scratch_vhost
+from core.cli.procs import Proc, Server, free_port, venv_python
 from core.errors import Unavailable
-from core.loader import adapter_module
-from core.procs import Proc, Server, free_port, venv_python
 from core.settings import Settings
 from core.states import TaskState
 from tests.conftest import (
@@ -93,7 +93,7 @@ def test_a_connect_that_failed_leaves_no_close_for_the_collector() -> None:
     loop; collected where no loop runs (another test's set-up, here a thread of its
     own), that coroutine is never awaited and Python warns at a random later moment."""
     pytest.importorskip("aio_pika", reason="the native AMQP producer's client")
-    from core.amqp import Outgoing, Publisher
+    from core.brokers.amqp import Outgoing, Publisher
 
     loops: list[asyncio.AbstractEventLoop] = []  # open, not running: as a test's set-up
 
@@ -123,7 +123,7 @@ def test_a_connect_that_failed_leaves_no_close_for_the_collector() -> None:
 
 
 def test_a_kombu_url_names_the_same_vhost_to_pika() -> None:
-    from core.amqp import pika_url, shown
+    from core.brokers.amqp import pika_url, shown
 
     assert pika_url("amqp://u:p@h:5672//") == "amqp://u:p@h:5672/%2F"
     assert pika_url("pyamqp://u:p@h:5672/qb") == "amqp://u:p@h:5672/qb"

@@ -14,11 +14,12 @@ import pytest_asyncio
 import redis
 from redis.asyncio import Redis
 
+from core.cli.procs import free_port, wait_until
 from core.db import dispose_all
-from core.history import SCAN_LIMIT, HistoryStore, HistoryWriter, TaskFilter, newest_first, recent
-from core.procs import free_port, wait_until
-from core.records import INDEX_KEY, TASK_KEY, RecordStore, TaskRecord
+from core.history.store import SCAN_LIMIT, HistoryStore, TaskFilter, newest_first, recent
+from core.history.writer import HistoryWriter
 from core.states import TaskState
+from core.store.records import INDEX_KEY, TASK_KEY, RecordStore, TaskRecord
 
 KEPT = 50
 

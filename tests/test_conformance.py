@@ -22,13 +22,13 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from core.features import Support
-from core.loader import adapter_module
-from core.procs import ROOT, Proc, Server, wait_until
+from core.backend import adapter_module
+from core.cli.procs import ROOT, Proc, Server, wait_until
 from core.settings import Settings
 from core.states import TaskState
-from core.tasks import MAX_CPU_ROUNDS
-from core.workers import host_and_pid
+from core.tasks.features import Support
+from core.tasks.shared import MAX_CPU_ROUNDS
+from core.worker.heartbeat import host_and_pid
 
 FINAL = {s.value for s in TaskState if s.finished}
 
@@ -241,7 +241,7 @@ async def test_two_workers_share_a_burst_none_lost_none_twice(
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT, text=True,
+    return subprocess.run([sys.executable, "-m", "core.cli.main", *args], cwd=ROOT, text=True,
                           capture_output=True, timeout=60, env={**os.environ, **env})
 
 
@@ -254,7 +254,7 @@ def test_unknown_backend_is_one_clear_line() -> None:
 
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_redis_down_is_one_clear_line(command: str, backend_name: str) -> None:
-    from core.procs import free_port
+    from core.cli.procs import free_port
 
     done = _cli(command, "--backend", backend_name, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     assert done.returncode != 0
@@ -951,7 +951,7 @@ class Timeline:
 
 
 # Core's policy waits retry_backoff * 2**n, with equal jitter: between half of it and
-# all of it (core/policy.py). Dramatiq's own formula waits 2**(n+1) times its
+# all of it (core/tasks/policy.py). Dramatiq's own formula waits 2**(n+1) times its
 # min_backoff with its jitter (from all of it to twice): the first retry of a 1.5 s
 # backoff in 1.5-3 s, the second in 3-6 s, where core waits 0.75-1.5 s, then 1.5-3 s.
 RETRY_BACKOFF = 1.5

@@ -8,12 +8,12 @@ import pytest
 from pydantic import ValidationError
 
 from core.errors import InvalidArguments, UnknownTask
-from core.features import CORE_FEATURES, FEATURES, OPTION_FEATURE, Support, supported_options
-from core.options import TaskOptions
-from core.policy import Policy
-from core.records import TaskRecord
-from core.registry import all_tasks, get_task
 from core.states import TaskState
+from core.store.records import TaskRecord
+from core.tasks.features import CORE_FEATURES, FEATURES, OPTION_FEATURE, Support, supported_options
+from core.tasks.options import TaskOptions
+from core.tasks.policy import Policy
+from core.tasks.registry import all_tasks, get_task
 
 
 def test_backoff_grows_exponentially_within_jitter_and_cap() -> None:
@@ -100,7 +100,7 @@ def test_non_finite_floats_are_kept_as_strings_in_valid_json() -> None:
     import json
     import math
 
-    from core.records import dumps
+    from core.store.records import dumps
 
     def refuse(word: str) -> None:
         raise AssertionError(f"{word} is not JSON")

@@ -19,13 +19,13 @@ import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.dashboard import data
-from core.dashboard.live import Activity, percentile
-from core.metrics import Counts, read_counts
-from core.procs import Proc, free_port, venv_python, wait_until
-from core.records import METRIC_BOUNDS, WORKER_TASKS_KEY, RecordStore, TaskRecord, connect
+from core.api.dashboard import data
+from core.api.dashboard.live import Activity, percentile
+from core.api.metrics import Counts, read_counts
+from core.cli.procs import Proc, free_port, venv_python, wait_until
 from core.states import TaskState
-from core.workers import WORKERS_KEY
+from core.store.records import METRIC_BOUNDS, WORKER_TASKS_KEY, RecordStore, TaskRecord, connect
+from core.worker.heartbeat import WORKERS_KEY
 from tests.conftest import redis_database
 from tests.test_conformance import finished, submit
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from core.procs import ROOT, Server
+from core.cli.procs import ROOT, Server
 from tests.conftest import IN_CI
 from tests.test_conformance import finished, submit
 

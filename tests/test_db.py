@@ -15,9 +15,9 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
+from core.cli.procs import ROOT
 from core.db import dispose_all, engine, migrate, session
 from core.db.engine import make_engine
-from core.procs import ROOT
 from tests.support_db import DATABASE_KINDS, Stack
 
 TABLES = {"task_history", "users", "notifications"}
@@ -37,7 +37,7 @@ def tables_of(url: str) -> set[str]:
 
 
 def queuebench(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "core.cli.main", *args], cwd=ROOT,
                           env={**os.environ, **env}, capture_output=True, text=True,
                           timeout=120)
 

@@ -24,8 +24,8 @@ import yaml
 from dockerfile_parse import DockerfileParser
 from dotenv import dotenv_values
 
-from core.cli import parser as cli_parser
-from core.procs import ROOT, Proc, Server, free_port
+from core.cli.main import parser as cli_parser
+from core.cli.procs import ROOT, Proc, Server, free_port
 from core.settings import BACKENDS, Settings
 
 COMPOSE = ROOT / "docker-compose.yml"

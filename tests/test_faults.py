@@ -25,12 +25,12 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from core.cli.procs import Proc, Server, wait_until
 from core.db.engine import make_engine
-from core.features import Support
-from core.history import GROUP
-from core.procs import Proc, Server, wait_until
-from core.records import HISTORY_STREAM
-from core.workers import host_and_pid
+from core.history.writer import GROUP
+from core.store.records import HISTORY_STREAM
+from core.tasks.features import Support
+from core.worker.heartbeat import host_and_pid
 from tests.conftest import service_down
 from tests.support_db import (
     create_postgres_database,
@@ -43,7 +43,7 @@ from tests.support_faults import CuttableProxy, RedisServer, cpu_share, descenda
 pytestmark = pytest.mark.faults
 
 # The most a request may take while Redis is down or frozen: core's Redis clients
-# give up on a connection after 2 s and on a reply after 5 s (core/records.py); the
+# give up on a connection after 2 s and on a reply after 5 s (core/store/records.py); the
 # rest is slack for a machine shared with other test runs.
 ANSWER_BOUND = 10.0
 # A worker whose Redis is away waits and retries; it must not spin: CPU seconds per

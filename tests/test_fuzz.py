@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from core.procs import Proc, Server
+from core.cli.procs import Proc, Server
 from tests.conftest import redis_database
 
 pytestmark = pytest.mark.fuzz

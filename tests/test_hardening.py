@@ -22,10 +22,10 @@ import pytest
 import redis
 
 from core.api.guard import DRAIN_SECONDS
-from core.options import MAX_SECONDS
-from core.procs import Proc, Server
+from core.cli.procs import Proc, Server
 from core.settings import Settings
-from core.tasks import MAX_CPU_ROUNDS, MAX_SLEEP
+from core.tasks.options import MAX_SECONDS
+from core.tasks.shared import MAX_CPU_ROUNDS, MAX_SLEEP
 from tests.test_conformance import finished, submit
 
 LIMIT = Settings.model_fields["max_body_bytes"].default

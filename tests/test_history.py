@@ -19,13 +19,14 @@ import redis
 from redis.asyncio import Redis
 
 from core.api.schemas import TaskPublic
+from core.backend import adapter_module
 from core.db import dispose_all
 from core.errors import TaskNotFound
-from core.history import GROUP, REJECTED_STREAM, HistoryStore, HistoryWriter
-from core.loader import adapter_module
-from core.records import HISTORY_STREAM, TASK_KEY, RecordStore, TaskRecord, new_task_id
+from core.history.store import HistoryStore
+from core.history.writer import GROUP, REJECTED_STREAM, HistoryWriter
 from core.settings import Settings
 from core.states import TaskState
+from core.store.records import HISTORY_STREAM, TASK_KEY, RecordStore, TaskRecord, new_task_id
 from tests.support_db import (
     Stack,
     create_postgres_database,
@@ -170,7 +171,7 @@ async def test_non_finite_floats_are_answered_and_kept_as_strings(http: httpx.As
     sent = await post("noop", '{"args": [[NaN, 1, {"a": -Infinity}]]}')
     assert sent.status_code == 202, sent.text
     assert (await finished(http, sent.json()["id"]))["result"] == ["NaN", 1, {"a": "-Infinity"}]
-    # A task's float parameters take finite JSON numbers only (core/tasks.py: Finite).
+    # A task's float parameters take finite JSON numbers only (core/tasks/shared.py: Finite).
     sent = await post("divide", '{"kwargs": {"x": Infinity, "y": 2}}')
     assert sent.status_code == 422, sent.text
     assert sent.json()["detail"][0]["loc"] == ["body", "kwargs", "x"]

@@ -17,15 +17,13 @@ import redis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-import core.runner as runner_module
-import core.workers as workers_module
+import core.worker.heartbeat as workers_module
+import core.worker.runner as runner_module
 from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import RetryTask, Unavailable
-from core.features import Support
-from core.lane import LaneBroken, new_lane
-from core.options import TaskOptions
-from core.reaper import Reaper
-from core.records import (
+from core.settings import Settings
+from core.states import TaskState
+from core.store.records import (
     BUSY,
     DUE_KEY,
     ORPHANS_KEY,
@@ -36,10 +34,12 @@ from core.records import (
     connect,
     task_of,
 )
-from core.runner import Runner
-from core.settings import Settings
-from core.states import TaskState
-from core.workers import WORKERS_KEY, Heartbeat, host_and_pid, live_workers, workers
+from core.tasks.features import Support
+from core.tasks.options import TaskOptions
+from core.worker.heartbeat import WORKERS_KEY, Heartbeat, host_and_pid, live_workers, workers
+from core.worker.lane import LaneBroken, new_lane
+from core.worker.reaper import Reaper
+from core.worker.runner import Runner
 from tests.conftest import redis_database
 from tests.support_faults import RedisServer
 
@@ -376,7 +376,7 @@ async def _state(redis: Redis, task_id: str, want: str) -> str:
 
 async def test_a_final_write_goes_unawaited_and_its_reply_comes_with_the_next_start(
         backend: ListBackend) -> None:
-    """core/lane.py: a worker waits on Redis once a task. The finish is sent and Redis
+    """core/worker/lane.py: a worker waits on Redis once a task. The finish is sent and Redis
     runs it at once; its reply is read with the next start's, in the same round trip."""
     first, second = await backend.submit("noop", [1]), await backend.submit("noop", [2])
     lane = new_lane(backend.store)
@@ -465,7 +465,7 @@ async def test_a_lane_whose_scripts_redis_lost_hands_back_and_loads_them_again(
         await lane.close()
 
 
-# -- the submit's script call on connections of its own (core/direct.py) ------------------
+# -- the submit's script call on connections of its own (core/store/scripts.py) ------------------
 
 async def _created(backend: ListBackend, *args: Any) -> tuple[TaskRecord, str]:
     """Create a record through the store (as a native submit does); the id that stands."""

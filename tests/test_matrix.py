@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.procs import ROOT
+from core.cli.procs import ROOT
 from tests.matrix import ICON, icon, read_reports, render, summary, verdict
 
 REASON = "kombu's Redis transport can lose a message taken"

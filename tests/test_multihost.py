@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from core.procs import ROOT
+from core.cli.procs import ROOT
 from core.settings import Settings
 from tests.conftest import IN_CI
 

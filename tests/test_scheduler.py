@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from core.errors import ConfigError
-from core.features import supported_options
-from core.options import TaskOptions
-from core.records import TaskRecord, new_task_id
-from core.schedule import MAX_CATCH_UP, Entry, Schedule, parse, schedule_for, tick_key
-from core.scheduler import EntryState, Scheduler, due
+from core.schedule.entries import MAX_CATCH_UP, Entry, Schedule, parse, schedule_for, tick_key
+from core.schedule.scheduler import EntryState, Scheduler, due
+from core.store.records import TaskRecord, new_task_id
+from core.tasks.features import supported_options
+from core.tasks.options import TaskOptions
 
 API_EXAMPLE = """
 [every-second-noop]

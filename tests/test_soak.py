@@ -14,7 +14,7 @@ can honestly say:
 - the API's and the worker's RSS (children included) do not grow faster than 1 MB/min
   (about 1.7 KB a task): a gross leak. Warm-up (imports, pools, the allocator's
   arenas, the history table's first pages) is left out, but not the dashboard's live
-  window (core/dashboard/live.py keeps 300 s of activity in the API), which fills
+  window (core/api/dashboard/live.py keeps 300 s of activity in the API), which fills
   for five minutes: the API's RSS rises about 0.35 MB/min here. A slower leak hides
   in 80 s of samples of an RSS that moves in steps of pages and arenas: the
   10-minute run (`queuebench soak --minutes 10`) is the figure for that.

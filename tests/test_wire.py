@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import redis
 
-from core.records import TaskRecord
 from core.settings import Settings
+from core.store.records import TaskRecord
 from tests.conftest import redis_database
 
 WIRE_DB = 15

@@ -1,4 +1,4 @@
-"""Golden tests of the native producers on RabbitMQ (core/amqp.py, backends/*/wire.py):
+"""Golden tests of the native producers on RabbitMQ (core/brokers/amqp.py, backends/*/wire.py):
 the same task published by the library's own producer and by queuebench's, both
 taken back from their queue with basic.get, compared field by field (body, headers,
 properties, exchange and routing key; ids and timestamps aside: the native message
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from core.amqp import Outgoing, Publisher, pika_url
+from core.brokers.amqp import Outgoing, Publisher, pika_url
 from core.settings import Settings
 from tests.conftest import redis_database
 from tests.test_wire import SHOWN, WIRE_DB, _close, _only

@@ -22,13 +22,13 @@ from redis.exceptions import RedisError
 from backends.arq_impl.wire import job_commands
 from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import ConfigError, RetryTask
-from core.features import Support
-from core.options import TaskOptions
-from core.reaper import worker_services
-from core.records import Command, TaskRecord, connect
-from core.registry import TaskSpec, all_tasks
-from core.runner import OffloadRunner, Runner
 from core.settings import Settings
+from core.store.records import Command, TaskRecord, connect
+from core.tasks.features import Support
+from core.tasks.options import TaskOptions
+from core.tasks.registry import TaskSpec, all_tasks
+from core.worker.reaper import worker_services
+from core.worker.runner import OffloadRunner, Runner
 
 log = logging.getLogger("queuebench.arq")
 
@@ -48,11 +48,11 @@ class Backend(TaskBackend):
     features = {
         "retries": Support.NATIVE,
         # arq's timeout is per function, not per job: core enforces each task's own
-        # limit on the event loop, and stops a sync task's thread (core/interrupt.py).
+        # limit on the event loop, and stops a sync task's thread (core/worker/interrupt.py).
         "time_limit": Support.CORE,
         "delay": Support.NATIVE,
         "cancel_pending": Support.NATIVE,
-        # core's cancel listener stops the run (core/interrupt.py), as on the other
+        # core's cancel listener stops the run (core/worker/interrupt.py), as on the other
         # backends: arq's abort would make every worker poll its abort set.
         "cancel_running": Support.CORE,
         "queues": Support.NATIVE,

@@ -20,8 +20,8 @@ from arq.cron import CronJob, cron
 from croniter import croniter
 
 from core.errors import ConfigError
-from core.schedule import Entry, Schedule
-from core.scheduler import fire
+from core.schedule.entries import Entry, Schedule
+from core.schedule.scheduler import fire
 
 CRON_QUEUE = "arq:queue:qb:cron"
 Fields = dict[str, Any]

@@ -17,7 +17,7 @@ from arq.constants import default_queue_name, job_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms, to_ms, to_unix_ms
 
-from core.records import Command
+from core.store.records import Command
 
 # ArqRedis's default: a job not started within a day of its time is dropped.
 EXPIRES_EXTRA_MS = ArqRedis(host="localhost").expires_extra_ms

@@ -17,14 +17,14 @@ from backends.celery_impl.app import PRIORITY_STEPS, SEP, broker_priority, celer
 from backends.celery_impl.wire import shown, task_commands, task_outgoing
 from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import ConfigError
-from core.features import Support
-from core.options import TaskOptions
-from core.reaper import worker_services
-from core.records import Command, TaskRecord, task_of
 from core.settings import Settings
+from core.store.records import Command, TaskRecord, task_of
+from core.tasks.features import Support
+from core.tasks.options import TaskOptions
+from core.worker.reaper import worker_services
 
 # A task's time limit is enforced by core (an async task's on its event loop, a sync
-# task's by core/interrupt.py), in both pools: Celery's own limits work in prefork
+# task's by core/worker/interrupt.py), in both pools: Celery's own limits work in prefork
 # only. They stand behind core's, a little later: the soft one raises in a child
 # process, the hard one ends it (a task blocked in a C call that core cannot stop).
 LIMIT_GRACE = 1.0
@@ -37,7 +37,7 @@ class Backend(TaskBackend):
     features = {
         "retries": Support.NATIVE,
         # Celery's threads pool (`--processes 1`) enforces no limit and stops no running
-        # task: core does both, in either pool (core/interrupt.py).
+        # task: core does both, in either pool (core/worker/interrupt.py).
         "time_limit": Support.CORE,
         "delay": Support.NATIVE,
         "cancel_pending": Support.NATIVE,

@@ -10,12 +10,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from kombu.transport import redis as redis_transport
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from core.amqp import is_amqp
 from core.backend import DEFAULT_QUEUE
+from core.brokers.amqp import is_amqp
 from core.errors import RetryTask
-from core.registry import TaskSpec, all_tasks
-from core.runner import ThreadLoops
 from core.settings import Settings
+from core.tasks.registry import TaskSpec, all_tasks
+from core.worker.runner import ThreadLoops
 
 # kombu's Redis transport: priority 0 is served first; queuebench's 9 is the highest.
 # On RabbitMQ a higher number is served first, in queues declared with x-max-priority.

@@ -19,8 +19,8 @@ from celery.beat import ScheduleEntry, Scheduler
 from celery.schedules import crontab
 
 from core.errors import ConfigError
-from core.schedule import Entry, Schedule
-from core.scheduler import fire
+from core.schedule.entries import Entry, Schedule
+from core.schedule.scheduler import fire
 from core.settings import Settings
 
 SCHEDULER = "backends.celery_impl.beat:CoreScheduler"

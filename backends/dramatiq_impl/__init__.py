@@ -18,14 +18,14 @@ from backends.dramatiq_impl.actors import broker, broker_queue
 from backends.dramatiq_impl.wire import message_commands, message_outgoing
 from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import ConfigError
-from core.features import Support
-from core.options import TaskOptions
-from core.reaper import worker_services
-from core.records import Command, TaskRecord, task_of
 from core.settings import Settings
+from core.store.records import Command, TaskRecord, task_of
+from core.tasks.features import Support
+from core.tasks.options import TaskOptions
+from core.worker.reaper import worker_services
 
 # A task's time limit is enforced by core (an async task's on its event loop, a sync
-# task's by core/interrupt.py); Dramatiq's TimeLimit stands behind it, a little later
+# task's by core/worker/interrupt.py); Dramatiq's TimeLimit stands behind it, a little later
 # (it checks once a second), so the two never both raise in one run.
 LIMIT_GRACE = 1.0
 
@@ -37,7 +37,7 @@ class Backend(TaskBackend):
         "retries": Support.NATIVE,
         "time_limit": Support.CORE,
         "delay": Support.NATIVE,
-        # Dramatiq cannot stop a running task: core does (core/interrupt.py).
+        # Dramatiq cannot stop a running task: core does (core/worker/interrupt.py).
         "cancel_running": Support.CORE,
         "queues": Support.NATIVE,
         "graceful_shutdown": Support.NATIVE,

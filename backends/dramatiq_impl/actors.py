@@ -15,13 +15,13 @@ from dramatiq import Broker, Retry
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage, Middleware, TimeLimit, TimeLimitExceeded
 
-from core.amqp import is_amqp, pika_url
 from core.backend import DEFAULT_QUEUE
+from core.brokers.amqp import is_amqp, pika_url
 from core.errors import RetryTask
 from core.errors import TimeLimitExceeded as CoreTimeLimitExceeded
-from core.registry import TaskSpec, all_tasks
-from core.runner import ThreadLoops
 from core.settings import Settings
+from core.tasks.registry import TaskSpec, all_tasks
+from core.worker.runner import ThreadLoops
 
 AMQP_PREFIX = "dramatiq."
 

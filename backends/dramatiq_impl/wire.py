@@ -24,8 +24,8 @@ from uuid import uuid4
 from dramatiq import Message
 from dramatiq.common import dq_name
 
-from core.amqp import Outgoing
-from core.records import Command
+from core.brokers.amqp import Outgoing
+from core.store.records import Command
 
 PERSISTENT = 2  # pika's delivery_mode of a message that outlives a broker restart
 

@@ -13,18 +13,18 @@ from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import dashboard
+from core.api import dashboard
 from core.api.guard import Guard
 from core.api.openapi import document, method_not_allowed
 from core.api.routers import health, metrics, schedules, tasks, users
+from core.backend import adapter_module
 from core.db import dispose_all
 from core.errors import QueuebenchError
-from core.features import supported_options
-from core.history import writing
-from core.loader import adapter_module
-from core.records import finite
-from core.schedule import schedule_for
+from core.history.writer import writing
+from core.schedule.entries import schedule_for
 from core.settings import Settings
+from core.store.records import finite
+from core.tasks.features import supported_options
 
 log = logging.getLogger("queuebench.api")
 

@@ -16,10 +16,10 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from core.options import TaskOptions, json_time
-from core.records import finite
-from core.registry import TaskSpec
 from core.states import TaskState
+from core.store.records import finite
+from core.tasks.options import TaskOptions, json_time
+from core.tasks.registry import TaskSpec
 
 
 def _not_a_number(value: Any) -> Any:
@@ -65,7 +65,7 @@ class RequestBody(BaseModel):
     @classmethod
     def non_finite_as_strings(cls, body: Any) -> Any:
         """The request parser reads the bare words NaN, Infinity and -Infinity, which
-        are not JSON: they become the strings the API answers with (core/records.py,
+        are not JSON: they become the strings the API answers with (core/store/records.py,
         `dumps`), before any other check, so an error's echo of the input is JSON too.
         A body nested deeper than MAX_DEPTH is refused here, before any recursion that
         a deeper one would overflow (validation, serialisation, a library's encoder).

@@ -1,7 +1,7 @@
 """Async engines and sessions from `DATABASE_URL`.
 
 An asyncpg connection belongs to the event loop that made it, and the thread-based
-workers (Celery, Dramatiq) run tasks on one loop per worker thread (core/runner.py),
+workers (Celery, Dramatiq) run tasks on one loop per worker thread (core/worker/runner.py),
 so there is one engine per (running loop, url), made on first use. A loop that is
 gone takes its engines with it (the cache is keyed weakly by loop).
 """
@@ -100,7 +100,7 @@ def sessions(url: str) -> async_sessionmaker[AsyncSession]:
 
 
 def _task_database_url() -> str:
-    from core.context import current_task
+    from core.tasks.context import current_task
 
     try:
         return current_task().settings.database_url

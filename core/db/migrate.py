@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from core.db.engine import CONNECT_TIMEOUT, is_sqlite, make_engine, safe_url
 from core.errors import ConfigError
 
-MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 T = TypeVar("T")
 
 

@@ -13,8 +13,8 @@ from core.api.openapi import answers
 from core.api.routers.tasks import task_response
 from core.api.schemas import SchedulePublic, TaskPublic
 from core.errors import QueuebenchError
-from core.schedule import Entry, Schedule
-from core.scheduler import EntryState, ScheduleState, fire
+from core.schedule.entries import Entry, Schedule
+from core.schedule.scheduler import EntryState, ScheduleState, fire
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
 

@@ -20,9 +20,9 @@ from core.api.schemas import (
     submit_model,
 )
 from core.errors import UnknownTask
-from core.records import TaskRecord
-from core.registry import TaskSpec, all_tasks
 from core.states import TaskState
+from core.store.records import TaskRecord
+from core.tasks.registry import TaskSpec, all_tasks
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 JSON = "application/json"

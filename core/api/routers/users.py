@@ -16,7 +16,7 @@ from core.api.deps import BackendDep, SessionDep
 from core.api.openapi import answers
 from core.db import User
 from core.db.users import UserExists, create_user, list_users, notifications_of
-from core.options import MAX_ID
+from core.tasks.options import MAX_ID
 
 router = APIRouter(prefix="/users", tags=["users"])
 # A database integer: a larger id is a 422, not the driver's overflow.
