@@ -45,9 +45,10 @@ from core.store.records import (
     connect,
     new_task_id,
 )
+from core.tasks import get_task
 from core.tasks.features import CORE_FEATURES, Support, supported_options
 from core.tasks.options import TaskOptions
-from core.tasks.registry import TaskSpec, get_task
+from core.tasks.registry import TaskSpec
 from core.worker.heartbeat import WORKERS_KEY, live_workers
 
 DEFAULT_QUEUE = "default"

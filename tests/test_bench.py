@@ -12,7 +12,7 @@ import pytest
 from bench import workloads
 from bench.cli import MODES
 from bench.cli import main as bench_main
-from core.tasks.registry import get_task
+from core.tasks import get_task
 from tests.conftest import redis_database
 
 BENCH_DB = 15  # flushed by every session: no test worker may live there

@@ -10,10 +10,10 @@ from pydantic import ValidationError
 from core.errors import InvalidArguments, UnknownTask
 from core.states import TaskState
 from core.store.records import TaskRecord
+from core.tasks import all_tasks, get_task
 from core.tasks.features import CORE_FEATURES, FEATURES, OPTION_FEATURE, Support, supported_options
 from core.tasks.options import TaskOptions
 from core.tasks.policy import Policy
-from core.tasks.registry import all_tasks, get_task
 
 
 def test_backoff_grows_exponentially_within_jitter_and_cap() -> None:

@@ -24,9 +24,10 @@ from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import ConfigError, RetryTask
 from core.settings import Settings
 from core.store.records import Command, TaskRecord, connect
+from core.tasks import all_tasks
 from core.tasks.features import Support
 from core.tasks.options import TaskOptions
-from core.tasks.registry import TaskSpec, all_tasks
+from core.tasks.registry import TaskSpec
 from core.worker.reaper import worker_services
 from core.worker.runner import OffloadRunner, Runner
 

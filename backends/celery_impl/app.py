@@ -14,7 +14,8 @@ from core.backend import DEFAULT_QUEUE
 from core.brokers.amqp import is_amqp
 from core.errors import RetryTask
 from core.settings import Settings
-from core.tasks.registry import TaskSpec, all_tasks
+from core.tasks import all_tasks
+from core.tasks.registry import TaskSpec
 from core.worker.runner import ThreadLoops
 
 # kombu's Redis transport: priority 0 is served first; queuebench's 9 is the highest.

@@ -20,7 +20,8 @@ from core.brokers.amqp import is_amqp, pika_url
 from core.errors import RetryTask
 from core.errors import TimeLimitExceeded as CoreTimeLimitExceeded
 from core.settings import Settings
-from core.tasks.registry import TaskSpec, all_tasks
+from core.tasks import all_tasks
+from core.tasks.registry import TaskSpec
 from core.worker.runner import ThreadLoops
 
 AMQP_PREFIX = "dramatiq."

@@ -28,14 +28,17 @@ from croniter import croniter
 from pydantic import ValidationError
 
 from core.errors import ConfigError, InvalidArguments, UnknownTask
+from core.tasks import get_task
 from core.tasks.features import supported_options
 from core.tasks.options import TaskOptions
-from core.tasks.registry import get_task
 
 NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MIN_EVERY = 0.1
 # Catch-up replays at most this many missed ticks of an entry (the latest ones).
 MAX_CATCH_UP = 100
+# What `queuebench scheduler` fires when SCHEDULE_FILE is unset: data, in the format a
+# user's SCHEDULE_FILE has.
+DEFAULT_SCHEDULE = Path(__file__).resolve().parent / "default.toml"
 # Options that a schedule cannot carry: the scheduler sets the key per tick, and a
 # fixed eta would hold every tick's task back to one moment.
 NOT_SCHEDULABLE = {"idempotency_key", "eta"}
@@ -180,23 +183,6 @@ class Schedule(Mapping[str, Entry]):
         return self
 
 
-# The schedule declared in core, beside the shared tasks: what `queuebench scheduler`
-# fires when SCHEDULE_FILE is unset.
-DECLARED: list[Entry] = []
-
-
-def periodic(name: str, task: str, *, args: list[Any] | None = None,
-             kwargs: dict[str, Any] | None = None, every: float | None = None,
-             cron: str | None = None, timezone: str = "UTC", catch_up: bool = False,
-             **options: Any) -> Entry:
-    """Declare an entry of core's schedule."""
-    entry = Entry(name=name, task=task, args=list(args or []), kwargs=dict(kwargs or {}),
-                  options=TaskOptions(**options), every=every, cron=cron, timezone=timezone,
-                  catch_up=catch_up)
-    DECLARED.append(entry)
-    return entry
-
-
 def parse(data: Mapping[str, Any], source: str = "schedule") -> Schedule:
     """A schedule from TOML's tables (shared/API.md, "Periodic schedule")."""
     entries = []
@@ -242,24 +228,24 @@ def _every(value: Any) -> float | None:
     return float(value)
 
 
-def load(path: str | Path) -> Schedule:
-    """Read a SCHEDULE_FILE; any problem is a ConfigError naming the file."""
+def load(path: str | Path, source: str | None = None) -> Schedule:
+    """Read a schedule file (SCHEDULE_FILE); any problem is a ConfigError naming it."""
+    source = source or f"SCHEDULE_FILE={path}"
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except OSError as exc:
-        raise ConfigError(f"SCHEDULE_FILE={path}: cannot read it ({exc.strerror})") from None
+        raise ConfigError(f"{source}: cannot read it ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"SCHEDULE_FILE={path}: not TOML ({exc})") from None
-    return parse(data, f"SCHEDULE_FILE={path}")
+        raise ConfigError(f"{source}: not TOML ({exc})") from None
+    return parse(data, source)
 
 
 def schedule_for(schedule_file: str | None, features: Mapping[str, Any] | None = None,
                  backend: str = "") -> Schedule:
     """SCHEDULE_FILE's schedule, else core's own; checked (against a backend's
     features when given)."""
-    import core.tasks.shared  # noqa: F401  (declares core's entries beside the tasks)
-
-    schedule = load(schedule_file) if schedule_file else Schedule(DECLARED, "core's schedule")
+    schedule = (load(schedule_file) if schedule_file
+                else load(DEFAULT_SCHEDULE, "core's schedule"))
     supported = None if features is None else supported_options(dict(features))
     return schedule.check(supported, backend)

@@ -1,10 +1,14 @@
-"""The task registry: shared tasks are plain typed functions, registered once."""
+"""The task registry: shared tasks are plain typed functions, registered once.
+
+A `Registry` is a value: core/tasks/shared.py builds the one of the shared tasks, and
+`core.tasks.get_task` / `all_tasks` read it. Nothing registers itself as a side effect
+of importing another module."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +57,36 @@ class TaskSpec:
         return self.fn(**arguments)
 
 
-REGISTRY: dict[str, TaskSpec] = {}
+class Registry(Mapping[str, TaskSpec]):
+    """Tasks by name; `@registry.task(**defaults)` adds a function under its name."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, TaskSpec] = {}
+
+    def task(self, **defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a shared task under its function name, with default options."""
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if fn.__name__ in self._specs:
+                raise ValueError(f"task {fn.__name__!r} is registered twice")
+            self._specs[fn.__name__] = TaskSpec(
+                name=fn.__name__, fn=fn, defaults=TaskOptions(**defaults),
+                params=_params_model(fn), doc=inspect.getdoc(fn) or "")
+            return fn
+
+        return register
+
+    def __getitem__(self, name: str) -> TaskSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise UnknownTask(f"unknown task {name!r}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
 
 
 def _params_model(fn: Callable[..., Any]) -> type[BaseModel]:
@@ -66,36 +99,3 @@ def _params_model(fn: Callable[..., Any]) -> type[BaseModel]:
         fields[p.name] = (annotation, default)
     name = "".join(part.title() for part in fn.__name__.split("_")) + "Args"
     return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
-
-
-def task(**defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a shared task under its function name, with default options."""
-
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if fn.__name__ in REGISTRY:
-            raise ValueError(f"task {fn.__name__!r} is registered twice")
-        REGISTRY[fn.__name__] = TaskSpec(
-            name=fn.__name__,
-            fn=fn,
-            defaults=TaskOptions(**defaults),
-            params=_params_model(fn),
-            doc=inspect.getdoc(fn) or "",
-        )
-        return fn
-
-    return register
-
-
-def get_task(name: str) -> TaskSpec:
-    import core.tasks.shared  # noqa: F401  (registers the shared tasks)
-
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise UnknownTask(f"unknown task {name!r}") from None
-
-
-def all_tasks() -> dict[str, TaskSpec]:
-    import core.tasks.shared  # noqa: F401
-
-    return dict(REGISTRY)

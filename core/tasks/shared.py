@@ -10,10 +10,9 @@ from pydantic import BeforeValidator, Field, Strict
 
 from core import db
 from core.db.users import add_welcome
-from core.schedule.entries import periodic
 from core.tasks.context import current_task
 from core.tasks.options import MAX_ID, json_number
-from core.tasks.registry import task
+from core.tasks.registry import Registry
 
 # Bounds of the arguments, so that no submission holds a worker slot for ever (the
 # time limit, DEFAULT_TIME_LIMIT, is the other guard): a 422 past them, in /docs too.
@@ -23,8 +22,10 @@ Text = Annotated[str, Field(max_length=10_000)]
 # JSON's numbers (not true for 1, nor "5"), finite; an integer may be written 3.0.
 Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 
+TASKS = Registry()
 
-@task()
+
+@TASKS.task()
 def divide(x: Finite, y: Finite) -> float:
     """x / y; y == 0 fails with ZeroDivisionError."""
     if y == 0:
@@ -32,20 +33,20 @@ def divide(x: Finite, y: Finite) -> float:
     return x / y
 
 
-@task()
+@TASKS.task()
 def add(x: Finite, y: Finite) -> float:
     """x + y."""
     return x + y
 
 
-@task()
+@TASKS.task()
 async def noop(payload: object = None) -> object:
     """Returns its argument: the benchmark's unit of overhead (async, so no backend
     moves it to a thread: on arq it runs on the worker's own loop)."""
     return payload
 
 
-@task()
+@TASKS.task()
 async def sleep(seconds: Annotated[float, Strict(), Field(ge=0, le=MAX_SLEEP, allow_inf_nan=False)],
                 key: Annotated[str, Field(max_length=200)] | None = None) -> float:
     """Awaits for `seconds`, returns them: the I/O-bound workload. With `key`, counts
@@ -59,7 +60,7 @@ async def sleep(seconds: Annotated[float, Strict(), Field(ge=0, le=MAX_SLEEP, al
     return seconds
 
 
-@task()
+@TASKS.task()
 def cpu(n: Annotated[int, Field(ge=0, le=MAX_CPU_ROUNDS), BeforeValidator(json_number)]) -> str:
     """n rounds of sha256 over its own digest: the CPU-bound workload."""
     digest = b"queuebench"
@@ -68,7 +69,7 @@ def cpu(n: Annotated[int, Field(ge=0, le=MAX_CPU_ROUNDS), BeforeValidator(json_n
     return digest.hex()
 
 
-@task(max_retries=5, retry_backoff=0.1)
+@TASKS.task(max_retries=5, retry_backoff=0.1)
 async def flaky(fail_times: Annotated[int, Field(ge=0, le=100), BeforeValidator(json_number)],
                 key: Annotated[str, Field(max_length=200)]) -> int:
     """Fails its first `fail_times` runs for `key`, then returns the attempt count."""
@@ -81,21 +82,16 @@ async def flaky(fail_times: Annotated[int, Field(ge=0, le=100), BeforeValidator(
     return attempt
 
 
-@task()
+@TASKS.task()
 def fail(message: Text) -> None:
     """Always raises RuntimeError(message)."""
     raise RuntimeError(message)
 
 
-@task()
+@TASKS.task()
 async def welcome(user_id: Annotated[int, Field(ge=1, le=MAX_ID),
                                        BeforeValidator(json_number)]) -> int:
     """Writes a new user's welcome notification; its id. It opens its own session on
     the worker's event loop, as any task that uses the database does."""
     async with db.session() as session:
         return await add_welcome(session, user_id, current_task().task_id)
-
-
-# The schedule declared in core (SCHEDULE_FILE, when set, replaces it): a noop at the
-# top of every minute, the least a running scheduler can show.
-periodic("noop-every-minute", "noop", args=["tick"], cron="* * * * *")

@@ -36,9 +36,10 @@ from core.store.records import (
     connect,
     error_of,
 )
+from core.tasks import get_task
 from core.tasks.context import TaskContext, reset_current, set_current
 from core.tasks.policy import Policy
-from core.tasks.registry import TaskSpec, get_task
+from core.tasks.registry import TaskSpec
 from core.worker.heartbeat import process_heartbeat
 from core.worker.interrupt import OverTime, Revoked, Run, Stopper, process_stopper
 from core.worker.lane import DEFERRED, DRAIN_AFTER, Lane, LaneBroken, Sent, ThreadDrain, new_lane

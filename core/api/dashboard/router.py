@@ -20,7 +20,7 @@ from core.api.deps import BackendDep
 from core.api.metrics import read_counts
 from core.errors import TaskNotFound
 from core.states import TaskState
-from core.tasks.registry import all_tasks
+from core.tasks import all_tasks
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"

@@ -22,7 +22,8 @@ from core.api.schemas import (
 from core.errors import UnknownTask
 from core.states import TaskState
 from core.store.records import TaskRecord
-from core.tasks.registry import TaskSpec, all_tasks
+from core.tasks import all_tasks
+from core.tasks.registry import TaskSpec
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 JSON = "application/json"
