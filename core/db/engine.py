@@ -99,21 +99,11 @@ def sessions(url: str) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine(url), expire_on_commit=False)
 
 
-def _task_database_url() -> str:
-    from core.tasks.context import current_task
-
-    try:
-        return current_task().settings.database_url
-    except LookupError:
-        raise RuntimeError("core.db.session() without a url is only valid inside a task; "
-                           "pass the url (settings.database_url)") from None
-
-
 @asynccontextmanager
-async def session(url: str | None = None) -> AsyncIterator[AsyncSession]:
-    """A session on the running loop's engine; by default the running task's database.
-    Commit is the caller's; an exception rolls back."""
-    async with sessions(url or _task_database_url())() as made:
+async def session(url: str) -> AsyncIterator[AsyncSession]:
+    """A session on the running loop's engine of `url`. Commit is the caller's; an
+    exception rolls back."""
+    async with sessions(url)() as made:
         yield made
 
 

@@ -93,5 +93,6 @@ async def welcome(user_id: Annotated[int, Field(ge=1, le=MAX_ID),
                                        BeforeValidator(json_number)]) -> int:
     """Writes a new user's welcome notification; its id. It opens its own session on
     the worker's event loop, as any task that uses the database does."""
-    async with db.session() as session:
-        return await add_welcome(session, user_id, current_task().task_id)
+    task = current_task()
+    async with db.session(task.settings.database_url) as session:
+        return await add_welcome(session, user_id, task.task_id)
