@@ -1,4 +1,4 @@
-"""One settings object, read from the environment and `.env` (see shared/API.md)."""
+"""One settings object, read from the environment and `.env` (docs/configuration.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `queuebench` command (shared/API.md: serve, worker, scheduler, bench)."""
+"""The `queuebench` command (docs/deployment.md: serve, worker, scheduler, db, bench)."""
 
 from __future__ import annotations
 

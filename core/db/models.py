@@ -68,7 +68,7 @@ class Base(DeclarativeBase):
 
 
 class TaskHistory(Base):
-    """A task's final body (shared/API.md), kept after Redis has let it go."""
+    """A task's final body (docs/api.md, "The task body"), kept after Redis has let it go."""
 
     __tablename__ = "task_history"
 

@@ -184,7 +184,7 @@ class Schedule(Mapping[str, Entry]):
 
 
 def parse(data: Mapping[str, Any], source: str = "schedule") -> Schedule:
-    """A schedule from TOML's tables (shared/API.md, "Periodic schedule")."""
+    """A schedule from TOML's tables (docs/api.md, "Periodic schedule")."""
     entries = []
     for name, table in data.items():
         where = f"{source}: entry {name!r}"

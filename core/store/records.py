@@ -457,7 +457,7 @@ class TaskRecord:
         return self.id if not self.deliveries else f"{self.id}~{self.deliveries}"
 
     def body(self) -> dict[str, Any]:
-        """The task body of shared/API.md."""
+        """The task body (docs/api.md, "The task body")."""
         return {
             "id": self.id,
             "name": self.name,

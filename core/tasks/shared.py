@@ -1,4 +1,4 @@
-"""The shared tasks, defined once for every backend (shared/API.md)."""
+"""The shared tasks, defined once for every backend (docs/api.md, "Shared tasks")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The periodic schedule over HTTP: list, fire now, pause and resume (shared/API.md)."""
+"""The periodic schedule over HTTP: list, fire now, pause and resume (docs/api.md)."""
 
 from __future__ import annotations
 
