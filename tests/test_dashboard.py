@@ -26,8 +26,8 @@ from core.cli.procs import Proc, free_port, venv_python, wait_until
 from core.states import TaskState
 from core.store.records import METRIC_BOUNDS, WORKER_TASKS_KEY, RecordStore, TaskRecord, connect
 from core.worker.heartbeat import WORKERS_KEY
+from tests.conformance.support import finished, submit
 from tests.conftest import redis_database
-from tests.test_conformance import finished, submit
 
 DATA_DB = 15  # the data functions' own database, flushed by each test
 
