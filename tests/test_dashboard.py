@@ -1,4 +1,4 @@
-"""The dashboard's data functions and /metrics (issue 12), on each backend.
+"""The dashboard's data functions and /metrics, on each backend.
 
 The data functions run on a Redis database of their own (no worker); /metrics, the
 pages, the event stream and the queue depths against real `queuebench serve` and
