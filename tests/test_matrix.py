@@ -52,7 +52,7 @@ XFAIL = f"<skipped type='pytest.xfail' message=\"{REASON}\"/>"
 XPASS = f"<property name='xpass' value=\"{REASON}\"/>"
 
 
-def test_a_cell_is_green_only_when_every_test_passed(tmp_path: Path) -> None:
+def test_matrix_cell_is_green_only_when_every_test_passed(tmp_path: Path) -> None:
     cells = read_reports([_report(
         tmp_path,
         _case("test_a", "retries", params="celery", support="native"),
@@ -68,7 +68,7 @@ def test_a_cell_is_green_only_when_every_test_passed(tmp_path: Path) -> None:
     assert "| retries | ✅ **native** | ⏭️ **native** (1 passed, 1 skipped) |" in summary(cells)
 
 
-def test_a_cells_label_is_what_the_tests_exercised(tmp_path: Path) -> None:
+def test_matrix_label_is_what_the_tests_exercised(tmp_path: Path) -> None:
     cells = read_reports([_report(
         tmp_path,
         _case("test_stop", "cancel_running", params="celery-sleep-default", support="native"),
@@ -82,7 +82,7 @@ def test_a_cells_label_is_what_the_tests_exercised(tmp_path: Path) -> None:
         "not supported", "❌")  # claimed, not proved
 
 
-def test_a_rabbitmq_run_is_a_column_of_its_own(tmp_path: Path) -> None:
+def test_matrix_puts_a_rabbitmq_run_in_a_column_of_its_own(tmp_path: Path) -> None:
     redis_run = _report(tmp_path, _case("test_prio", "priority", support="native"))
     amqp_run = tmp_path / "junit-amqp.xml"  # the same test, failed, with --broker rabbitmq
     amqp_run.write_text(redis_run.read_text().replace(
