@@ -1,4 +1,4 @@
-"""The randomized fault harness (issue 20): whatever dies, whenever, every accepted task
+"""The randomized fault harness: whatever dies, whenever, every accepted task
 ends final, its work done at least once (exactly once where no fault touched it), and
 no final state ever changes.
 

@@ -1,7 +1,8 @@
-"""Fixtures for the conformance suite: one backend per run (`--backend B`, repeatable),
-real Redis, real worker and server processes. `--broker rabbitmq` runs it with
-RabbitMQ as the broker (BROKER_URL=amqp://..., in a virtual host of the session's
-own), task records still in Redis.
+"""Fixtures of every suite (the conformance suite in tests/conformance/ and the ones
+beside it): one backend per run (`--backend B`, repeatable), real Redis, real worker
+and server processes. `--broker rabbitmq` runs them with RabbitMQ as the broker
+(BROKER_URL=amqp://..., in a virtual host of the session's own), task records still
+in Redis.
 
 A service that is down skips the tests locally but fails them in CI (CI=true)."""
 
@@ -201,23 +202,6 @@ def start_server(backend_name: str, base_env: dict[str, str]) -> Iterator[Callab
     yield start
     for server in started:
         server.stop()
-
-
-@pytest.fixture
-def start_scheduler(backend_name: str, base_env: dict[str, str]) -> Iterator[Callable[..., Proc]]:
-    """Start `queuebench scheduler` for the backend on a schedule file (extra
-    arguments: `--native`); each is stopped at the end of the test."""
-    started: list[Proc] = []
-
-    def start(schedule_file: str, *extra: str, **env: str) -> Proc:
-        proc = Proc(["scheduler", "--backend", backend_name, *extra],
-                    {**base_env, "SCHEDULE_FILE": schedule_file, **env})
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 @pytest.fixture(scope="session")

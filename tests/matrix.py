@@ -23,9 +23,9 @@ from core.settings import BACKENDS
 from core.tasks.features import FEATURES, Support
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITE = ROOT / "tests" / "test_conformance.py"
-# Where the tests behind a cell are: the conformance suite, and the outage tests.
-TEST_FILES = (SUITE, ROOT / "tests" / "test_faults.py")
+SUITE = ROOT / "tests" / "conformance"
+# Where the tests behind a cell are: the conformance suite's modules, and the outage tests.
+TEST_FILES = (*sorted(SUITE.glob("test_*.py")), ROOT / "tests" / "test_faults.py")
 ICON = {"passed": "✅", "failed": "❌", "xfail": "⚠️", "xpass": "❔", "skipped": "⏭️",
         "refused": "🚫"}
 # A cell's outcome is the first of these among its tests'.
@@ -114,8 +114,8 @@ def _link_to(test: str) -> str:
     for path in TEST_FILES:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if re.match(rf"(async )?def {test}\(", line):
-                return f"../tests/{path.name}#L{number}"
-    return f"../tests/{SUITE.name}"
+                return f"../{path.relative_to(ROOT)}#L{number}"
+    return f"../{SUITE.relative_to(ROOT)}/"
 
 
 def _tally(results: list[Result]) -> str:

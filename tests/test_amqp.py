@@ -29,6 +29,7 @@ from core.cli.procs import Proc, Server, free_port, venv_python
 from core.errors import Unavailable
 from core.settings import Settings
 from core.states import TaskState
+from tests.conformance.support import cli
 from tests.conftest import (
     _prepare_database,
     amqp_base,
@@ -36,7 +37,6 @@ from tests.conftest import (
     selected_backends,
     service_down,
 )
-from tests.test_conformance import _cli
 
 TURNS = ("celery", "dramatiq")
 TURNS_DB = 15  # flushed by each test that uses it: no session's worker lives there
@@ -46,10 +46,10 @@ TURNS_DB = 15  # flushed by each test that uses it: no session's worker lives th
 def test_an_amqp_broker_for_a_backend_without_one_is_one_clear_line(
         command: str, backend_name: str, redis_url: str) -> None:
     if "amqp" in adapter_module(backend_name).Backend.brokers:
-        pytest.skip(f"{backend_name} runs on RabbitMQ (tests/test_conformance.py with "
+        pytest.skip(f"{backend_name} runs on RabbitMQ (tests/conformance/ with "
                     "--broker rabbitmq)")
-    done = _cli(command, "--backend", backend_name, REDIS_URL=redis_url,
-                BROKER_URL="amqp://guest:guest@127.0.0.1:5672/")
+    done = cli(command, "--backend", backend_name, REDIS_URL=redis_url,
+               BROKER_URL="amqp://guest:guest@127.0.0.1:5672/")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs Redis as its broker" in lines[0], done.stderr
@@ -59,8 +59,8 @@ def test_an_amqp_broker_for_a_backend_without_one_is_one_clear_line(
 def test_an_unreachable_rabbitmq_is_one_clear_line(backend_name: str, redis_url: str) -> None:
     if "amqp" not in adapter_module(backend_name).Backend.brokers:
         pytest.skip(f"{backend_name} needs Redis (the test above)")
-    done = _cli("worker", "--backend", backend_name, REDIS_URL=redis_url,
-                BROKER_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+    done = cli("worker", "--backend", backend_name, REDIS_URL=redis_url,
+               BROKER_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}/")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "RabbitMQ does not answer" in lines[0], done.stderr

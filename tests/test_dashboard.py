@@ -1,4 +1,4 @@
-"""The dashboard's data functions and /metrics (issue 12), on each backend.
+"""The dashboard's data functions and /metrics, on each backend.
 
 The data functions run on a Redis database of their own (no worker); /metrics, the
 pages, the event stream and the queue depths against real `queuebench serve` and
@@ -26,8 +26,8 @@ from core.cli.procs import Proc, free_port, venv_python, wait_until
 from core.states import TaskState
 from core.store.records import METRIC_BOUNDS, WORKER_TASKS_KEY, RecordStore, TaskRecord, connect
 from core.worker.heartbeat import WORKERS_KEY
+from tests.conformance.support import finished, submit
 from tests.conftest import redis_database
-from tests.test_conformance import finished, submit
 
 DATA_DB = 15  # the data functions' own database, flushed by each test
 

@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 
 from core.cli.procs import ROOT, Server
+from tests.conformance.support import finished, submit
 from tests.conftest import IN_CI
-from tests.test_conformance import finished, submit
 
 CHROMIUM = os.environ.get("QB_CHROMIUM", "/usr/bin/chromium")
 BUILD = ROOT / "build"

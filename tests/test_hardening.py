@@ -26,7 +26,7 @@ from core.cli.procs import Proc, Server
 from core.settings import Settings
 from core.tasks.options import MAX_SECONDS
 from core.tasks.shared import MAX_CPU_ROUNDS, MAX_SLEEP
-from tests.test_conformance import finished, submit
+from tests.conformance.support import finished, submit
 
 LIMIT = Settings.model_fields["max_body_bytes"].default
 

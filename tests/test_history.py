@@ -27,6 +27,7 @@ from core.history.writer import GROUP, REJECTED_STREAM, HistoryWriter
 from core.settings import Settings
 from core.states import TaskState
 from core.store.records import HISTORY_STREAM, TASK_KEY, RecordStore, TaskRecord, new_task_id
+from tests.conformance.support import finished, submit
 from tests.support_db import (
     Stack,
     create_postgres_database,
@@ -34,7 +35,6 @@ from tests.support_db import (
     need_postgres,
     prepare_database,
 )
-from tests.test_conformance import finished, submit
 
 BACKENDS = ("celery", "arq", "dramatiq")
 

@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from core.db import User, dispose_all, session
 from core.db.users import verify_password
+from tests.conformance.support import finished
 from tests.support_db import Stack
-from tests.test_conformance import finished
 
 PASSWORD = "correct horse battery"
 

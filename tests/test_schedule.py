@@ -1,6 +1,6 @@
-"""Unit tests of the periodic schedule and core's scheduler: no Redis, no worker, an
-injectable clock. (The real processes, on every backend, are in test_conformance.py,
-`-k schedule`.)"""
+"""Unit tests of core/schedule/: the schedule file, its ticks and the scheduler, on an
+injectable clock; no Redis, no worker. (The real processes, on every backend, are in
+tests/conformance/test_periodic.py.)"""
 
 from __future__ import annotations
 

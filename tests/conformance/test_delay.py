@@ -1,0 +1,48 @@
+"""Delay: `countdown` and `eta` hold a task back; both at once is refused."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from core.tasks.features import Support
+from tests.conformance.support import Declare, expect_unsupported, run
+
+
+@pytest.mark.parametrize("how", ["countdown", "eta"])
+async def test_delay_holds_the_task_back(client: httpx.AsyncClient, feature: Declare,
+                                         backend_name: str, how: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    option: dict[str, Any] = {"countdown": 1.0} if how == "countdown" else {
+        "eta": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()}
+    if feature("delay") is Support.NONE:
+        return await expect_unsupported(client, backend_name, "add", [1, 2], option)
+    body = await run(client, "add", 1, 2, options=option)
+    assert body["state"] == "SUCCESS"
+    started = datetime.fromisoformat(body["started_at"])
+    not_before = (datetime.fromisoformat(body["submitted_at"]) + timedelta(seconds=1)
+                  if how == "countdown" else datetime.fromisoformat(option["eta"]))
+    assert started >= not_before
+
+
+async def test_countdown_with_eta_is_422_naming_both(client: httpx.AsyncClient) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    eta = (datetime.now(UTC) + timedelta(seconds=5)).isoformat()
+    before = [t["id"] for t in (await client.get("/tasks", params={"limit": 5})).json()]
+    response = await client.post("/tasks/add", json={
+        "args": [1, 2], "options": {"countdown": 1, "eta": eta}})
+    assert response.status_code == 422, response.text
+    detail = json.dumps(response.json()["detail"])
+    assert "countdown" in detail and "eta" in detail
+    batch = await client.post("/tasks/add/batch", json={
+        "items": [{"args": [1, 2]}], "options": {"countdown": 1, "eta": eta}})
+    assert batch.status_code == 422, batch.text
+    detail = json.dumps(batch.json()["detail"])
+    assert "countdown" in detail and "eta" in detail
+    after = [t["id"] for t in (await client.get("/tasks", params={"limit": 5})).json()]
+    assert after == before
