@@ -23,12 +23,17 @@ from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import RetryTask, Unavailable
 from core.settings import Settings
 from core.states import TaskState
-from core.store.records import (
-    BUSY,
+from core.store.keys import (
     DUE_KEY,
+    INDEX_KEY,
     ORPHANS_KEY,
     OWNED_KEY,
+    TASK_KEY,
+    WORKERS_KEY,
     WORKERS_SEEN_KEY,
+)
+from core.store.records import (
+    BUSY,
     RecordStore,
     TaskRecord,
     connect,
@@ -36,7 +41,7 @@ from core.store.records import (
 )
 from core.tasks.features import Support
 from core.tasks.options import TaskOptions
-from core.worker.heartbeat import WORKERS_KEY, Heartbeat, host_and_pid, live_workers, workers
+from core.worker.heartbeat import Heartbeat, host_and_pid, live_workers, workers
 from core.worker.lane import LaneBroken, new_lane
 from core.worker.reaper import Reaper
 from core.worker.runner import Runner
@@ -92,12 +97,12 @@ async def test_a_submission_cancelled_in_the_enqueue_ends_failure(settings: Sett
     held = ListBackend(settings, block=asyncio.Event())
     try:
         submitting = asyncio.create_task(held.submit("add", [1, 2]))
-        while not await held.redis.zcard("qb:tasks"):  # the record exists: in the enqueue
+        while not await held.redis.zcard(INDEX_KEY):  # the record exists: in the enqueue
             await asyncio.sleep(0.01)
         submitting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await submitting
-        task_id = (await held.redis.zrange("qb:tasks", 0, -1))[0].decode()
+        task_id = (await held.redis.zrange(INDEX_KEY, 0, -1))[0].decode()
         record = await held.get(task_id)
     finally:
         await held.aclose()
@@ -368,7 +373,7 @@ async def test_a_start_tried_again_after_a_lost_reply_is_its_own_not_busy(
 async def _state(redis: Redis, task_id: str, want: str) -> str:
     """The record's state once it is `want`, or as it is after a deadline."""
     deadline = time.monotonic() + 5
-    while (state := (await redis.hget(f"qb:task:{task_id}", "state") or b"").decode()) != want \
+    while (state := (await redis.hget(TASK_KEY.format(task_id), "state") or b"").decode()) != want \
             and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     return state
@@ -597,7 +602,7 @@ async def test_a_retry_is_written_before_the_library_hears_of_it(
             runner.heartbeat.stop()
         found = redis.Redis.from_url(server.url, socket_connect_timeout=1)
         try:
-            assert found.hget(f"qb:task:{record.id}", "state") == b"RETRY"
+            assert found.hget(TASK_KEY.format(record.id), "state") == b"RETRY"
         finally:
             found.close()
     finally:
