@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import redis
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio import Redis
 
 import core.worker.heartbeat as workers_module
 import core.worker.runner as runner_module
@@ -34,7 +33,6 @@ from core.store.keys import (
 )
 from core.store.records import (
     BUSY,
-    RecordStore,
     TaskRecord,
     connect,
     task_of,
@@ -470,13 +468,7 @@ async def test_a_lane_whose_scripts_redis_lost_hands_back_and_loads_them_again(
         await lane.close()
 
 
-# -- the submit's script call on connections of its own (core/store/scripts.py) ------------------
-
-async def _created(backend: ListBackend, *args: Any) -> tuple[TaskRecord, str]:
-    """Create a record through the store (as a native submit does); the id that stands."""
-    record, _, _ = backend.prepare("noop", list(args), {}, None, time.time())
-    return record, await backend.store.create(record)
-
+# -- the create script sent again ------------------------------------------------------
 
 async def test_a_create_sent_again_after_its_task_ran_changes_nothing(
         backend: ListBackend) -> None:
@@ -492,84 +484,6 @@ async def test_a_create_sent_again_after_its_task_ran_changes_nothing(
     again = await backend.get(record.id)
     assert (again.state, again.result) == (TaskState.SUCCESS, 1)
     assert await backend.redis.llen("qb:test:queue") == 1
-
-
-async def test_a_create_takes_a_direct_connection_and_gives_it_back(
-        backend: ListBackend) -> None:
-    direct = backend.store._direct
-    assert direct is not None
-    record, stands = await _created(backend, 1)
-    assert stands == record.id and (direct.made, len(direct.free)) == (1, 1)
-    assert (await backend.get(record.id)).args == [1]  # type: ignore[union-attr]
-
-
-async def test_a_create_after_redis_lost_its_scripts_loads_them_again(
-        backend: ListBackend) -> None:
-    await _created(backend, 1)
-    await backend.redis.script_flush()
-    record, stands = await _created(backend, 2)  # NOSCRIPT: the slow way loads it
-    assert stands == record.id
-    assert (await backend.get(record.id)).args == [2]  # type: ignore[union-attr]
-    assert len(backend.store._direct.free) == 1  # type: ignore[union-attr]
-    record, stands = await _created(backend, 3)  # and the direct way has it again
-    assert stands == record.id
-
-
-async def test_a_create_whose_connection_was_killed_is_made_the_slow_way(
-        backend: ListBackend) -> None:
-    direct = backend.store._direct
-    assert direct is not None
-    await _created(backend, 1)
-    [connection] = direct.free
-    await connection.send_command("CLIENT", "ID")
-    await backend.redis.client_kill_filter(_id=await connection.read_response())
-    record, stands = await _created(backend, 2)
-    assert stands == record.id
-    assert (await backend.get(record.id)).args == [2]  # type: ignore[union-attr]
-    assert direct.made == 0 and direct.free == []  # the dead one is gone, not reused
-
-
-async def test_a_create_cancelled_before_its_reply_leaves_no_reply_behind(
-        backend: ListBackend) -> None:
-    """A reply left unread in a connection would answer the next create with another
-    task's id: the cancelled call's connection is dropped."""
-    direct = backend.store._direct
-    assert direct is not None
-    await _created(backend, 0)  # a connection in the free list: the next send is at once
-    await backend.redis.client_pause(10_000, all=False)  # Redis holds writes
-    try:
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(_created(backend, 1), 0.2)
-        assert direct.made == 0 and direct.free == []
-    finally:
-        await backend.redis.client_unpause()
-    record, stands = await _created(backend, 2)
-    assert stands == record.id
-
-
-async def test_a_create_redis_does_not_answer_in_time_is_an_error_at_once(
-        settings: Settings) -> None:
-    """Redis frozen: the call fails after the pool's socket timeout with redis-py's
-    TimeoutError (the API's 503), once: not a second wait the slow way."""
-    pool = BlockingConnectionPool.from_url(settings.redis_url, socket_timeout=0.5)
-    client = Redis(connection_pool=pool)
-    store = RecordStore(client, history=False)
-    backend = ListBackend(settings)
-    try:
-        record, _, _ = backend.prepare("noop", [1], {}, None, time.time())
-        await store.create(record)  # a direct connection, free again
-        await client.client_pause(3_000, all=False)  # Redis holds writes
-        try:
-            with pytest.raises(RedisTimeoutError):
-                await store.create(backend.prepare("noop", [2], {}, None, time.time())[0])
-        finally:
-            await client.client_unpause()
-        assert store._direct is not None and store._direct.made == 0
-    finally:
-        await store.aclose()
-        await client.aclose()
-        await backend.aclose()
-
 
 
 async def test_a_retry_is_written_before_the_library_hears_of_it(
