@@ -30,27 +30,19 @@ from core.store.keys import (
     DUE_KEY,
     EVENTS_CHANNEL,
     EXPIRING_KEY,
-    HISTORY_STREAM,
     IDEMPOTENCY_KEY,
     INDEX_KEY,
-    METRICS_KEY,
     ORPHANS_KEY,
     OWNED_KEY,
-    OWNED_PREFIX,
-    QUEUES_KEY,
     SCHEDULE_KEY,
     SCHEDULE_TASKS_KEY,
     TASK_KEY,
-    TASK_PREFIX,
-    WORKER_TASKS_KEY,
     WORKERS_SEEN_KEY,
 )
 from core.store.scripts import Scripts
 
 # Final states streamed for the history writer (core/history/): the stream's MAXLEN.
 HISTORY_MAXLEN = 1_000_000
-# The keys a script that ends a task touches beside its record (core/store/lua/_lib.lua).
-FINAL_KEYS = (DUE_KEY, EXPIRING_KEY, HISTORY_STREAM, METRICS_KEY)
 
 # One Redis command, as words: what a producer in a library's wire format sends.
 Command = tuple[str | bytes | int | float, ...]
@@ -266,8 +258,7 @@ class RecordStore:
         ttl = self.ttl + max(0, math.ceil((not_before or submitted) - submitted))
         key = IDEMPOTENCY_KEY.format(record.name, idempotency_key or "")
         pairs = [item for pair in record.to_hash().items() for item in pair]
-        keys = [TASK_KEY.format(record.id), INDEX_KEY, key, DUE_KEY, EXPIRING_KEY, METRICS_KEY,
-                QUEUES_KEY]
+        keys = [TASK_KEY.format(record.id), INDEX_KEY, key]
         if record.schedule is not None:  # fired by a periodic entry: its index and state
             keys += [SCHEDULE_TASKS_KEY.format(record.schedule),
                      SCHEDULE_KEY.format(record.schedule)]
@@ -276,7 +267,7 @@ class RecordStore:
                          "" if record.expires_at is None else record.expires_at,
                          f"{record.name}|{record.backend}", record.queue or "",
                          _pack(pairs), _pack([[_word(w) for w in c] for c in push or ()]),
-                         not_before or submitted, TASK_PREFIX]}
+                         not_before or submitted]}
 
     async def get(self, task_id: str) -> TaskRecord | None:
         data = _text(await _reply(self.redis.hgetall(TASK_KEY.format(task_id))))
@@ -327,10 +318,8 @@ class RecordStore:
 
     def start_call(self, task_id: str, worker: str, run: str) -> tuple[list[str], list[Any]]:
         """The start script's keys and arguments (also sent by core/worker/lane.py)."""
-        return ([TASK_KEY.format(task_id), OWNED_KEY.format(worker), WORKERS_SEEN_KEY,
-                 ORPHANS_KEY, *FINAL_KEYS],
-                [time.time(), EVENTS_CHANNEL, worker, self.history_maxlen, self.lease, run,
-                 TASK_PREFIX, OWNED_PREFIX])
+        return ([TASK_KEY.format(task_id), OWNED_KEY.format(worker), WORKERS_SEEN_KEY],
+                [time.time(), EVENTS_CHANNEL, worker, self.history_maxlen, self.lease, run])
 
     async def finish(
         self,
@@ -354,11 +343,9 @@ class RecordStore:
                     ) -> tuple[list[str], list[Any]]:
         """The finish script's keys and arguments (also sent by core/worker/lane.py)."""
         now = time.time()
-        return ([TASK_KEY.format(task_id), OWNED_KEY.format(worker), WORKER_TASKS_KEY,
-                 *FINAL_KEYS],
+        return ([TASK_KEY.format(task_id), OWNED_KEY.format(worker)],
                 [state.value, now, dumps(result), dumps(error), retries, self.ttl,
-                 EVENTS_CHANNEL, self.history_maxlen, now if due is None else due, worker,
-                 TASK_PREFIX])
+                 EVENTS_CHANNEL, self.history_maxlen, now if due is None else due])
 
     async def not_queued(self, record: TaskRecord, error: dict[str, str],
                          idempotency_key: str | None = None) -> None:
@@ -371,16 +358,15 @@ class RecordStore:
 
     async def revoke(self, task_id: str, *, running_too: bool = True) -> TaskState | None:
         found = await _reply(self.scripts.revoke(
-            keys=[TASK_KEY.format(task_id), *FINAL_KEYS],
-            args=[time.time(), EVENTS_CHANNEL, int(running_too), self.history_maxlen,
-                  TASK_PREFIX]))
+            keys=[TASK_KEY.format(task_id)],
+            args=[time.time(), EVENTS_CHANNEL, int(running_too), self.history_maxlen]))
         return TaskState(_str(found)) if found else None
 
     async def expire(self, task_id: str) -> bool:
         """EXPIRED if it is PENDING or RETRY past its `expires`; whether it is now."""
-        found = await _reply(self.scripts.expire(keys=[TASK_KEY.format(task_id), *FINAL_KEYS],
+        found = await _reply(self.scripts.expire(keys=[TASK_KEY.format(task_id)],
                                                  args=[time.time(), EVENTS_CHANNEL,
-                                                       self.history_maxlen, TASK_PREFIX]))
+                                                       self.history_maxlen]))
         return bool(found) and _str(found) == TaskState.EXPIRED
 
     async def expiring(self, limit: int = 500) -> list[str]:
@@ -393,8 +379,8 @@ class RecordStore:
         """Take `task_id` from `owner` (dead, or whose run was cancelled) for one more
         delivery: the record, back to PENDING; None when there is nothing to redo."""
         return _record(await _reply(self.scripts.reclaim(
-            keys=[TASK_KEY.format(task_id), owned_in, DUE_KEY],
-            args=[owner, EVENTS_CHANNEL, time.time(), TASK_PREFIX])))
+            keys=[TASK_KEY.format(task_id), owned_in],
+            args=[owner, EVENTS_CHANNEL, time.time()])))
 
     async def overdue(self, before: float, limit: int) -> list[TaskRecord]:
         """Up to `limit` tasks, oldest first, that nobody runs and whose message was
@@ -427,14 +413,14 @@ class RecordStore:
         """Take `record` (as `overdue` read it) for one more delivery, unless a worker
         took it or another reaper sent it meanwhile: the whole record, or None."""
         return _record(await _reply(self.scripts.resend(
-            keys=[TASK_KEY.format(record.id), DUE_KEY],
-            args=[record.deliveries, before, time.time(), TASK_PREFIX])))
+            keys=[TASK_KEY.format(record.id)],
+            args=[record.deliveries, before, time.time()])))
 
     async def release(self, task_ids: Sequence[str]) -> None:
         """The history has stored these final records: Redis's copies may go."""
         if task_ids:
             await _reply(self.scripts.release(
-                keys=[INDEX_KEY, *(TASK_KEY.format(i) for i in task_ids)], args=[TASK_PREFIX]))
+                keys=[INDEX_KEY, *(TASK_KEY.format(i) for i in task_ids)], args=[]))
 
     async def orphan(self, task_id: str, worker: str) -> None:
         """This process stopped running `task_id` without an outcome (cancelled):

@@ -3,7 +3,10 @@
 The scripts are the files of core/store/lua/, one per record transition, each opening
 with a header that lists its KEYS and ARGV by position; `_lib.lua`, the helpers they
 share, is prepended to each. They are read once, at import. No key name is written in
-a script: core/store/keys.py has them, and the callers pass them.
+a script: a key that depends on the call is one of its KEYS, a fixed one is a `$NAME`
+of core/store/keys.py, filled in here. (So the scripts are not Redis Cluster-correct,
+and could not be by KEYS alone: a create runs the library's own commands for its
+message, and a trim deletes records whose ids it reads from the index.)
 
 `Scripts` registers them on one client. Each is called as an EVALSHA that loads the
 script again when Redis lost it (NOSCRIPT after a restart or SCRIPT FLUSH): redis-py's
@@ -34,6 +37,8 @@ connection: a reply left in it would answer the next call.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +50,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.store.keys import METRIC_BOUNDS
+from core.store import keys
 
 LUA = Path(__file__).with_name("lua")
 # Index entries a create trims at most (beyond RECORDS_KEPT, after the setting was
@@ -53,13 +58,25 @@ LUA = Path(__file__).with_name("lua")
 TRIM_STEP = 100
 
 
+def _lua(value: object) -> str:
+    """A constant as Lua source: a string quoted, a tuple as a table's items."""
+    if isinstance(value, tuple):
+        return ", ".join(map(repr, value))
+    return json.dumps(value)
+
+
+# What a script's `$NAME` stands for: core/store/keys.py's names (not the templates with
+# `{}`, which a caller fills and passes as KEYS) and the scripts' constants.
+FILLED = {name: _lua(value) for name, value in vars(keys).items()
+          if name.isupper() and "{}" not in str(value)} | {"TRIM_STEP": _lua(TRIM_STEP)}
+
+
 def _sources() -> dict[str, str]:
-    """Each script's text by name (its file's), the shared helpers before it."""
+    """Each script's text by name (its file's), the shared helpers before it, its
+    `$NAME`s filled in (an unknown one is a KeyError at import)."""
     lib = (LUA / "_lib.lua").read_text()
-    lib = lib.replace("$METRIC_BOUNDS", ", ".join(map(repr, METRIC_BOUNDS)))
-    lib = lib.replace("$TRIM_STEP", str(TRIM_STEP))
-    return {path.stem: lib + path.read_text() for path in sorted(LUA.glob("*.lua"))
-            if not path.stem.startswith("_")}
+    return {path.stem: re.sub(r"\$([A-Z_]+)", lambda m: FILLED[m[1]], lib + path.read_text())
+            for path in sorted(LUA.glob("*.lua")) if not path.stem.startswith("_")}
 
 
 SOURCES = _sources()

@@ -17,7 +17,6 @@ from redis.asyncio import Redis
 
 from core.store.keys import (
     INDEX_KEY,
-    TASK_PREFIX,
     WORKER_TASKS_KEY,
     WORKERS_KEY,
     WORKERS_SEEN_KEY,
@@ -73,8 +72,7 @@ async def task_page(store: RecordStore, query: TaskQuery) -> TaskPage:
     while at < end:
         found = [_str(v) for v in await scan(
             keys=[INDEX_KEY], args=[base + at, min(CHUNK, end - at), bottom, query.state or "",
-                                    query.name or "", query.size + 1 - len(matched),
-                                    TASK_PREFIX])]
+                                    query.name or "", query.size + 1 - len(matched)])]
         read, *ids = found
         if int(read) == 0:  # the window holds no more
             return TaskPage(await store.get_many(matched), None, scanned=at - query.cursor)

@@ -4,18 +4,16 @@
 -- KEYS[1]  the record (hash, qb:task:<id>)
 -- KEYS[2]  the set it is owned in: a dead worker's (qb:owned:<worker>) or the
 --          orphans (qb:orphans)
--- KEYS[3]  the due set (sorted set, qb:due)
 -- ARGV[1]  the owner ('' for an orphan)
 -- ARGV[2]  the events channel (qb:events)
 -- ARGV[3]  now (epoch seconds)
--- ARGV[4]  the record key's prefix (qb:task:)
+-- Also writes: DUE_KEY.
 -- Returns the record (HGETALL), or nothing to redo.
 --
 -- A STARTED record of that owner goes back to PENDING, its deliveries counted. It
 -- stays in the set until the caller has sent it (`_again` in core/worker/reaper.py),
 -- so a failed send is tried again; a PENDING one still in the set is such a retry.
-local K = {task=ARGV[4]}
-local id = task_id(K, KEYS[1])
+local id = task_id(KEYS[1])
 if redis.call('SISMEMBER', KEYS[2], id) == 0 then return false end
 local f = redis.call('HMGET', KEYS[1], 'state', 'worker', 'name')
 if not f[3] or (f[1] ~= 'STARTED' and f[1] ~= 'PENDING')
@@ -29,5 +27,5 @@ if f[1] == 'STARTED' then
   redis.call('PUBLISH', ARGV[2], cjson.encode({id=id, state='PENDING'}))
 end
 redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
-redis.call('ZADD', KEYS[3], ARGV[3], id)
+redis.call('ZADD', DUE_KEY, ARGV[3], id)
 return redis.call('HGETALL', KEYS[1])

@@ -9,7 +9,6 @@
 -- ARGV[4]  the state wanted ('': any)
 -- ARGV[5]  the task name wanted ('': any)
 -- ARGV[6]  how many matches are wanted
--- ARGV[7]  the record key's prefix (qb:task:)
 -- Returns how many ids it read (0: none left in the window), then "rank:id" of the
 -- first ARGV[6] that match.
 local first = tonumber(ARGV[1])
@@ -20,7 +19,7 @@ local out, wanted, read = {0}, tonumber(ARGV[6]), 0
 for i = 1, #found, 2 do
   if tonumber(found[i + 1]) < low then break end
   read = read + 1
-  local f = redis.call('HMGET', ARGV[7] .. found[i], 'state', 'name')
+  local f = redis.call('HMGET', TASK_PREFIX .. found[i], 'state', 'name')
   if (ARGV[4] == '' or f[1] == ARGV[4]) and (ARGV[5] == '' or f[2] == ARGV[5]) then
     table.insert(out, (first + read - 1) .. ':' .. found[i])
     if #out - 1 == wanted then out[1] = read; return out end

@@ -3,11 +3,6 @@
 -- KEYS[1]  the record (hash, qb:task:<id>)
 -- KEYS[2]  this worker's owned set (set, qb:owned:<worker>)
 -- KEYS[3]  the workers' heartbeats (sorted set, qb:workers:seen)
--- KEYS[4]  the orphans (set, qb:orphans)
--- KEYS[5]  the due set (sorted set, qb:due)
--- KEYS[6]  the expiring set (sorted set, qb:expiring)
--- KEYS[7]  the history stream (qb:history)
--- KEYS[8]  the metrics (hash, qb:metrics)
 -- ARGV[1]  now (epoch seconds)
 -- ARGV[2]  the events channel (qb:events)
 -- ARGV[3]  this worker's id
@@ -15,17 +10,15 @@
 -- ARGV[5]  the lease: seconds an owner may go without a heartbeat
 -- ARGV[6]  run: this delivery's token in its worker (a try again of a start whose
 --          reply was lost finds its own run, not a BUSY one)
--- ARGV[7]  the record key's prefix (qb:task:)
--- ARGV[8]  the owned sets' prefix (qb:owned:)
+-- Also writes: ORPHANS_KEY, DUE_KEY, a lapsed owner's owned set; when it ends the
+-- task (EXPIRED), as every final state: EXPIRING_KEY, HISTORY_STREAM, METRICS_KEY.
 -- Returns {state found, retries so far}; 'LOST' (no record: do not run) or 'BUSY'
 -- (STARTED by a worker whose heartbeat is fresh, this one included: do not run).
 --
 -- A STARTED record whose owner's heartbeat lapsed is taken over: that delivery died.
 -- Core counts retries itself (a run after RETRY is the next retry), so a redelivery
 -- after a worker died is not a retry on any backend.
-local K = {task=ARGV[7], due=KEYS[5], expiring=KEYS[6], history=KEYS[7], metrics=KEYS[8],
-           maxlen=ARGV[4], channel=ARGV[2]}
-local id = task_id(K, KEYS[1])
+local id = task_id(KEYS[1])
 local f = redis.call('HMGET', KEYS[1], 'state', 'retries', 'expires_at', 'worker', 'name',
                     'backend', 'submitted_at', 'run')
 if not f[5] then return {'LOST', 0} end
@@ -39,24 +32,24 @@ end
 if found == 'STARTED' and f[4] then
   local seen = redis.call('ZSCORE', KEYS[3], f[4])
   if seen and tonumber(seen) >= now - tonumber(ARGV[5]) then return {'BUSY', retries} end
-  redis.call('SREM', ARGV[8] .. f[4], id)
+  redis.call('SREM', OWNED_PREFIX .. f[4], id)
 end
-redis.call('SREM', KEYS[4], id)
+redis.call('SREM', ORPHANS_KEY, id)
 if found == 'RETRY' then retries = retries + 1 end
 local expires = tonumber(f[3] or '')
 if expires and expires < now then
   redis.call('HSET', KEYS[1], 'state', 'EXPIRED', 'finished_at', ARGV[1])
-  announce(K, KEYS[1], 'EXPIRED', ARGV[1])
+  announce(KEYS[1], 'EXPIRED', ARGV[4], ARGV[2], ARGV[1])
   return {'EXPIRED', retries}
 end
 redis.call('HSET', KEYS[1], 'state', 'STARTED', 'started_at', ARGV[1], 'retries', retries,
            'worker', ARGV[3], 'run', ARGV[6])
 redis.call('SADD', KEYS[2], id)
-redis.call('ZREM', K.due, id)
+redis.call('ZREM', DUE_KEY, id)
 -- Queue wait: submitted to started, for a run from PENDING (not a retry's, which
 -- waited on its backoff; a redelivered task's counts again).
 if (not found or found == 'PENDING') and f[7] then
-  observe(K, 'w', f[5] .. '|' .. (f[6] or ''), math.max(0, now - tonumber(f[7])))
+  observe('w', f[5] .. '|' .. (f[6] or ''), math.max(0, now - tonumber(f[7])))
 end
-announce(K, KEYS[1], 'STARTED')
+announce(KEYS[1], 'STARTED', ARGV[4], ARGV[2])
 return {found or '', retries}
