@@ -1,7 +1,7 @@
 """Every Redis key, channel and stream queuebench itself uses: the one place their names
-are written. Python code imports them from here; the Lua scripts (core/store/lua/) are
-passed them by their callers, as KEYS (or, for a key a script builds from an id it
-reads, its prefix as an argument), and write none themselves.
+are written. Python code imports them from here. The Lua scripts (core/store/lua/)
+write none: their callers pass the keys that depend on the call as KEYS, and the fixed
+names are filled into them at load as `$NAME` (core/store/scripts.py).
 
 `{}` in a name is filled with `.format(...)`. The queue libraries' own keys (arq:*,
 celery, dramatiq:*) are theirs and not here.
@@ -75,7 +75,7 @@ SLEPT_KEY = "qb:slept:{}"
 # string (counter, 1 h TTL): attempts of `flaky`, by key.
 FLAKY_KEY = "qb:flaky:{}"
 
-# The prefixes of the keys a script builds from an id it reads (a record from an
-# index, the owned set of a record's worker): passed to it as an argument.
+# The prefixes of the keys a script builds from an id it reads (a record from the
+# index, the owned set of a record's worker).
 TASK_PREFIX = TASK_KEY.format("")
 OWNED_PREFIX = OWNED_KEY.format("")

@@ -14,9 +14,10 @@ script object. Two calls are sent another way, for CPU:
 - a worker's start and finish, on its lane (core/worker/lane.py), which loads the
   scripts on its connection and sends their EVALSHA itself;
 - a submit's create, on an asyncio client, on direct connections (`DirectScripts`):
-  a redis-py command call costs more CPU than the script's own packing and its socket
-  I/O (a connection checked out of the pool: a lock, an event, a deprecation wrapper;
-  a retry policy, timeouts and metrics around each call), about half of it.
+  a redis-py command call costs its caller more CPU than packing the call and its
+  socket I/O together (a connection checked out of the pool: a lock, an event, a
+  deprecation wrapper; a retry policy, timeouts and metrics around each call), and
+  the direct way about half as much.
 
 So the API keeps a few connections of redis-py's own class, made with the pool's
 settings, for the create alone: one is taken from the free list, the EVALSHA is packed
