@@ -24,6 +24,7 @@ import redis
 
 from core.cli.procs import Proc, Server, wait_until
 from core.states import TaskState
+from core.store.keys import WORKERS_KEY
 from core.store.records import RecordStore, TaskRecord, connect
 
 NAMES = ("add", "divide", "noop", "sleep", "cpu", "fail")
@@ -104,7 +105,7 @@ def processes(redis_url: str, backend: str, concurrency: int | None,
     worker = Proc(["worker", "--backend", backend, *slots], env)
     server = None
     try:
-        wait_until(lambda: redis.Redis.from_url(redis_url).hlen("qb:workers"), timeout=60,
+        wait_until(lambda: redis.Redis.from_url(redis_url).hlen(WORKERS_KEY), timeout=60,
                    what="worker heartbeat")
         server = Server(backend, env)
         yield server, worker

@@ -27,7 +27,7 @@ from core.cli.procs import Proc, venv_python, wait_until
 from core.db import TaskHistory, dispose_all, migrate, session
 from core.settings import Settings
 from core.states import FINISHED
-from core.store.records import EVENTS_CHANNEL, HISTORY_STREAM
+from core.store.keys import EVENTS_CHANNEL, HISTORY_STREAM, WORKERS_SEEN_KEY
 from core.worker.heartbeat import host_and_pid
 
 FINAL = {s.value for s in FINISHED}
@@ -97,7 +97,7 @@ def one_run(args: argparse.Namespace, history: bool, database_url: str) -> dict[
     try:
         client = redis.Redis.from_url(args.redis)
         wait_until(lambda: any(host_and_pid(k.decode())[1] == worker.pid
-                               for k in client.zrange("qb:workers:seen", 0, -1)),
+                               for k in client.zrange(WORKERS_SEEN_KEY, 0, -1)),
                    timeout=60, what="worker heartbeat")
         if history:
             procs.append(Proc(["history"], env, python))

@@ -27,8 +27,8 @@ import httpx
 import redis
 
 from core.cli.procs import wait_until
-from core.store.records import TASK_KEY
-from core.worker.heartbeat import WORKERS_KEY, host_and_pid
+from core.store.keys import SLEPT_KEY, TASK_KEY, WORKERS_KEY
+from core.worker.heartbeat import host_and_pid
 
 FINAL = {"SUCCESS", "FAILURE", "REVOKED", "EXPIRED"}
 
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         found = wait_until(all_final, timeout=args.deadline, every=0.2, what="every task final")
     except TimeoutError:
         found = records(client, ids)
-    runs = [int(client.get(f"qb:slept:{k}") or 0) for k in keys]
+    runs = [int(client.get(SLEPT_KEY.format(k)) or 0) for k in keys]
     hosts = Counter(host_of(r["worker"]) for r in found.values() if r["state"] == "SUCCESS")
     again = [float(found[i]["started_at"] or 0) - cut_at for i in stranded]
     return {

@@ -45,7 +45,8 @@ from core.backend import adapter_module
 from core.cli.procs import ROOT, Proc, Server, free_port, wait_until
 from core.settings import Settings
 from core.states import FINISHED, TaskState
-from core.store.records import INDEX_KEY, TASK_KEY, RecordStore, connect
+from core.store.keys import INDEX_KEY, TASK_KEY
+from core.store.records import RecordStore, connect
 
 #: submissions that count as warm-up in a drain: the first completions, excluded
 WARMUP = 0.05

@@ -37,19 +37,13 @@ from core.history.store import SCAN_LIMIT, HistoryStore, TaskFilter, recent
 from core.settings import BACKENDS, Settings
 from core.states import FINISHED, TaskState
 from core.store.events import EventHub
-from core.store.records import (
-    QUEUES_KEY,
-    Command,
-    RecordStore,
-    TaskRecord,
-    connect,
-    new_task_id,
-)
+from core.store.keys import QUEUES_KEY, SCHEDULE_TASKS_KEY, WORKERS_KEY
+from core.store.records import Command, RecordStore, TaskRecord, connect, new_task_id
 from core.tasks import get_task
 from core.tasks.features import CORE_FEATURES, Support, supported_options
 from core.tasks.options import TaskOptions
 from core.tasks.registry import TaskSpec
-from core.worker.heartbeat import WORKERS_KEY, live_workers
+from core.worker.heartbeat import live_workers
 
 DEFAULT_QUEUE = "default"
 # The options a redelivery sends again (the delay, expiry and key have done their work).
@@ -438,11 +432,9 @@ async def _fired_by(backend: TaskBackend, schedule: str, where: TaskFilter, limi
     """An entry's tasks from its index (core/store/records.py keeps it), each read from
     Redis or, once Redis has let it go, from the history table: the index's page
     itself, or with a filter, the matches among its newest SCAN_LIMIT (bounded reads)."""
-    from core.schedule.scheduler import TASKS_KEY
-
     unfiltered = where == TaskFilter()
     start, stop = (offset, offset + limit - 1) if unfiltered else (0, SCAN_LIMIT - 1)
-    ids = [_text(i) for i in await backend.redis.zrevrange(TASKS_KEY.format(schedule),
+    ids = [_text(i) for i in await backend.redis.zrevrange(SCHEDULE_TASKS_KEY.format(schedule),
                                                            start, stop)]
     live = {r.id: r for r in await backend.store.get_many(ids)}
     gone = [i for i in ids if i not in live]

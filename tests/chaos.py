@@ -77,8 +77,7 @@ import redis.asyncio
 
 from core.cli.procs import ROOT, Proc, Server, free_port, wait_until
 from core.db.migrate import scratch_sqlite
-from core.store.records import TASK_KEY, WORKERS_SEEN_KEY
-from core.worker.heartbeat import WORKERS_KEY
+from core.store.keys import FLAKY_KEY, SLEPT_KEY, TASK_KEY, WORKERS_KEY, WORKERS_SEEN_KEY
 from tests.support_faults import RedisServer
 
 T = TypeVar("T")
@@ -213,7 +212,7 @@ def _sleep(rng: random.Random, key: str, long: bool = True) -> tuple[dict[str, A
     seconds = round(rng.uniform(1, 4) if long and rng.random() < 0.3 else
                     rng.uniform(0.05, 0.5), 2)
     return ({"args": [seconds], "kwargs": {"key": key}},
-            Expect("sleep", f"qb:slept:{key}", 1, result=seconds))
+            Expect("sleep", SLEPT_KEY.format(key), 1, result=seconds))
 
 
 def _flaky(rng: random.Random, key: str, max_retries: int, enough: bool
@@ -221,10 +220,10 @@ def _flaky(rng: random.Random, key: str, max_retries: int, enough: bool
     if enough:
         fail_times = rng.randint(0, max_retries)
         return ({"args": [fail_times, key]},
-                Expect("flaky", f"qb:flaky:{key}", fail_times + 1, result=fail_times + 1))
+                Expect("flaky", FLAKY_KEY.format(key), fail_times + 1, result=fail_times + 1))
     fail_times = max_retries + rng.randint(1, 2)
     return ({"args": [fail_times, key]},
-            Expect("flaky-exhausted", f"qb:flaky:{key}", max_retries + 1, state="FAILURE",
+            Expect("flaky-exhausted", FLAKY_KEY.format(key), max_retries + 1, state="FAILURE",
                    also_if_touched=("SUCCESS",)))
 
 

@@ -24,6 +24,7 @@ from core.backend import adapter_module
 from core.cli.procs import Proc, Server, wait_until
 from core.errors import ConfigError
 from core.settings import BACKENDS
+from core.store.keys import WORKERS_KEY
 from core.tasks.features import Support
 
 # Databases and the stacks that use them (tests/test_db.py, test_history.py, test_users.py).
@@ -185,7 +186,7 @@ def _heartbeat_of(url: str, backend: str, proc: Proc) -> bool:
         raise RuntimeError(f"worker exited:\n{proc.output()}")
     client = redis.Redis.from_url(url)
     return any(entry.get("backend") == backend and entry.get("pid") == proc.pid
-               for entry in map(json.loads, client.hvals("qb:workers")))
+               for entry in map(json.loads, client.hvals(WORKERS_KEY)))
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ from core.cli.procs import Proc, Server, free_port, venv_python
 from core.errors import Unavailable
 from core.settings import Settings
 from core.states import TaskState
+from core.store.keys import TASK_KEY
 from tests.conformance.support import cli
 from tests.conftest import (
     _prepare_database,
@@ -75,12 +76,12 @@ async def test_a_publish_that_fails_ends_the_record_failure_not_pending(
                         producer=producer, history_enabled=False)
     backend = adapter_module(backend_name).Backend(settings)
     try:
-        before = set(await backend.redis.keys("qb:task:*"))
+        before = set(await backend.redis.keys(TASK_KEY.format("*")))
         with pytest.raises(Exception) as raised:
             await backend.submit("add", [1, 2])
         if producer == "native":
             assert isinstance(raised.value, Unavailable)  # a 503 through the API
-        [key] = set(await backend.redis.keys("qb:task:*")) - before
+        [key] = set(await backend.redis.keys(TASK_KEY.format("*"))) - before
         record = await backend.get(key.decode().rsplit(":", 1)[-1])
         assert record.state is TaskState.FAILURE
         assert record.error is not None and record.error["type"], record.error

@@ -19,7 +19,8 @@ from core.db import dispose_all
 from core.history.store import SCAN_LIMIT, HistoryStore, TaskFilter, newest_first, recent
 from core.history.writer import HistoryWriter
 from core.states import TaskState
-from core.store.records import INDEX_KEY, TASK_KEY, RecordStore, TaskRecord
+from core.store.keys import INDEX_KEY, TASK_KEY
+from core.store.records import RecordStore, TaskRecord
 
 KEPT = 50
 

@@ -24,8 +24,8 @@ from core.api.dashboard.live import Activity, percentile
 from core.api.metrics import Counts, read_counts
 from core.cli.procs import Proc, free_port, venv_python, wait_until
 from core.states import TaskState
-from core.store.records import METRIC_BOUNDS, WORKER_TASKS_KEY, RecordStore, TaskRecord, connect
-from core.worker.heartbeat import WORKERS_KEY
+from core.store.keys import METRIC_BOUNDS, WORKER_TASKS_KEY, WORKERS_KEY, WORKERS_SEEN_KEY
+from core.store.records import RecordStore, TaskRecord, connect
 from tests.conformance.support import finished, submit
 from tests.conftest import redis_database
 
@@ -156,7 +156,7 @@ async def test_worker_views_sum_their_processes_runs(store: RecordStore) -> None
              "h:20": {"role": "worker", "backend": "celery", "host": "h", "pid": 20}}
     r = store.redis
     await r.hset(WORKERS_KEY, mapping={k: json.dumps(v) for k, v in beats.items()})
-    await r.zadd("qb:workers:seen", {"h:10": now, "h:11": now, "h:12": now, "h:20": now - 60})
+    await r.zadd(WORKERS_SEEN_KEY, {"h:10": now, "h:11": now, "h:12": now, "h:20": now - 60})
     await r.hset(WORKER_TASKS_KEY, mapping={"h:11|run": 5, "h:12|run": 2, "h:12|failed": 1})
     [view] = await data.worker_views(r, alive_within=10)
     assert (view.id, view.concurrency, view.queues) == ("h:10", 2, ["default", "q2"])

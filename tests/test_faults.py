@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from core.cli.procs import Proc, Server, wait_until
 from core.db.engine import make_engine
 from core.history.writer import GROUP
-from core.store.records import HISTORY_STREAM
+from core.store.keys import HISTORY_STREAM, SLEPT_KEY, TASK_KEY
 from core.tasks.features import Support
 from core.worker.heartbeat import host_and_pid
 from tests.conftest import service_down
@@ -267,7 +267,7 @@ async def test_with_appendonly_no_accepted_task_is_lost_when_redis_is_killed(
     stuck = {t: _keys_holding(store.url, t) for t, state in states.items() if state != "SUCCESS"}
     assert not stuck, f"not SUCCESS (the Redis keys that still name each): {stuck}"
     check = redis.Redis.from_url(store.url, decode_responses=True)
-    again = {t: n for t in accepted if int(n := check.hget(f"qb:task:{t}", "deliveries") or 0)}
+    again = {t: n for t in accepted if int(n := check.hget(TASK_KEY.format(t), "deliveries") or 0)}
     check.close()
     assert all(n == 1 for n in again.values()), f"delivered more than twice: {again}"
     print(f"\n{backend_name}: {len(accepted)} accepted tasks, all SUCCESS after the restart, "
@@ -395,7 +395,7 @@ def _runs(url: str, keys: list[str]) -> list[int]:
     """How many runs of `sleep(..., key)` got to their end, per key."""
     client = redis.Redis.from_url(url)
     try:
-        return [int(client.get(f"qb:slept:{key}") or 0) for key in keys]
+        return [int(client.get(SLEPT_KEY.format(key)) or 0) for key in keys]
     finally:
         client.close()
 
@@ -404,7 +404,7 @@ def _ran_in(url: str, task_id: str) -> int:
     """The pid of the process that ran the task last (its record's owner)."""
     client = redis.Redis.from_url(url, decode_responses=True)
     try:
-        return host_and_pid(str(client.hget(f"qb:task:{task_id}", "worker")))[1]
+        return host_and_pid(str(client.hget(TASK_KEY.format(task_id), "worker")))[1]
     finally:
         client.close()
 

@@ -24,6 +24,7 @@ import redis
 from core.api.guard import DRAIN_SECONDS
 from core.cli.procs import Proc, Server
 from core.settings import Settings
+from core.store.keys import TASK_KEY
 from core.tasks.options import MAX_SECONDS
 from core.tasks.shared import MAX_CPU_ROUNDS, MAX_SLEEP
 from tests.conformance.support import finished, submit
@@ -238,14 +239,14 @@ async def test_a_lone_surrogate_in_a_body_is_a_422_naming_where_and_stores_nothi
     """Valid JSON, but not Unicode text: no record could encode it (UTF-8, msgpack,
     Redis). Both ways into a submit (the fast JSON path and FastAPI's own handler, which
     takes `+json` types) give the same answer."""
-    before = set(redis_client.scan_iter("qb:task:*", count=1000))
+    before = set(redis_client.scan_iter(TASK_KEY.format("*"), count=1000))
     for content_type in ("application/json", "application/vnd.api+json"):
         response = await client.post(path, content=content,
                                      headers={"content-type": content_type})
         assert response.status_code == 422, (content_type, response.text)
         assert response.json()["detail"][0]["loc"] == loc, response.text
         assert response.json()["detail"][0]["type"] == "string_unicode", response.text
-    assert set(redis_client.scan_iter("qb:task:*", count=1000)) == before
+    assert set(redis_client.scan_iter(TASK_KEY.format("*"), count=1000)) == before
 
 
 async def test_a_lone_surrogate_in_a_query_or_path_is_never_a_500(
@@ -355,7 +356,7 @@ async def test_the_bounds_are_in_the_openapi(client: httpx.AsyncClient) -> None:
 
 
 def record_options(redis_url: str, task_id: str) -> dict[str, Any]:
-    raw = redis.Redis.from_url(redis_url, decode_responses=True).hget(f"qb:task:{task_id}",
+    raw = redis.Redis.from_url(redis_url, decode_responses=True).hget(TASK_KEY.format(task_id),
                                                                        "options")
     return json.loads(raw or "{}")
 

@@ -23,10 +23,11 @@ from core.backend import adapter_module
 from core.db import dispose_all
 from core.errors import TaskNotFound
 from core.history.store import HistoryStore
-from core.history.writer import GROUP, REJECTED_STREAM, HistoryWriter
+from core.history.writer import GROUP, HistoryWriter
 from core.settings import Settings
 from core.states import TaskState
-from core.store.records import HISTORY_STREAM, TASK_KEY, RecordStore, TaskRecord, new_task_id
+from core.store.keys import HISTORY_STREAM, REJECTED_STREAM, TASK_KEY
+from core.store.records import RecordStore, TaskRecord, new_task_id
 from tests.conformance.support import finished, submit
 from tests.support_db import (
     Stack,

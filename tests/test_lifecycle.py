@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import redis
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio import Redis
 
 import core.worker.heartbeat as workers_module
 import core.worker.runner as runner_module
@@ -23,20 +22,24 @@ from core.backend import DEFAULT_QUEUE, TaskBackend
 from core.errors import RetryTask, Unavailable
 from core.settings import Settings
 from core.states import TaskState
-from core.store.records import (
-    BUSY,
+from core.store.keys import (
     DUE_KEY,
+    INDEX_KEY,
     ORPHANS_KEY,
     OWNED_KEY,
+    TASK_KEY,
+    WORKERS_KEY,
     WORKERS_SEEN_KEY,
-    RecordStore,
+)
+from core.store.records import (
+    BUSY,
     TaskRecord,
     connect,
     task_of,
 )
 from core.tasks.features import Support
 from core.tasks.options import TaskOptions
-from core.worker.heartbeat import WORKERS_KEY, Heartbeat, host_and_pid, live_workers, workers
+from core.worker.heartbeat import Heartbeat, host_and_pid, live_workers, workers
 from core.worker.lane import LaneBroken, new_lane
 from core.worker.reaper import Reaper
 from core.worker.runner import Runner
@@ -92,12 +95,12 @@ async def test_a_submission_cancelled_in_the_enqueue_ends_failure(settings: Sett
     held = ListBackend(settings, block=asyncio.Event())
     try:
         submitting = asyncio.create_task(held.submit("add", [1, 2]))
-        while not await held.redis.zcard("qb:tasks"):  # the record exists: in the enqueue
+        while not await held.redis.zcard(INDEX_KEY):  # the record exists: in the enqueue
             await asyncio.sleep(0.01)
         submitting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await submitting
-        task_id = (await held.redis.zrange("qb:tasks", 0, -1))[0].decode()
+        task_id = (await held.redis.zrange(INDEX_KEY, 0, -1))[0].decode()
         record = await held.get(task_id)
     finally:
         await held.aclose()
@@ -368,7 +371,7 @@ async def test_a_start_tried_again_after_a_lost_reply_is_its_own_not_busy(
 async def _state(redis: Redis, task_id: str, want: str) -> str:
     """The record's state once it is `want`, or as it is after a deadline."""
     deadline = time.monotonic() + 5
-    while (state := (await redis.hget(f"qb:task:{task_id}", "state") or b"").decode()) != want \
+    while (state := (await redis.hget(TASK_KEY.format(task_id), "state") or b"").decode()) != want \
             and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     return state
@@ -465,13 +468,7 @@ async def test_a_lane_whose_scripts_redis_lost_hands_back_and_loads_them_again(
         await lane.close()
 
 
-# -- the submit's script call on connections of its own (core/store/scripts.py) ------------------
-
-async def _created(backend: ListBackend, *args: Any) -> tuple[TaskRecord, str]:
-    """Create a record through the store (as a native submit does); the id that stands."""
-    record, _, _ = backend.prepare("noop", list(args), {}, None, time.time())
-    return record, await backend.store.create(record)
-
+# -- the create script sent again ------------------------------------------------------
 
 async def test_a_create_sent_again_after_its_task_ran_changes_nothing(
         backend: ListBackend) -> None:
@@ -487,84 +484,6 @@ async def test_a_create_sent_again_after_its_task_ran_changes_nothing(
     again = await backend.get(record.id)
     assert (again.state, again.result) == (TaskState.SUCCESS, 1)
     assert await backend.redis.llen("qb:test:queue") == 1
-
-
-async def test_a_create_takes_a_direct_connection_and_gives_it_back(
-        backend: ListBackend) -> None:
-    direct = backend.store._direct
-    assert direct is not None
-    record, stands = await _created(backend, 1)
-    assert stands == record.id and (direct.made, len(direct.free)) == (1, 1)
-    assert (await backend.get(record.id)).args == [1]  # type: ignore[union-attr]
-
-
-async def test_a_create_after_redis_lost_its_scripts_loads_them_again(
-        backend: ListBackend) -> None:
-    await _created(backend, 1)
-    await backend.redis.script_flush()
-    record, stands = await _created(backend, 2)  # NOSCRIPT: the slow way loads it
-    assert stands == record.id
-    assert (await backend.get(record.id)).args == [2]  # type: ignore[union-attr]
-    assert len(backend.store._direct.free) == 1  # type: ignore[union-attr]
-    record, stands = await _created(backend, 3)  # and the direct way has it again
-    assert stands == record.id
-
-
-async def test_a_create_whose_connection_was_killed_is_made_the_slow_way(
-        backend: ListBackend) -> None:
-    direct = backend.store._direct
-    assert direct is not None
-    await _created(backend, 1)
-    [connection] = direct.free
-    await connection.send_command("CLIENT", "ID")
-    await backend.redis.client_kill_filter(_id=await connection.read_response())
-    record, stands = await _created(backend, 2)
-    assert stands == record.id
-    assert (await backend.get(record.id)).args == [2]  # type: ignore[union-attr]
-    assert direct.made == 0 and direct.free == []  # the dead one is gone, not reused
-
-
-async def test_a_create_cancelled_before_its_reply_leaves_no_reply_behind(
-        backend: ListBackend) -> None:
-    """A reply left unread in a connection would answer the next create with another
-    task's id: the cancelled call's connection is dropped."""
-    direct = backend.store._direct
-    assert direct is not None
-    await _created(backend, 0)  # a connection in the free list: the next send is at once
-    await backend.redis.client_pause(10_000, all=False)  # Redis holds writes
-    try:
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(_created(backend, 1), 0.2)
-        assert direct.made == 0 and direct.free == []
-    finally:
-        await backend.redis.client_unpause()
-    record, stands = await _created(backend, 2)
-    assert stands == record.id
-
-
-async def test_a_create_redis_does_not_answer_in_time_is_an_error_at_once(
-        settings: Settings) -> None:
-    """Redis frozen: the call fails after the pool's socket timeout with redis-py's
-    TimeoutError (the API's 503), once: not a second wait the slow way."""
-    pool = BlockingConnectionPool.from_url(settings.redis_url, socket_timeout=0.5)
-    client = Redis(connection_pool=pool)
-    store = RecordStore(client, history=False)
-    backend = ListBackend(settings)
-    try:
-        record, _, _ = backend.prepare("noop", [1], {}, None, time.time())
-        await store.create(record)  # a direct connection, free again
-        await client.client_pause(3_000, all=False)  # Redis holds writes
-        try:
-            with pytest.raises(RedisTimeoutError):
-                await store.create(backend.prepare("noop", [2], {}, None, time.time())[0])
-        finally:
-            await client.client_unpause()
-        assert store._direct is not None and store._direct.made == 0
-    finally:
-        await store.aclose()
-        await client.aclose()
-        await backend.aclose()
-
 
 
 async def test_a_retry_is_written_before_the_library_hears_of_it(
@@ -597,7 +516,7 @@ async def test_a_retry_is_written_before_the_library_hears_of_it(
             runner.heartbeat.stop()
         found = redis.Redis.from_url(server.url, socket_connect_timeout=1)
         try:
-            assert found.hget(f"qb:task:{record.id}", "state") == b"RETRY"
+            assert found.hget(TASK_KEY.format(record.id), "state") == b"RETRY"
         finally:
             found.close()
     finally:

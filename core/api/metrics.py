@@ -23,7 +23,7 @@ from prometheus_client.core import (
 )
 from redis.asyncio import Redis
 
-from core.store.records import METRIC_BOUNDS, METRICS_KEY
+from core.store.keys import METRIC_BOUNDS, METRICS_KEY
 from core.worker.heartbeat import workers
 
 Labels = tuple[str, ...]

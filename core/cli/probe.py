@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import redis
 
 from core.settings import Settings
-from core.worker.heartbeat import WORKERS_KEY
+from core.store.keys import WORKERS_KEY
 
 TIMEOUT = 4.0
 

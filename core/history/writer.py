@@ -27,14 +27,14 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from core.history.store import HistoryStore
 from core.settings import Settings
-from core.store.records import HISTORY_STREAM, RecordStore, connect
+from core.store.keys import HISTORY_STREAM, REJECTED_STREAM
+from core.store.records import RecordStore, connect
 
 log = logging.getLogger("queuebench.history")
 
 GROUP = "history"
-# Entries whose record the database refuses (or that cannot be read): set aside here
-# with the error, so one bad record never stops the history.
-REJECTED_STREAM = "qb:history:rejected"
+# Entries whose record the database refuses (or that cannot be read) are set aside in
+# REJECTED_STREAM with the error, so one bad record never stops the history.
 REJECTED_MAXLEN = 10_000
 Entry = tuple[bytes | str, dict[Any, Any] | None]
 

@@ -2,7 +2,7 @@
 
 No leader, no lease: every scheduler process computes the same ticks
 (core/schedule/entries.py) and submits each with the idempotency key of that tick. The
-record script (core/store/records.py, `_CREATE`) claims the key, creates the record and
+create script (core/store/lua/create.lua) claims the key, creates the record and
 queues the message in one step, so however many schedulers run, a tick fires once,
 and when one dies the others go on firing without a hand-over. Each fired task's
 record names its entry (`schedule`); the same script adds it to the entry's index
@@ -29,12 +29,11 @@ from redis.exceptions import RedisError
 
 from core.errors import QueuebenchError
 from core.schedule.entries import MAX_CATCH_UP, Entry, Schedule, tick_key
+from core.store.keys import SCHEDULE_KEY
 from core.store.records import TaskRecord
 
 log = logging.getLogger("queuebench.scheduler")
 
-STATE_KEY = "qb:schedule:{}"
-TASKS_KEY = "qb:schedule:{}:tasks"
 # The longest the loop sleeps: how soon it sees a pause, a resume or a stop.
 MAX_SLEEP = 1.0
 
@@ -76,17 +75,17 @@ class ScheduleState:
     async def read(self, names: list[str]) -> dict[str, EntryState]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for name in names:
-                pipe.hmget(STATE_KEY.format(name), *self.FIELDS)
+                pipe.hmget(SCHEDULE_KEY.format(name), *self.FIELDS)
             found = await pipe.execute()
         return {name: EntryState(paused=_text(paused) == "1", last_tick=_float(tick),
                                  last_run_at=_float(run), last_task_id=_text(task_id))
                 for name, (paused, tick, run, task_id) in zip(names, found, strict=True)}
 
     async def dealt_with(self, name: str, tick: float) -> None:
-        await self.redis.hset(STATE_KEY.format(name), "last_tick", repr(tick))
+        await self.redis.hset(SCHEDULE_KEY.format(name), "last_tick", repr(tick))
 
     async def pause(self, name: str, paused: bool) -> None:
-        await self.redis.hset(STATE_KEY.format(name), "paused", "1" if paused else "0")
+        await self.redis.hset(SCHEDULE_KEY.format(name), "paused", "1" if paused else "0")
 
 
 async def fire(backend: Submitter, entry: Entry, tick: float | None) -> TaskRecord:

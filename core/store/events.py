@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis
 
 from core.states import TaskState
-from core.store.records import EVENTS_CHANNEL
+from core.store.keys import EVENTS_CHANNEL
 
 
 class EventHub:

@@ -3,7 +3,8 @@
 The API writes a record on submit; the worker-side runner (core/worker/runner.py) moves it
 through STARTED to a final state. Transitions are Lua scripts, so a record that is
 already final (REVOKED, EXPIRED, or finished by an earlier delivery) is never
-overwritten, and the runner learns it must not run the task. Every transition is
+overwritten, and the runner learns it must not run the task (core/store/lua/, called
+through core/store/scripts.py; key names in core/store/keys.py). Every transition is
 published on one channel, which `/wait` and dashboards listen to.
 """
 
@@ -25,310 +26,23 @@ from redis import Redis as SyncRedis
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from core.states import TaskState
-from core.store.scripts import DirectScripts
+from core.store.keys import (
+    DUE_KEY,
+    EVENTS_CHANNEL,
+    EXPIRING_KEY,
+    IDEMPOTENCY_KEY,
+    INDEX_KEY,
+    ORPHANS_KEY,
+    OWNED_KEY,
+    SCHEDULE_KEY,
+    SCHEDULE_TASKS_KEY,
+    TASK_KEY,
+    WORKERS_SEEN_KEY,
+)
+from core.store.scripts import Scripts
 
-TASK_KEY = "qb:task:{}"
-INDEX_KEY = "qb:tasks"
-IDEMPOTENCY_KEY = "qb:idem:{}:{}"  # task name, client's key
-EVENTS_CHANNEL = "qb:events"
-# Ids of tasks that reached a final state, for the history writer (core/history/store.py).
-HISTORY_STREAM = "qb:history"
+# Final states streamed for the history writer (core/history/): the stream's MAXLEN.
 HISTORY_MAXLEN = 1_000_000
-# Task ids with an `expires`, scored by it: the reaper expires those no worker took.
-EXPIRING_KEY = "qb:expiring"
-# Task ids a worker process runs now (its lease is its heartbeat, core/worker/heartbeat.py).
-OWNED_KEY = "qb:owned:{}"
-# Task ids whose run was interrupted in a live process (cancelled): the reaper runs
-# them again as it does a dead worker's.
-ORPHANS_KEY = "qb:orphans"
-# Task ids that no worker runs and that are not final (PENDING, RETRY), scored by when
-# their message is due to the workers: its countdown or eta, a retry's backoff. Kept by
-# the scripts below, in the same step as each state change. A task still here
-# REDELIVERY_AFTER past its time, whose message waits nowhere in its broker, is sent
-# again by the reaper (core/worker/reaper.py): so every accepted task is final, running under
-# a live owner, or queued where its library will deliver it.
-DUE_KEY = "qb:due"
-# Every worker process's last heartbeat (core/worker/heartbeat.py), a sorted set by time.
-WORKERS_SEEN_KEY = "qb:workers:seen"
-# The counters and histograms of /metrics (core/api/metrics.py), one hash kept by the
-# scripts below as records move: exact, whichever process moved them, and it
-# survives any process's restart. Fields: `s|task|backend` submitted,
-# `f|task|backend|state` finished, `r|...` run time and `w|...` queue wait
-# histograms (`|i`: the count in bucket i of METRIC_BOUNDS, i = len + 1: above the
-# last; `|sum`: seconds).
-METRICS_KEY = "qb:metrics"
-METRIC_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                 300.0)
-# Runs and failed runs per worker process (`id|run`, `id|failed`), for the dashboard.
-WORKER_TASKS_KEY = "qb:workers:tasks"
-# Queue names tasks were submitted to, beside DEFAULT_QUEUE (queue depths).
-QUEUES_KEY = "qb:queues"
-
-# Index entries a submit trims at most (beyond RECORDS_KEPT, after the setting was
-# lowered): a few each, so no script call holds Redis for long.
-TRIM_STEP = 100
-
-# Lua helpers shared by the scripts. A record without a name is no record: Redis lost
-# it (TTL, FLUSHDB, eviction), and no script ever writes a partial one back.
-_LIB = """
-local function is_final(s)
-  return s == 'SUCCESS' or s == 'FAILURE' or s == 'REVOKED' or s == 'EXPIRED'
-end
-local function task_id(key) return string.sub(key, 9) end
-local BOUNDS = {""" + ", ".join(map(repr, METRIC_BOUNDS)) + """}
--- One observation of a histogram of qb:metrics: its bucket and its sum.
-local function observe(kind, label, seconds)
-  local i = #BOUNDS + 1
-  for b = 1, #BOUNDS do
-    if seconds <= BOUNDS[b] then i = b; break end
-  end
-  redis.call('HINCRBY', 'qb:metrics', kind .. '|' .. label .. '|' .. i, 1)
-  redis.call('HINCRBYFLOAT', 'qb:metrics', kind .. '|' .. label .. '|sum', seconds)
-end
--- A final state is counted and streamed, and its event carries what a live chart
--- needs (the task's name and its end-to-end seconds), so no listener reads records.
-local function announce(key, state, maxlen, channel, now)
-  local event = {id=task_id(key), state=state}
-  if is_final(state) then
-    redis.call('ZREM', 'qb:expiring', task_id(key))
-    redis.call('ZREM', 'qb:due', task_id(key))
-    if maxlen ~= '0' then
-      redis.call('XADD', 'qb:history', 'MAXLEN', '~', maxlen, '*', 'id', task_id(key))
-    else  -- no history to wait for: the index's trim may delete it (see trim)
-      redis.call('HSET', key, 'released', '1')
-    end
-    local f = redis.call('HMGET', key, 'name', 'backend', 'submitted_at')
-    redis.call('HINCRBY', 'qb:metrics', 'f|' .. f[1] .. '|' .. (f[2] or '') .. '|' .. state, 1)
-    event.name = f[1]
-    local submitted = tonumber(f[3] or '')
-    if submitted and now then event.latency = tonumber(now) - submitted end
-  end
-  redis.call('PUBLISH', channel, cjson.encode(event))
-end
--- Bounded records (RECORDS_KEPT): every record is in the index, and the ids the index
--- drops beyond `kept` (the oldest, at most TRIM_STEP a call) are deleted with their
--- records when those are final and `released` (the history has them, or there is no
--- history). A record still running, queued or not yet stored keeps its TTL; the
--- history writer deletes it once stored (RecordStore.release). So Redis holds about
--- `kept` records however high the rate, not rate x RECORD_TTL.
-local function trim(index, kept)
-  local excess = redis.call('ZCARD', index) - kept
-  if excess <= 0 then return end
-  local old = redis.call('ZRANGE', index, 0, math.min(excess, """ + str(TRIM_STEP) + """) - 1)
-  for _, id in ipairs(old) do
-    local f = redis.call('HMGET', 'qb:task:' .. id, 'state', 'released')
-    if is_final(f[1]) and f[2] == '1' then redis.call('DEL', 'qb:task:' .. id) end
-  end
-  redis.call('ZREM', index, unpack(old))
-end
-"""
-
-# KEYS: record, index, idempotency key. ARGV: ttl, kept, channel, submitted,
-# idempotent (0/1), expires_at ('' for none), metric label (task|backend), queue ('':
-# the default), the record's field/value items and the commands that queue the task's
-# message (each a list of words), both packed with MessagePack (two arguments instead
-# of fifty, which redis-py packs word by word in Python: most of a submit's CPU), and
-# the time its message is due (its countdown or eta).
-# Claim, create and queue are one step: a second submit with the key finds the first
-# record (and queues nothing), never a key bound to nothing, and no record is left
-# without its message. A record that names a periodic entry (`schedule`) joins that
-# entry's index and state in the same step (core/schedule/scheduler.py). Returns the id of the
-# task that stands. A record that exists already is left as it is, with nothing queued.
-_CREATE = _LIB + """
-local id = task_id(KEYS[1])
--- The same create again (a client's retry after it lost the reply): the task stands,
--- and may have run already; writing it again would make it PENDING and queue it twice.
-if redis.call('HEXISTS', KEYS[1], 'name') == 1 then return id end
-if ARGV[5] == '1' then
-  local first = redis.call('GET', KEYS[3])
-  if first and redis.call('HEXISTS', 'qb:task:' .. first, 'name') == 1 then return first end
-  redis.call('SET', KEYS[3], id, 'EX', ARGV[1])
-end
-redis.call('HSET', KEYS[1], unpack(cmsgpack.unpack(ARGV[9])))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('HINCRBY', 'qb:metrics', 's|' .. ARGV[7], 1)
-if ARGV[8] ~= '' then redis.call('SADD', 'qb:queues', ARGV[8]) end
-for _, command in ipairs(cmsgpack.unpack(ARGV[10])) do  -- the library's message
-  redis.call(unpack(command))
-end
-redis.call('ZADD', KEYS[2], ARGV[4], id)
-redis.call('ZADD', 'qb:due', ARGV[11], id)
-trim(KEYS[2], tonumber(ARGV[2]))
-if ARGV[6] ~= '' then redis.call('ZADD', 'qb:expiring', ARGV[6], id) end
-local entry = redis.call('HGET', KEYS[1], 'schedule')
-if entry then  -- fired by a periodic entry (core/schedule/scheduler.py): its index and its state
-  local tasks = 'qb:schedule:' .. entry .. ':tasks'
-  redis.call('ZADD', tasks, ARGV[4], id)
-  redis.call('ZREMRANGEBYRANK', tasks, 0, -tonumber(ARGV[2]) - 1)
-  redis.call('HSET', 'qb:schedule:' .. entry, 'last_run_at', ARGV[4], 'last_task_id', id)
-end
-redis.call('PUBLISH', ARGV[3], cjson.encode({id=id, state='PENDING'}))
-return id
-"""
-
-# KEYS: record, owned set of this worker, workers' heartbeats.
-# ARGV: now, channel, worker, history maxlen (0: off), lease seconds, run (this
-# delivery's token in its worker: a try again of a start whose reply was lost finds
-# its own run, not a BUSY one).
-# Returns {state found, retries so far}; 'LOST' (no record: do not run) or 'BUSY'
-# (STARTED by a worker whose heartbeat is fresh, this one included: do not run).
-# A STARTED record whose owner's heartbeat lapsed is taken over: that delivery died.
-# Core counts retries itself (a run after RETRY is the next retry), so a redelivery
-# after a worker died is not a retry on any backend.
-_START = _LIB + """
-local id = task_id(KEYS[1])
-local f = redis.call('HMGET', KEYS[1], 'state', 'retries', 'expires_at', 'worker', 'name',
-                    'backend', 'submitted_at', 'run')
-if not f[5] then return {'LOST', 0} end
-local found = f[1]
-local retries = tonumber(f[2] or '0') or 0
-if is_final(found) then return {found, retries} end
-local now = tonumber(ARGV[1])
-if found == 'STARTED' and f[4] == ARGV[3] and ARGV[6] ~= '' and f[8] == ARGV[6] then
-  return {'', retries}  -- this very run started it: its first try's reply was lost
-end
-if found == 'STARTED' and f[4] then
-  local seen = redis.call('ZSCORE', KEYS[3], f[4])
-  if seen and tonumber(seen) >= now - tonumber(ARGV[5]) then return {'BUSY', retries} end
-  redis.call('SREM', 'qb:owned:' .. f[4], id)
-end
-redis.call('SREM', 'qb:orphans', id)
-if found == 'RETRY' then retries = retries + 1 end
-local expires = tonumber(f[3] or '')
-if expires and expires < now then
-  redis.call('HSET', KEYS[1], 'state', 'EXPIRED', 'finished_at', ARGV[1])
-  announce(KEYS[1], 'EXPIRED', ARGV[4], ARGV[2], ARGV[1])
-  return {'EXPIRED', retries}
-end
-redis.call('HSET', KEYS[1], 'state', 'STARTED', 'started_at', ARGV[1], 'retries', retries,
-           'worker', ARGV[3], 'run', ARGV[6])
-redis.call('SADD', KEYS[2], id)
-redis.call('ZREM', 'qb:due', id)
--- Queue wait: submitted to started, for a run from PENDING (not a retry's, which
--- waited on its backoff; a redelivered task's counts again).
-if (not found or found == 'PENDING') and f[7] then
-  observe('w', f[5] .. '|' .. (f[6] or ''), math.max(0, now - tonumber(f[7])))
-end
-announce(KEYS[1], 'STARTED', ARGV[4], ARGV[2])
-return {found or '', retries}
-"""
-
-# KEYS: record, owned set of this worker. ARGV: state, now, result json, error
-# json, retries, ttl, channel, history maxlen (0: off), when a RETRY's next run is due.
-# The first final state wins: a REVOKED or EXPIRED record stays so (a cancel that could
-# not stop a run wins), and a second delivery cannot overwrite a finished one.
-_FINISH = _LIB + """
-redis.call('SREM', KEYS[2], task_id(KEYS[1]))
-local f = redis.call('HMGET', KEYS[1], 'state', 'name', 'backend', 'started_at')
-if not f[2] then return 'LOST' end
-if is_final(f[1]) then return f[1] end
-local worker = string.sub(KEYS[2], 10)
-if f[1] == 'STARTED' and f[4] and worker ~= '' then  -- a run of this worker ended
-  observe('r', f[2] .. '|' .. (f[3] or ''), math.max(0, tonumber(ARGV[2]) - tonumber(f[4])))
-  redis.call('HINCRBY', 'qb:workers:tasks', worker .. '|run', 1)
-  if ARGV[1] ~= 'SUCCESS' then redis.call('HINCRBY', 'qb:workers:tasks', worker .. '|failed', 1) end
-end
-local fields = {'state', ARGV[1], 'result', ARGV[3], 'error', ARGV[4], 'retries', ARGV[5]}
-if ARGV[1] ~= 'RETRY' then
-  table.insert(fields, 'finished_at'); table.insert(fields, ARGV[2])
-end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-if ARGV[1] == 'RETRY' then redis.call('ZADD', 'qb:due', ARGV[9], task_id(KEYS[1])) end
-announce(KEYS[1], ARGV[1], ARGV[8], ARGV[7], ARGV[2])
-return f[1] or false
-"""
-
-# KEYS: record. ARGV: now, channel, running_too, history maxlen (0: off).
-# Cancel unless final (or running and running_too is 0); returns the state found.
-_REVOKE = _LIB + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'name')
-if not f[2] then return false end
-if is_final(f[1]) then return f[1] end
-if f[1] == 'STARTED' and ARGV[3] == '0' then return f[1] end
-redis.call('HSET', KEYS[1], 'state', 'REVOKED', 'finished_at', ARGV[1])
-announce(KEYS[1], 'REVOKED', ARGV[4], ARGV[2], ARGV[1])
-return f[1]
-"""
-
-# KEYS: record. ARGV: now, channel, history maxlen. A PENDING or RETRY task
-# past its `expires` ends EXPIRED (no worker took it in time); returns the state.
-_EXPIRE = _LIB + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'expires_at', 'name')
-if not f[3] then redis.call('ZREM', 'qb:expiring', task_id(KEYS[1])); return false end
-local expires = tonumber(f[2] or '')
-if (f[1] == 'PENDING' or f[1] == 'RETRY') and expires and expires < tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'state', 'EXPIRED', 'finished_at', ARGV[1])
-  announce(KEYS[1], 'EXPIRED', ARGV[3], ARGV[2], ARGV[1])
-  return 'EXPIRED'
-end
-if is_final(f[1]) then redis.call('ZREM', 'qb:expiring', task_id(KEYS[1])) end
-return f[1]
-"""
-
-# KEYS: record, the set it is owned in (a dead worker's, or the orphans). ARGV: the
-# owner ('' for an orphan), channel, now. A STARTED record of that owner goes back to
-# PENDING, its deliveries counted, for one more delivery; returns the record, or
-# nothing to redo. It stays in the set until the caller has sent it (`_again` in
-# core/worker/reaper.py), so a failed send is tried again; a PENDING one still in the set
-# is such a retry.
-_RECLAIM = _LIB + """
-local id = task_id(KEYS[1])
-if redis.call('SISMEMBER', KEYS[2], id) == 0 then return false end
-local f = redis.call('HMGET', KEYS[1], 'state', 'worker', 'name')
-if not f[3] or (f[1] ~= 'STARTED' and f[1] ~= 'PENDING')
-   or (ARGV[1] ~= '' and f[2] ~= ARGV[1]) then
-  redis.call('SREM', KEYS[2], id)
-  return false
-end
-if f[1] == 'STARTED' then
-  redis.call('HSET', KEYS[1], 'state', 'PENDING')
-  redis.call('HDEL', KEYS[1], 'started_at')
-  redis.call('PUBLISH', ARGV[2], cjson.encode({id=id, state='PENDING'}))
-end
-redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
-redis.call('ZADD', 'qb:due', ARGV[3], id)
-return redis.call('HGETALL', KEYS[1])
-"""
-
-# KEYS: record. ARGV: its deliveries as the reaper read them, the latest due time it
-# may have (REDELIVERY_AFTER ago), now. A PENDING or RETRY task that nobody took since
-# the reaper looked is counted one more delivery and due again now, for the reaper to
-# send it again; returns the record, or nothing (another reaper did it, or a worker
-# took it meanwhile). One of several reapers wins.
-_RESEND = _LIB + """
-local id = task_id(KEYS[1])
-local due = redis.call('ZSCORE', 'qb:due', id)
-if not due or tonumber(due) > tonumber(ARGV[2]) then return false end
-local f = redis.call('HMGET', KEYS[1], 'state', 'deliveries', 'name')
-if not f[3] or (f[1] ~= 'PENDING' and f[1] ~= 'RETRY') then
-  redis.call('ZREM', 'qb:due', id)
-  return false
-end
-if (tonumber(f[2] or '0') or 0) ~= tonumber(ARGV[1]) then return false end
-redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
-redis.call('ZADD', 'qb:due', ARGV[3], id)
-return redis.call('HGETALL', KEYS[1])
-"""
-
-# KEYS: an idempotency key. ARGV: a task id. The key is let go if it names that task.
-_UNBIND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-"""
-
-# KEYS: records the history has just stored. ARGV: the index. Each is `released`: the
-# index's trim may delete it; one the index has dropped already is deleted now.
-_RELEASE = _LIB + """
-for _, key in ipairs(KEYS) do
-  if redis.call('HEXISTS', key, 'name') == 1 then
-    if redis.call('ZSCORE', ARGV[1], task_id(key)) then
-      redis.call('HSET', key, 'released', '1')
-    else
-      redis.call('DEL', key)
-    end
-  end
-end
-"""
 
 # One Redis command, as words: what a producer in a library's wire format sends.
 Command = tuple[str | bytes | int | float, ...]
@@ -510,19 +224,9 @@ class RecordStore:
         # Final states are streamed for the history writer, inside the same scripts:
         # no extra round trip on the worker's path. 0 tells the scripts not to.
         self.history_maxlen = HISTORY_MAXLEN if history else 0
-        self._create = redis.register_script(_CREATE)
-        self._start = redis.register_script(_START)
-        self._finish = redis.register_script(_FINISH)
-        self._revoke = redis.register_script(_REVOKE)
-        self._expire = redis.register_script(_EXPIRE)
-        self._reclaim = redis.register_script(_RECLAIM)
-        self._resend = redis.register_script(_RESEND)
-        self._release = redis.register_script(_RELEASE)
-        self._unbind = redis.register_script(_UNBIND)
+        self.scripts = Scripts(redis)
         # What a worker's lane sends itself (core/worker/lane.py).
-        self.lane_scripts = {"start": self._start, "finish": self._finish}
-        # The submit's script call, on the asyncio client (core/store/scripts.py).
-        self._direct = DirectScripts(redis) if isinstance(redis, Redis) else None
+        self.lane_scripts = {"start": self.scripts.start, "finish": self.scripts.finish}
 
     async def create(self, record: TaskRecord, *, idempotency_key: str | None = None,
                      not_before: float | None = None, push: list[Command] | None = None,
@@ -533,22 +237,19 @@ class RecordStore:
         nothing is queued). A task that may not start before `not_before` keeps its
         record that much longer."""
         call = self._create_call(record, idempotency_key, not_before, push)
-        if self._direct is not None:
-            return _str(await self._direct.call(self._create, call["keys"], call["args"]))
-        return _str(await _reply(self._create(**call)))
+        return _str(await _reply(self.scripts.create_call(call["keys"], call["args"])))
 
     async def aclose(self) -> None:
         """Close what the store opened itself (not its client)."""
-        if self._direct is not None:
-            await self._direct.aclose()
+        await self.scripts.aclose()
 
     async def create_many(self, batch: Sequence[tuple[TaskRecord, str | None, float | None,
                                                       list[Command] | None]]) -> list[str]:
         """`create` for each (record, idempotency key, not before, push): one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for record, key, not_before, push in batch:
-                await _reply(self._create(**self._create_call(record, key, not_before, push),
-                                          client=pipe))
+                await _reply(self.scripts.create(
+                    **self._create_call(record, key, not_before, push), client=pipe))
             return [_str(found) for found in await _reply(pipe.execute())]
 
     def _create_call(self, record: TaskRecord, idempotency_key: str | None,
@@ -557,7 +258,11 @@ class RecordStore:
         ttl = self.ttl + max(0, math.ceil((not_before or submitted) - submitted))
         key = IDEMPOTENCY_KEY.format(record.name, idempotency_key or "")
         pairs = [item for pair in record.to_hash().items() for item in pair]
-        return {"keys": [TASK_KEY.format(record.id), INDEX_KEY, key],
+        keys = [TASK_KEY.format(record.id), INDEX_KEY, key]
+        if record.schedule is not None:  # fired by a periodic entry: its index and state
+            keys += [SCHEDULE_TASKS_KEY.format(record.schedule),
+                     SCHEDULE_KEY.format(record.schedule)]
+        return {"keys": keys,
                 "args": [ttl, self.kept, EVENTS_CHANNEL, submitted, int(bool(idempotency_key)),
                          "" if record.expires_at is None else record.expires_at,
                          f"{record.name}|{record.backend}", record.queue or "",
@@ -609,7 +314,7 @@ class RecordStore:
         set here when `expires` has passed), LOST or BUSY. `run` names this delivery
         in its worker: the same start tried again after a lost reply is not BUSY."""
         keys, args = self.start_call(task_id, worker, run)
-        return started(await _reply(self._start(keys=keys, args=args)))
+        return started(await _reply(self.scripts.start(keys=keys, args=args)))
 
     def start_call(self, task_id: str, worker: str, run: str) -> tuple[list[str], list[Any]]:
         """The start script's keys and arguments (also sent by core/worker/lane.py)."""
@@ -630,7 +335,7 @@ class RecordStore:
         """Write the outcome of a run; a RETRY's next run is `due` then (default: now)."""
         keys, args = self.finish_call(task_id, state, result=result, error=error,
                                       retries=retries, worker=worker, due=due)
-        await _reply(self._finish(keys=keys, args=args))
+        await _reply(self.scripts.finish(keys=keys, args=args))
 
     def finish_call(self, task_id: str, state: TaskState, *, result: Any = None,
                     error: dict[str, str] | None = None, retries: int = 0,
@@ -648,20 +353,20 @@ class RecordStore:
         its idempotency key (scoped by task name), if bound to it, let go."""
         await self.finish(record.id, TaskState.FAILURE, error=error)
         if idempotency_key:
-            await _reply(self._unbind(keys=[IDEMPOTENCY_KEY.format(record.name, idempotency_key)],
-                                      args=[record.id]))
+            await _reply(self.scripts.unbind(
+                keys=[IDEMPOTENCY_KEY.format(record.name, idempotency_key)], args=[record.id]))
 
     async def revoke(self, task_id: str, *, running_too: bool = True) -> TaskState | None:
-        found = await _reply(self._revoke(
+        found = await _reply(self.scripts.revoke(
             keys=[TASK_KEY.format(task_id)],
             args=[time.time(), EVENTS_CHANNEL, int(running_too), self.history_maxlen]))
         return TaskState(_str(found)) if found else None
 
     async def expire(self, task_id: str) -> bool:
         """EXPIRED if it is PENDING or RETRY past its `expires`; whether it is now."""
-        found = await _reply(self._expire(keys=[TASK_KEY.format(task_id)],
-                                          args=[time.time(), EVENTS_CHANNEL,
-                                                self.history_maxlen]))
+        found = await _reply(self.scripts.expire(keys=[TASK_KEY.format(task_id)],
+                                                 args=[time.time(), EVENTS_CHANNEL,
+                                                       self.history_maxlen]))
         return bool(found) and _str(found) == TaskState.EXPIRED
 
     async def expiring(self, limit: int = 500) -> list[str]:
@@ -673,8 +378,9 @@ class RecordStore:
     async def reclaim(self, task_id: str, owner: str, owned_in: str) -> TaskRecord | None:
         """Take `task_id` from `owner` (dead, or whose run was cancelled) for one more
         delivery: the record, back to PENDING; None when there is nothing to redo."""
-        return _record(await _reply(self._reclaim(keys=[TASK_KEY.format(task_id), owned_in],
-                                                  args=[owner, EVENTS_CHANNEL, time.time()])))
+        return _record(await _reply(self.scripts.reclaim(
+            keys=[TASK_KEY.format(task_id), owned_in],
+            args=[owner, EVENTS_CHANNEL, time.time()])))
 
     async def overdue(self, before: float, limit: int) -> list[TaskRecord]:
         """Up to `limit` tasks, oldest first, that nobody runs and whose message was
@@ -706,15 +412,15 @@ class RecordStore:
     async def resend(self, record: TaskRecord, before: float) -> TaskRecord | None:
         """Take `record` (as `overdue` read it) for one more delivery, unless a worker
         took it or another reaper sent it meanwhile: the whole record, or None."""
-        return _record(await _reply(self._resend(keys=[TASK_KEY.format(record.id)],
-                                                 args=[record.deliveries, before,
-                                                       time.time()])))
+        return _record(await _reply(self.scripts.resend(
+            keys=[TASK_KEY.format(record.id)],
+            args=[record.deliveries, before, time.time()])))
 
     async def release(self, task_ids: Sequence[str]) -> None:
         """The history has stored these final records: Redis's copies may go."""
         if task_ids:
-            await _reply(self._release(keys=[TASK_KEY.format(i) for i in task_ids],
-                                       args=[INDEX_KEY]))
+            await _reply(self.scripts.release(
+                keys=[INDEX_KEY, *(TASK_KEY.format(i) for i in task_ids)], args=[]))
 
     async def orphan(self, task_id: str, worker: str) -> None:
         """This process stopped running `task_id` without an outcome (cancelled):

@@ -1,19 +1,30 @@
-"""The submit's script call without redis-py's command machinery (issue 9).
+"""The store's Lua scripts, and the one caller of them.
 
-A submit is one script call: the record and the library's message (core/store/records.py,
-_CREATE). On the asyncio client, a command call costs more CPU than the script's own
-packing and its socket I/O: a connection checked out of the pool (a lock, an event, a
-deprecation wrapper), a retry policy, timeouts and metrics around each call. Measured
-on this machine, 32 calls at a time: 79 µs of the caller's CPU a call that way, 44 µs
-sent and read on a connection of its own.
+The scripts are the files of core/store/lua/, one per record transition, each opening
+with a header that lists its KEYS and ARGV by position; `_lib.lua`, the helpers they
+share, is prepended to each. They are read once, at import. No key name is written in
+a script: a key that depends on the call is one of its KEYS, a fixed one is a `$NAME`
+of core/store/keys.py, filled in here. (So the scripts are not Redis Cluster-correct,
+and could not be by KEYS alone: a create runs the library's own commands for its
+message, and a trim deletes records whose ids it reads from the index.)
+
+`Scripts` registers them on one client. Each is called as an EVALSHA that loads the
+script again when Redis lost it (NOSCRIPT after a restart or SCRIPT FLUSH): redis-py's
+script object. Two calls are sent another way, for CPU:
+- a worker's start and finish, on its lane (core/worker/lane.py), which loads the
+  scripts on its connection and sends their EVALSHA itself;
+- a submit's create, on an asyncio client, on direct connections (`DirectScripts`):
+  a redis-py command call costs its caller more CPU than packing the call and its
+  socket I/O together (a connection checked out of the pool: a lock, an event, a
+  deprecation wrapper; a retry policy, timeouts and metrics around each call), and
+  the direct way about half as much.
 
 So the API keeps a few connections of redis-py's own class, made with the pool's
-settings, for this call alone: one is taken from the free list, the EVALSHA is packed
+settings, for the create alone: one is taken from the free list, the EVALSHA is packed
 and sent, its reply read, and the connection goes back. What the fast way does not do
 is left to the slow one, the client's own call:
 - all MOST connections are busy: the call waits in the pool like any other;
-- Redis lost the script (NOSCRIPT after a restart or SCRIPT FLUSH): the client's
-  script object loads it again;
+- Redis lost the script (NOSCRIPT): the client's script object loads it again;
 - the connection fails (Redis restarted, or closed it): it is dropped, and the call is
   made the slow way, which tries again as the client's retry policy says. A create
   that Redis did run and is run again queues its message twice; the second delivery
@@ -27,20 +38,89 @@ connection: a reply left in it would answer the next call.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.store import keys
+
+LUA = Path(__file__).with_name("lua")
+# Index entries a create trims at most (beyond RECORDS_KEPT, after the setting was
+# lowered): a few each, so no script call holds Redis for long.
+TRIM_STEP = 100
+
+
+def _lua(value: object) -> str:
+    """A constant as Lua source: a string quoted, a tuple as a table's items."""
+    if isinstance(value, tuple):
+        return ", ".join(map(repr, value))
+    return json.dumps(value)
+
+
+# What a script's `$NAME` stands for: core/store/keys.py's names (not the templates with
+# `{}`, which a caller fills and passes as KEYS) and the scripts' constants.
+FILLED = {name: _lua(value) for name, value in vars(keys).items()
+          if name.isupper() and "{}" not in str(value)} | {"TRIM_STEP": _lua(TRIM_STEP)}
+
+
+def _sources() -> dict[str, str]:
+    """Each script's text by name (its file's), the shared helpers before it, its
+    `$NAME`s filled in (an unknown one is a KeyError at import)."""
+    lib = (LUA / "_lib.lua").read_text()
+    return {path.stem: re.sub(r"\$([A-Z_]+)", lambda m: FILLED[m[1]], lib + path.read_text())
+            for path in sorted(LUA.glob("*.lua")) if not path.stem.startswith("_")}
+
+
+SOURCES = _sources()
+
+
+class Scripts:
+    """The scripts registered on one client, asyncio or blocking: each called with
+    `keys=` and `args=` (an awaitable on an asyncio client), or in a pipeline with
+    `client=`. `create_call` is how a submit's create is sent, chosen here once."""
+
+    def __init__(self, redis: Redis | SyncRedis) -> None:
+        self.create = redis.register_script(SOURCES["create"])
+        self.start = redis.register_script(SOURCES["start"])
+        self.finish = redis.register_script(SOURCES["finish"])
+        self.revoke = redis.register_script(SOURCES["revoke"])
+        self.expire = redis.register_script(SOURCES["expire"])
+        self.reclaim = redis.register_script(SOURCES["reclaim"])
+        self.resend = redis.register_script(SOURCES["resend"])
+        self.release = redis.register_script(SOURCES["release"])
+        self.unbind = redis.register_script(SOURCES["unbind"])
+        self.scan = redis.register_script(SOURCES["scan"])
+        # Direct connections on an asyncio client; a blocking one has no pool
+        # machinery worth going around.
+        self.direct = DirectScripts(redis) if isinstance(redis, Redis) else None
+
+    def create_call(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """The create script's reply (an awaitable on an asyncio client)."""
+        if self.direct is not None:
+            return self.direct.call(self.create, keys, args)
+        return self.create(keys=keys, args=args)
+
+    async def aclose(self) -> None:
+        """Close what these calls opened themselves (not the client)."""
+        if self.direct is not None:
+            await self.direct.aclose()
+
 # Connections kept for direct calls; beyond that many at once, calls take the slow way.
 MOST = 32
 
 
 class DirectScripts:
+    """Script calls on connections of their own (see the module's docstring)."""
+
     def __init__(self, redis: Redis, most: int = MOST) -> None:
         pool = redis.connection_pool
         # The connections have no socket timeout of their own: redis-py would put each

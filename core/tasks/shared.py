@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, Field, Strict
 
 from core import db
 from core.db.users import add_welcome
+from core.store.keys import FLAKY_KEY, SLEPT_KEY
 from core.tasks.context import current_task
 from core.tasks.options import MAX_ID, json_number
 from core.tasks.registry import Registry
@@ -55,8 +56,8 @@ async def sleep(seconds: Annotated[float, Strict(), Field(ge=0, le=MAX_SLEEP, al
     await asyncio.sleep(seconds)
     if key is not None:
         redis = current_task().redis
-        await redis.incr(f"qb:slept:{key}")
-        await redis.expire(f"qb:slept:{key}", 3600)
+        await redis.incr(SLEPT_KEY.format(key))
+        await redis.expire(SLEPT_KEY.format(key), 3600)
     return seconds
 
 
@@ -74,7 +75,7 @@ async def flaky(fail_times: Annotated[int, Field(ge=0, le=100), BeforeValidator(
                 key: Annotated[str, Field(max_length=200)]) -> int:
     """Fails its first `fail_times` runs for `key`, then returns the attempt count."""
     redis = current_task().redis
-    counter = f"qb:flaky:{key}"
+    counter = FLAKY_KEY.format(key)
     attempt = int(await redis.incr(counter))
     await redis.expire(counter, 3600)
     if attempt <= fail_times:

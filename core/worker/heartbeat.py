@@ -25,9 +25,8 @@ from typing import Any
 import redis
 from redis.asyncio import Redis
 
-from core.store.records import OWNED_KEY, WORKER_TASKS_KEY, WORKERS_SEEN_KEY
+from core.store.keys import OWNED_KEY, WORKER_TASKS_KEY, WORKERS_KEY, WORKERS_SEEN_KEY
 
-WORKERS_KEY = "qb:workers"
 log = logging.getLogger("queuebench.workers")
 
 

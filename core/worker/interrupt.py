@@ -47,12 +47,10 @@ import redis
 from redis.exceptions import RedisError
 
 from core.states import TaskState
-from core.store.records import TASK_KEY
+from core.store.keys import CANCEL_CHANNEL, TASK_KEY
 
 log = logging.getLogger("queuebench.interrupt")
 
-# JSON {"id": task id, "state": "REVOKED"}: a running task was revoked.
-CANCEL_CHANNEL = "qb:cancel"
 # Seconds between reads of the states of the tasks a process runs (a missed announcement).
 RESYNC_EVERY = 2.0
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from core.store.records import ORPHANS_KEY, OWNED_KEY
+from core.store.keys import ORPHANS_KEY, OWNED_KEY, REAPING_KEY
 from core.worker.heartbeat import forget, process_heartbeat, workers
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("queuebench.reaper")
 
-LOCK_KEY = "qb:reaping:{}"
 OVERDUE = "overdue"  # the lock of the overdue pass (a worker id has colons)
 # Overdue tasks one pass looks into at most, oldest first.
 OVERDUE_BATCH = 500
@@ -88,7 +87,7 @@ class Reaper:
         return sent
 
     async def _dead(self, wid: str) -> int:
-        if not await self.redis.set(LOCK_KEY.format(wid), self.me, nx=True, ex=60):
+        if not await self.redis.set(REAPING_KEY.format(wid), self.me, nx=True, ex=60):
             return 0  # another reaper has it
         owned = OWNED_KEY.format(wid)
         try:
@@ -99,7 +98,7 @@ class Reaper:
                 await forget(self.redis, wid)
             return sent
         finally:
-            await self.redis.delete(LOCK_KEY.format(wid))
+            await self.redis.delete(REAPING_KEY.format(wid))
 
     async def _overdue(self) -> int:
         """Tasks nobody runs, due REDELIVERY_AFTER ago, whose message waits nowhere in
@@ -107,7 +106,7 @@ class Reaper:
         it, kombu's take-then-record window, an API killed between a task's record and
         its message) or taken by a consumer that died before it started the task. Those
         still waiting are looked at again a lease later."""
-        if not await self.redis.set(LOCK_KEY.format(OVERDUE), self.me, nx=True, ex=60):
+        if not await self.redis.set(REAPING_KEY.format(OVERDUE), self.me, nx=True, ex=60):
             return 0  # another reaper has it
         try:
             before = time.time() - self.lease
@@ -133,7 +132,7 @@ class Reaper:
                 sent += 1
             return sent
         finally:
-            await self.redis.delete(LOCK_KEY.format(OVERDUE))
+            await self.redis.delete(REAPING_KEY.format(OVERDUE))
 
     async def _orphans(self) -> int:
         return sum([await self._again(_str(task_id), "", ORPHANS_KEY)

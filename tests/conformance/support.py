@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from core.cli.procs import ROOT
 from core.states import TaskState
+from core.store.keys import EVENTS_CHANNEL, FLAKY_KEY, SLEPT_KEY
 from core.tasks.features import Support
 from core.tasks.shared import MAX_CPU_ROUNDS
 
@@ -103,12 +104,12 @@ WORKER_SETUPS = pytest.mark.parametrize("processes", [None, 1],
 
 def flaky_runs(redis_client: redis.Redis, key: str) -> int:
     """How often the shared `flaky` task ran for `key` (it counts its runs in Redis)."""
-    return int(redis_client.get(f"qb:flaky:{key}") or 0)
+    return int(redis_client.get(FLAKY_KEY.format(key)) or 0)
 
 
 def sleep_runs(redis_client: redis.Redis, key: str) -> int:
     """How often the shared `sleep` task ran to its end for `key`."""
-    return int(redis_client.get(f"qb:slept:{key}") or 0)
+    return int(redis_client.get(SLEPT_KEY.format(key)) or 0)
 
 
 class Timeline:
@@ -121,7 +122,7 @@ class Timeline:
         self.seen: dict[str, list[tuple[str, float]]] = {}
 
     async def __aenter__(self) -> Timeline:
-        await self.pubsub.subscribe("qb:events")
+        await self.pubsub.subscribe(EVENTS_CHANNEL)
         while (await self.pubsub.get_message(timeout=5) or {}).get("type") != "subscribe":
             pass
         self._reader = asyncio.create_task(self._read())

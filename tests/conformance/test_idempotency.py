@@ -9,6 +9,7 @@ import uuid
 import httpx
 import redis
 
+from core.store.keys import IDEMPOTENCY_KEY
 from core.tasks.features import Support
 from tests.conformance.support import Declare, finished, flaky_runs, submit
 
@@ -47,7 +48,7 @@ async def test_an_idempotency_key_bound_to_a_lost_task_does_not_block_it(
     creating the record, or a record Redis lost) is taken by the next submit with it:
     no 404 for as long as the key lives."""
     idem = uuid.uuid4().hex
-    redis_client.set(f"qb:idem:add:{idem}", str(uuid.uuid4()), ex=600)
+    redis_client.set(IDEMPOTENCY_KEY.format("add", idem), str(uuid.uuid4()), ex=600)
     response = await client.post("/tasks/add", json={"args": [2, 2], "options": {
         "idempotency_key": idem}})
     assert response.status_code == 202, response.text

@@ -19,6 +19,7 @@ import redis
 
 from core.backend import adapter_module
 from core.cli.procs import Proc, Server
+from core.store.keys import IDEMPOTENCY_KEY, SCHEDULE_TASKS_KEY
 from core.tasks.features import Support
 from tests.conformance.support import Declare, cli, finished
 
@@ -43,14 +44,14 @@ def entry_name(what: str) -> str:
 
 def ticks_fired(redis_client: redis.Redis, name: str, task: str = "noop") -> dict[float, str]:
     """tick -> the task that stands for it: the per-tick idempotency keys of an entry."""
-    prefix = f"qb:idem:{task}:sched:{name}:"
+    prefix = IDEMPOTENCY_KEY.format(task, f"sched:{name}:")
     return {int(k[len(prefix):]) / 1000: str(redis_client.get(k))
             for k in redis_client.scan_iter(prefix + "*", count=1000)}
 
 
 def fired(redis_client: redis.Redis, name: str) -> list[str]:
     """The ids in an entry's index (what GET /tasks?schedule= reads), oldest first."""
-    return list(redis_client.zrange(f"qb:schedule:{name}:tasks", 0, -1))
+    return list(redis_client.zrange(SCHEDULE_TASKS_KEY.format(name), 0, -1))
 
 
 async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:

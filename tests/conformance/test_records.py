@@ -11,6 +11,7 @@ import httpx
 import redis
 
 from core.cli.procs import Proc, Server, wait_until
+from core.store.keys import OWNED_KEY, TASK_KEY
 from tests.conformance.support import finished, flaky_runs, run, state_seen, submit
 
 
@@ -21,12 +22,12 @@ async def test_a_record_lost_before_its_task_starts_refuses_the_run(
     key = uuid.uuid4().hex
     lost = await submit(client, "flaky", 0, key, options={"queue": queue_name,
                                                             "countdown": 1.0})
-    redis_client.delete(f"qb:task:{lost['id']}")  # Redis lost it (eviction, FLUSHDB)
+    redis_client.delete(TASK_KEY.format(lost['id']))  # Redis lost it (eviction, FLUSHDB)
     # A later task on the same one-slot queue has run: the lost one's turn has passed.
     later = await run(client, "add", 1, 1, options={"queue": queue_name, "countdown": 2.0})
     assert later["state"] == "SUCCESS"
     assert flaky_runs(redis_client, key) == 0
-    assert not redis_client.exists(f"qb:task:{lost['id']}")  # nothing partial written
+    assert not redis_client.exists(TASK_KEY.format(lost['id']))  # nothing partial written
     assert (await client.get(f"/tasks/{lost['id']}")).status_code == 404
     listed = await client.get("/tasks", params={"limit": 1000})
     assert listed.status_code == 200
@@ -56,8 +57,8 @@ async def test_a_final_write_that_redis_refuses_is_written_later(
     own = start_worker(concurrency=1, queues=queue_name)
     task = await submit(client, "sleep", 1, options={"queue": queue_name})
     assert await state_seen(client, task["id"], {"STARTED"}) == "STARTED"
-    worker_id = redis_client.hget(f"qb:task:{task['id']}", "worker")
-    owned = f"qb:owned:{worker_id}"
+    worker_id = redis_client.hget(TASK_KEY.format(task['id']), "worker")
+    owned = OWNED_KEY.format(worker_id)
     redis_client.set(owned, "not a set")
     try:
         await asyncio.to_thread(

@@ -18,6 +18,7 @@ import redis
 from core.backend import adapter_module
 from core.cli.procs import Proc, wait_until
 from core.settings import Settings
+from core.store.keys import DUE_KEY, TASK_KEY, WORKERS_KEY
 from core.tasks.features import Support
 from tests.conformance.support import (
     Declare,
@@ -42,7 +43,7 @@ async def test_task_of_a_killed_worker_runs_again_elsewhere_with_default_setting
     task = await submit(client, "sleep", 2, key, options={"queue": queue_name})
     assert await state_seen(client, task["id"], {"STARTED"}) == "STARTED"
     first = (await client.get(f"/tasks/{task['id']}")).json()
-    first_worker = redis_client.hget(f"qb:task:{task['id']}", "worker")
+    first_worker = redis_client.hget(TASK_KEY.format(task['id']), "worker")
     doomed.signal_group(signal.SIGKILL)
     doomed.stop()
     async with Timeline(redis_url) as timeline:
@@ -52,10 +53,10 @@ async def test_task_of_a_killed_worker_runs_again_elsewhere_with_default_setting
         assert (await timeline.states(task["id"])).count("STARTED") == 1  # once, only once
     assert body["retries"] == 0  # a redelivery is not a retry
     assert sleep_runs(redis_client, key) == 1
-    ran_on = redis_client.hget(f"qb:task:{task['id']}", "worker")
+    ran_on = redis_client.hget(TASK_KEY.format(task['id']), "worker")
     assert ran_on != first_worker
     # The rescuer's own process, or one of its children (Celery prefork, Dramatiq).
-    info = json.loads(redis_client.hget("qb:workers", ran_on) or "{}")
+    info = json.loads(redis_client.hget(WORKERS_KEY, ran_on) or "{}")
     assert rescuer.pid in (info.get("pid"), info.get("parent")), (ran_on, info)
     assert body["started_at"] > first["started_at"]
 
@@ -133,7 +134,7 @@ async def test_a_task_whose_message_was_lost_or_taken_by_a_dead_consumer_runs_on
     start_worker(concurrency=1, queues=queue_name, REDELIVERY_AFTER="2")
     body = await finished(client, task["id"])
     assert (body["state"], flaky_runs(redis_client, key)) == ("SUCCESS", 1)
-    assert redis_client.hget(f"qb:task:{task['id']}", "deliveries") == "1"
+    assert redis_client.hget(TASK_KEY.format(task['id']), "deliveries") == "1"
 
 
 async def test_a_task_whose_message_waits_in_the_broker_is_not_sent_again(
@@ -142,11 +143,11 @@ async def test_a_task_whose_message_waits_in_the_broker_is_not_sent_again(
     """Overdue but queued where its library will deliver it (no worker consumes its queue
     yet): the reaper looks (its due time moves on a lease) and leaves it alone."""
     task = await submit(client, "add", 1, 2, options={"queue": queue_name})
-    submitted = float(redis_client.zscore("qb:due", task["id"]) or 0)
+    submitted = float(redis_client.zscore(DUE_KEY, task["id"]) or 0)
     start_worker(concurrency=1, queues=f"{queue_name}-other", REDELIVERY_AFTER="1")
-    wait_until(lambda: float(redis_client.zscore("qb:due", task["id"]) or 0) > submitted + 1,
+    wait_until(lambda: float(redis_client.zscore(DUE_KEY, task["id"]) or 0) > submitted + 1,
                timeout=30, what="the reaper's look at the overdue task")
-    assert redis_client.hget(f"qb:task:{task['id']}", "deliveries") in (None, "0")
+    assert redis_client.hget(TASK_KEY.format(task['id']), "deliveries") in (None, "0")
     start_worker(concurrency=1, queues=queue_name)
     assert (await finished(client, task["id"]))["result"] == 3
 

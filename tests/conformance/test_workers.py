@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from core.cli.procs import Proc, Server
+from core.store.keys import FLAKY_KEY, TASK_KEY
 from core.tasks.features import Support
 from core.worker.heartbeat import host_and_pid
 from tests.conformance.support import FINAL, Declare, finished, state_seen, submit
@@ -52,8 +53,8 @@ async def test_two_workers_share_a_burst_none_lost_none_twice(
     bodies = [await finished(client, t["id"], timeout=120) for t in tasks]
     assert [b["state"] for b in bodies] == ["SUCCESS"] * 200
     # flaky counts its runs per key in Redis: 1 everywhere means each ran exactly once
-    assert [int(redis_client.get(f"qb:flaky:{k}") or 0) for k in keys] == [1] * 200
-    ran_on = {redis_client.hget(f"qb:task:{t['id']}", "worker") for t in tasks}
+    assert [int(redis_client.get(FLAKY_KEY.format(k)) or 0) for k in keys] == [1] * 200
+    ran_on = {redis_client.hget(TASK_KEY.format(t['id']), "worker") for t in tasks}
     pids = {host_and_pid(w)[1] for w in ran_on if w}
     assert len(pids) >= 2, f"one process ran the whole burst: {ran_on}"
     second.stop()
@@ -94,7 +95,7 @@ async def _three_in_flight(client: httpx.AsyncClient, redis_client: redis.Redis,
         # STARTED, then the next ones started after it finished, and count both.
         with redis_client.pipeline(transaction=True) as pipe:
             for i in ids:
-                pipe.hget(f"qb:task:{i}", "state")
+                pipe.hget(TASK_KEY.format(i), "state")
             states = pipe.execute()
         running = states.count("STARTED")
         assert running <= 3, f"{running} tasks in flight with --concurrency 3"

@@ -15,18 +15,18 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from core.store.records import (
+from core.store.keys import (
     INDEX_KEY,
     WORKER_TASKS_KEY,
+    WORKERS_KEY,
     WORKERS_SEEN_KEY,
-    RecordStore,
-    TaskRecord,
 )
-from core.worker.heartbeat import WORKERS_KEY
+from core.store.records import RecordStore, TaskRecord
 
 PAGE_SIZE = 50
 CHUNK = 1_000
-# Records a filtered page reads at most (two fields each, in Redis): see _SCAN.
+# Records a filtered page reads at most (two fields each, in Redis): see
+# core/store/lua/scan.lua.
 SCAN_LIMIT = 10_000
 
 
@@ -66,7 +66,7 @@ async def task_page(store: RecordStore, query: TaskQuery) -> TaskPage:
         more = len(ids) > query.size
         rows = await store.get_many(ids[:query.size])
         return TaskPage(rows, query.cursor + query.size if more else None)
-    scan = redis.register_script(_SCAN)
+    scan = store.scripts.scan
     matched: list[str] = []
     at, end = query.cursor, query.cursor + SCAN_LIMIT
     while at < end:
@@ -84,31 +84,6 @@ async def task_page(store: RecordStore, query: TaskQuery) -> TaskPage:
         at += int(read)
     return TaskPage(await store.get_many(matched), at, scanned=at - query.cursor,
                     stopped=True)
-
-
-# KEYS: the index. ARGV: first rank, count, min score, state ('' any), name ('' any),
-# wanted. Reads `count` ids from that rank on, newest first, down to the min score;
-# returns how many it read (0: none left in the window), then "rank:id" of the first
-# `wanted` that match. Server-side, so a filter reads two fields of a chunk without
-# sending them: about 1 ms of Redis per CHUNK.
-_SCAN = """
-local first = tonumber(ARGV[1])
-local found = redis.call('ZREVRANGE', KEYS[1], first, first + tonumber(ARGV[2]) - 1,
-                         'WITHSCORES')
-local low = tonumber(ARGV[3])
-local out, wanted, read = {0}, tonumber(ARGV[6]), 0
-for i = 1, #found, 2 do
-  if tonumber(found[i + 1]) < low then break end
-  read = read + 1
-  local f = redis.call('HMGET', 'qb:task:' .. found[i], 'state', 'name')
-  if (ARGV[4] == '' or f[1] == ARGV[4]) and (ARGV[5] == '' or f[2] == ARGV[5]) then
-    table.insert(out, (first + read - 1) .. ':' .. found[i])
-    if #out - 1 == wanted then out[1] = read; return out end
-  end
-end
-out[1] = read
-return out
-"""
 
 
 @dataclass

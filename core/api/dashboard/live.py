@@ -25,7 +25,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from core.states import TaskState
-from core.store.records import EVENTS_CHANNEL
+from core.store.keys import EVENTS_CHANNEL
 
 log = logging.getLogger("queuebench.dashboard")
 
