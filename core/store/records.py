@@ -519,8 +519,6 @@ class RecordStore:
         self._resend = redis.register_script(_RESEND)
         self._release = redis.register_script(_RELEASE)
         self._unbind = redis.register_script(_UNBIND)
-        # What a worker's lane sends itself (core/worker/lane.py).
-        self.lane_scripts = {"start": self._start, "finish": self._finish}
         # The submit's script call, on the asyncio client (core/store/scripts.py).
         self._direct = DirectScripts(redis) if isinstance(redis, Redis) else None
 
@@ -612,9 +610,15 @@ class RecordStore:
         return started(await _reply(self._start(keys=keys, args=args)))
 
     def start_call(self, task_id: str, worker: str, run: str) -> tuple[list[str], list[Any]]:
-        """The start script's keys and arguments (also sent by core/worker/lane.py)."""
+        """The start script's keys and arguments."""
         return ([TASK_KEY.format(task_id), OWNED_KEY.format(worker), WORKERS_SEEN_KEY],
                 [time.time(), EVENTS_CHANNEL, worker, self.history_maxlen, self.lease, run])
+
+    def start_command(self, task_id: str, worker: str, run: str) -> list[Any]:
+        """`start` as the words of one EVALSHA, for a caller that sends it on a
+        connection of its own (core/worker/lane.py); `started` reads its reply."""
+        keys, args = self.start_call(task_id, worker, run)
+        return ["EVALSHA", self._start.sha, len(keys), *keys, *args]
 
     async def finish(
         self,
@@ -636,11 +640,22 @@ class RecordStore:
                     error: dict[str, str] | None = None, retries: int = 0,
                     worker: str = "", due: float | None = None,
                     ) -> tuple[list[str], list[Any]]:
-        """The finish script's keys and arguments (also sent by core/worker/lane.py)."""
+        """The finish script's keys and arguments."""
         now = time.time()
         return ([TASK_KEY.format(task_id), OWNED_KEY.format(worker)],
                 [state.value, now, dumps(result), dumps(error), retries, self.ttl,
                  EVENTS_CHANNEL, self.history_maxlen, now if due is None else due])
+
+    def finish_command(self, task_id: str, state: TaskState, outcome: dict[str, Any],
+                       ) -> list[Any]:
+        """`finish` as the words of one EVALSHA (as `start_command`)."""
+        keys, args = self.finish_call(task_id, state, **outcome)
+        return ["EVALSHA", self._finish.sha, len(keys), *keys, *args]
+
+    def command_scripts(self) -> list[str]:
+        """The Lua of the scripts `start_command` and `finish_command` call: a new
+        connection (maybe to a new Redis) loads them first (SCRIPT LOAD)."""
+        return [self._start.script, self._finish.script]
 
     async def not_queued(self, record: TaskRecord, error: dict[str, str],
                          idempotency_key: str | None = None) -> None:
