@@ -18,17 +18,7 @@ from core.states import TaskState
 from core.store.records import RecordStore
 from core.worker.interrupt import OverTime, Revoked, Stopper, announce
 from core.worker.runner import OffloadRunner
-from tests.support_worker import (
-    eventually,
-    new_record,
-    own_heartbeat,
-    redis,
-    register,
-    settings,
-    store,
-)
-
-__all__ = ["own_heartbeat", "redis", "settings", "store"]  # fixtures
+from tests.support_worker import eventually, new_record, register
 
 
 def _spin(ran: threading.Event) -> None:

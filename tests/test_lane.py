@@ -14,24 +14,23 @@ import pytest_asyncio
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from core.states import TaskState
 from core.store.records import OWNED_KEY, RecordStore
 from core.worker.lane import DRAIN_AFTER, Lane, Sent, ThreadDrain, new_lane
-from tests.support_worker import eventually, new_record, redis, settings, store
-
-__all__ = ["redis", "settings", "store"]  # fixtures
+from tests.support_worker import eventually, new_record
 
 WORKER = "host:1"
 SUCCESS = {"result": 1, "worker": WORKER}
 
 
 @pytest_asyncio.fixture(params=["asyncio", "blocking"])
-async def lane(request: pytest.FixtureRequest, settings: object, store: RecordStore,
+async def lane(request: pytest.FixtureRequest, settings: Settings, store: RecordStore,
                ) -> AsyncIterator[Lane]:
     if request.param == "asyncio":
         made = new_lane(store)
     else:
-        client = SyncRedis.from_url(settings.redis_url)  # type: ignore[attr-defined]
+        client = SyncRedis.from_url(settings.redis_url)
         made = new_lane(RecordStore(client, history=False, lease=5))
     yield made
     await made.close()
@@ -126,11 +125,11 @@ async def test_a_lane_whose_scripts_redis_lost_hands_back_and_loads_them_again(
 
 
 async def test_the_drain_thread_hands_an_idle_lanes_refused_write_to_its_redo(
-        settings: object, store: RecordStore, redis: Redis) -> None:
+        settings: Settings, store: RecordStore, redis: Redis) -> None:
     """A worker thread's lane left idle after a finish: no start reads the reply, so
     the process's drain thread does, and hands what Redis refused to the redo given
     with that lane."""
-    client = SyncRedis.from_url(settings.redis_url)  # type: ignore[attr-defined]
+    client = SyncRedis.from_url(settings.redis_url)
     lane = new_lane(RecordStore(client, history=False, lease=5))
     handed: list[Sent] = []
     done = threading.Event()

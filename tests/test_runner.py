@@ -22,17 +22,7 @@ from core.states import TaskState
 from core.store.records import OWNED_KEY, WORKERS_SEEN_KEY, RecordStore, connect
 from core.worker.runner import Runner
 from tests.support_faults import RedisServer
-from tests.support_worker import (
-    eventually,
-    new_record,
-    own_heartbeat,
-    redis,
-    register,
-    settings,
-    store,
-)
-
-__all__ = ["own_heartbeat", "redis", "settings", "store"]  # fixtures
+from tests.support_worker import eventually, new_record, register
 
 
 @pytest_asyncio.fixture
@@ -139,12 +129,11 @@ async def test_a_failed_run_with_retries_left_is_retry_and_raised_as_retrytask(
 
 # -- a final write the lane could not confirm --------------------------------------------
 
-async def test_a_final_write_redis_refused_on_the_lane_is_written_again(
-        runner: Runner, store: RecordStore, redis: Redis, calls: list[Any],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Redis refuses the SUCCESS sent on the lane (WRONGTYPE, while the run's owned
-    set is not a set): the next start reads the refusal, and the runner writes it
-    again through the store once Redis takes it."""
+@pytest.fixture
+def spoils_its_owned_set(runner: Runner, redis: Redis, monkeypatch: pytest.MonkeyPatch,
+                         ) -> str:
+    """Registers the task `spoils_its_owned_set`, after which Redis refuses the run's
+    final write (WRONGTYPE: the runner's owned set is not a set); that set's key."""
     owned = OWNED_KEY.format(runner.worker)
 
     async def spoils_its_owned_set() -> str:
@@ -153,6 +142,16 @@ async def test_a_final_write_redis_refused_on_the_lane_is_written_again(
         return "done"
 
     register(monkeypatch, spoils_its_owned_set)
+    return owned
+
+
+async def test_a_final_write_redis_refused_on_the_lane_is_written_again(
+        runner: Runner, store: RecordStore, redis: Redis, calls: list[Any],
+        spoils_its_owned_set: str) -> None:
+    """Redis refuses the SUCCESS sent on the lane (WRONGTYPE, while the run's owned
+    set is not a set): the next start reads the refusal, and the runner writes it
+    again through the store once Redis takes it."""
+    owned = spoils_its_owned_set
     first, second = await new_record(store, "spoils_its_owned_set"), await new_record(
         store, "counted")
     assert await runner.run(first.id, "spoils_its_owned_set", {}) == "done"
@@ -168,19 +167,12 @@ async def _deferred(runner: Runner) -> bool:
 
 
 async def test_a_write_refused_past_its_tries_is_left_to_the_heartbeat(
-        runner: Runner, store: RecordStore, redis: Redis,
+        runner: Runner, store: RecordStore, redis: Redis, spoils_its_owned_set: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Left idle, the lane's refused write is read by the drain; Redis refuses it
     again through the store, so the heartbeat thread writes it once Redis takes it."""
     monkeypatch.setattr(runner_module, "FINISH_RETRIES", (0.01,))
-    owned = OWNED_KEY.format(runner.worker)
-
-    async def spoils_its_owned_set() -> str:
-        await redis.delete(owned)
-        await redis.set(owned, "not a set")
-        return "done"
-
-    register(monkeypatch, spoils_its_owned_set)
+    owned = spoils_its_owned_set
     record = await new_record(store, "spoils_its_owned_set")
     assert await runner.run(record.id, "spoils_its_owned_set", {}) == "done"
     assert await eventually(lambda: _deferred(runner))  # Redis still refuses it

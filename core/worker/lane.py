@@ -85,7 +85,7 @@ class Lane:
         refused the start itself, or the connection failed; start the slow way) and
         the writes not confirmed."""
         command = self.store.start_command(task_id, worker, run)
-        refused = CONFIRMED
+        refused: Sequence[Sent] = CONFIRMED
         try:
             await self._send(command)
             refused = await self._read_sent()
@@ -146,7 +146,7 @@ class Lane:
         self.loaded = True
 
     async def _read_sent(self) -> Sequence[Sent]:
-        refused = CONFIRMED
+        refused: Sequence[Sent] = CONFIRMED
         while self.sent:
             write = self.sent[0]
             try:

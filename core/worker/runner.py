@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import itertools
 import logging
 import threading
@@ -207,8 +208,7 @@ class Runner:
                     if delay is None:
                         log.warning("task %s: Redis refuses its %s (%s); the heartbeat "
                                     "writes it later", write.task_id, write.state.value, exc)
-                        self.heartbeat.defer(lambda write=write: asyncio.run(
-                            self.later.finish(write.task_id, write.state, **write.outcome)))
+                        self.heartbeat.defer(functools.partial(_write_later, self.later, write))
                         break
                     log.warning("task %s: writing %s failed (%s); trying again",
                                 write.task_id, write.state.value, exc)
@@ -238,6 +238,11 @@ class Runner:
                         await self._redo(undone)
         finally:
             self._draining = None
+
+
+def _write_later(store: RecordStore, write: Sent) -> None:
+    """`write`, from the heartbeat thread (`store` is on its blocking client)."""
+    asyncio.run(store.finish(write.task_id, write.state, **write.outcome))
 
 
 async def _until_answered(task_id: str, what: str, call: Callable[[], Awaitable[T]]) -> T:
