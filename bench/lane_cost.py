@@ -45,7 +45,7 @@ async def _lane(store: RecordStore, ids: list[str]) -> None:
     lane = new_lane(store)
     for i, task_id in enumerate(ids):
         await lane.start(task_id, WORKER, str(i))
-        await lane.finish(task_id, TaskState.SUCCESS, result=None, worker=WORKER)
+        await lane.finish(task_id, TaskState.SUCCESS, {"result": None, "worker": WORKER})
     await lane.drain()
     await lane.close()
 

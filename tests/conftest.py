@@ -27,8 +27,9 @@ from core.settings import BACKENDS
 from core.store.keys import WORKERS_KEY
 from core.tasks.features import Support
 
-# Databases and the stacks that use them (tests/test_db.py, test_history.py, test_users.py).
-pytest_plugins = ("tests.support_db",)
+# Databases and the stacks that use them (tests/test_db.py, test_history.py, test_users.py);
+# the worker's unit tests' Redis, store and heartbeat (test_runner.py, test_lane.py, ...).
+pytest_plugins = ("tests.support_db", "tests.support_worker")
 
 # Each backend's tests use their own Redis database, flushed at the start.
 REDIS_DB = {"celery": 11, "arq": 12, "dramatiq": 13}

@@ -5,21 +5,16 @@ submission that cannot reach the queue, the reaper, the heartbeat's registry."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-import redis
 from redis.asyncio import Redis
 
-import core.worker.heartbeat as workers_module
-import core.worker.runner as runner_module
 from core.backend import DEFAULT_QUEUE, TaskBackend
-from core.errors import RetryTask, Unavailable
+from core.errors import Unavailable
 from core.settings import Settings
 from core.states import TaskState
 from core.store.keys import (
@@ -27,24 +22,19 @@ from core.store.keys import (
     INDEX_KEY,
     ORPHANS_KEY,
     OWNED_KEY,
-    TASK_KEY,
     WORKERS_KEY,
     WORKERS_SEEN_KEY,
 )
 from core.store.records import (
     BUSY,
     TaskRecord,
-    connect,
     task_of,
 )
 from core.tasks.features import Support
 from core.tasks.options import TaskOptions
 from core.worker.heartbeat import Heartbeat, host_and_pid, live_workers, workers
-from core.worker.lane import LaneBroken, new_lane
 from core.worker.reaper import Reaper
-from core.worker.runner import Runner
 from tests.conftest import redis_database
-from tests.support_faults import RedisServer
 
 LIFECYCLE_DB = 10
 
@@ -368,106 +358,6 @@ async def test_a_start_tried_again_after_a_lost_reply_is_its_own_not_busy(
     assert (await backend.store.start(record.id, owner))[0] == BUSY
 
 
-async def _state(redis: Redis, task_id: str, want: str) -> str:
-    """The record's state once it is `want`, or as it is after a deadline."""
-    deadline = time.monotonic() + 5
-    while (state := (await redis.hget(TASK_KEY.format(task_id), "state") or b"").decode()) != want \
-            and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    return state
-
-
-async def test_a_final_write_goes_unawaited_and_its_reply_comes_with_the_next_start(
-        backend: ListBackend) -> None:
-    """core/worker/lane.py: a worker waits on Redis once a task. The finish is sent and Redis
-    runs it at once; its reply is read with the next start's, in the same round trip."""
-    first, second = await backend.submit("noop", [1]), await backend.submit("noop", [2])
-    lane = new_lane(backend.store)
-    try:
-        assert (await lane.start(first.id, "host:1", "1")) == (("PENDING", 0), [])
-        await lane.finish(first.id, TaskState.SUCCESS, result=1, worker="host:1")
-        assert [w.task_id for w in lane.sent] == [first.id]  # not read yet
-        assert await _state(backend.redis, first.id, "SUCCESS") == "SUCCESS"
-        assert (await lane.start(second.id, "host:1", "2")) == (("PENDING", 0), [])
-        assert lane.sent == []  # the finish's reply was read with this start's
-        assert (await backend.get(first.id)).result == 1  # type: ignore[union-attr]
-        assert await lane.drain() == []
-    finally:
-        await lane.close()
-
-
-async def test_a_final_write_redis_refuses_is_handed_back_to_be_done_again(
-        backend: ListBackend) -> None:
-    first, second = await backend.submit("noop", [1]), await backend.submit("noop", [2])
-    lane = new_lane(backend.store)
-    try:
-        await lane.start(first.id, "host:1", "1")
-        await backend.redis.set(OWNED_KEY.format("host:1"), "not a set")  # WRONGTYPE
-        await lane.finish(first.id, TaskState.SUCCESS, result=1, worker="host:1")
-        found, refused = await lane.start(second.id, "host:2", "2")
-        assert found == ("PENDING", 0)
-        assert [(w.task_id, w.state, w.outcome["result"]) for w in refused] == [
-            (first.id, TaskState.SUCCESS, 1)]
-        assert (await backend.get(first.id)).state == TaskState.STARTED  # type: ignore[union-attr]
-        # Left idle, the refusal is found by a drain instead of a start.
-        await lane.finish(second.id, TaskState.FAILURE, error={"type": "E", "message": ""},
-                          worker="host:1")
-        assert [w.task_id for w in await lane.drain()] == [second.id]
-    finally:
-        await lane.close()
-
-
-async def test_a_broken_lane_hands_back_every_write_not_confirmed(
-        backend: ListBackend) -> None:
-    first, second = await backend.submit("noop", [1]), await backend.submit("noop", [2])
-    lane = new_lane(backend.store)
-    try:
-        await lane.start(first.id, "host:1", "1")
-        await lane.connection.send_command("CLIENT", "ID")
-        lane_id = await lane.connection.read_response()
-        await backend.redis.client_kill_filter(_id=lane_id)  # before the finish is sent
-        handed_back = []
-        try:  # the send itself may fail, or only the read of its reply
-            await lane.finish(first.id, TaskState.SUCCESS, result=1, worker="host:1")
-            await lane.start(second.id, "host:1", "2")
-        except LaneBroken as exc:
-            handed_back = exc.unconfirmed
-        assert [w.task_id for w in handed_back] == [first.id]
-        assert lane.sent == []
-        # Done again, the final write finds the record final: the first one wins.
-        await backend.store.finish(first.id, TaskState.SUCCESS, result=1, worker="host:1")
-        assert (await backend.get(first.id)).result == 1  # type: ignore[union-attr]
-        # The lane connects again, loads its scripts, and goes on.
-        assert (await lane.start(second.id, "host:1", "3"))[0] == ("PENDING", 0)
-    finally:
-        await lane.close()
-
-
-async def test_a_lane_whose_scripts_redis_lost_hands_back_and_loads_them_again(
-        backend: ListBackend) -> None:
-    """SCRIPT FLUSH (or a Redis restarted under a connection kept open): the finish
-    sent is refused as NOSCRIPT and handed back by the start that read it, though that
-    start is refused too (the runner then starts the slow way); the lane loads its
-    scripts again."""
-    first, second = await backend.submit("noop", [1]), await backend.submit("noop", [2])
-    lane = new_lane(backend.store)
-    try:
-        await lane.start(first.id, "host:1", "1")
-        await backend.redis.script_flush()
-        await lane.finish(first.id, TaskState.SUCCESS, result=1, worker="host:1")
-        found, refused = await lane.start(second.id, "host:1", "2")
-        assert found is None  # the runner starts it the slow way
-        assert [(w.task_id, w.state) for w in refused] == [(first.id, TaskState.SUCCESS)]
-        assert lane.sent == [] and not lane.loaded
-        assert (await backend.get(first.id)).state == TaskState.STARTED  # type: ignore[union-attr]
-        assert (await lane.start(second.id, "host:1", "3")) == (("PENDING", 0), [])
-        await lane.finish(second.id, TaskState.SUCCESS, result=2, worker="host:1")
-        assert await lane.drain() == []
-        assert (await backend.get(second.id)).result == 2  # type: ignore[union-attr]
-    finally:
-        await lane.close()
-
-
 # -- the create script sent again ------------------------------------------------------
 
 async def test_a_create_sent_again_after_its_task_ran_changes_nothing(
@@ -486,40 +376,3 @@ async def test_a_create_sent_again_after_its_task_ran_changes_nothing(
     assert await backend.redis.llen("qb:test:queue") == 1
 
 
-async def test_a_retry_is_written_before_the_library_hears_of_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Redis goes away while a run fails: the run does not end (and the library does not
-    schedule the next one) until RETRY is written. Were RETRY left to the heartbeat, the
-    next run would find the task STARTED under this live worker, be refused as BUSY,
-    and the task would stay RETRY with nothing left to run it."""
-    monkeypatch.setattr(runner_module, "FINISH_RETRIES", (0.01,))  # the old way's tries
-    monkeypatch.setattr(workers_module, "_process_beat", None)  # a heartbeat of its own
-    server = RedisServer(tmp_path, appendfsync="always")  # the record outlives the kill
-    settings = Settings(redis_url=server.url, history_enabled=False, worker_heartbeat=0.2)
-    backend = ListBackend(settings)
-    records = connect(server.url)
-
-    class FailsWhileRedisIsAway(Runner):
-        async def _call(self, *_: Any) -> Any:
-            server.kill()
-            threading.Timer(0.5, server.start).start()
-            raise RuntimeError("failed while Redis was away")
-
-    try:
-        record = await backend.submit("noop", [1], options=TaskOptions(max_retries=2))
-        [(delivery, arguments, options)] = backend.sent
-        runner = FailsWhileRedisIsAway(settings, records, offload_sync=True)
-        try:
-            with pytest.raises(RetryTask):
-                await runner.run(delivery, "noop", arguments, backend.meta(record, options))
-        finally:
-            runner.heartbeat.stop()
-        found = redis.Redis.from_url(server.url, socket_connect_timeout=1)
-        try:
-            assert found.hget(TASK_KEY.format(record.id), "state") == b"RETRY"
-        finally:
-            found.close()
-    finally:
-        await records.aclose()
-        await backend.aclose()
-        server.stop()

@@ -225,8 +225,6 @@ class RecordStore:
         # no extra round trip on the worker's path. 0 tells the scripts not to.
         self.history_maxlen = HISTORY_MAXLEN if history else 0
         self.scripts = Scripts(redis)
-        # What a worker's lane sends itself (core/worker/lane.py).
-        self.lane_scripts = {"start": self.scripts.start, "finish": self.scripts.finish}
 
     async def create(self, record: TaskRecord, *, idempotency_key: str | None = None,
                      not_before: float | None = None, push: list[Command] | None = None,
@@ -317,9 +315,15 @@ class RecordStore:
         return started(await _reply(self.scripts.start(keys=keys, args=args)))
 
     def start_call(self, task_id: str, worker: str, run: str) -> tuple[list[str], list[Any]]:
-        """The start script's keys and arguments (also sent by core/worker/lane.py)."""
+        """The start script's keys and arguments."""
         return ([TASK_KEY.format(task_id), OWNED_KEY.format(worker), WORKERS_SEEN_KEY],
                 [time.time(), EVENTS_CHANNEL, worker, self.history_maxlen, self.lease, run])
+
+    def start_command(self, task_id: str, worker: str, run: str) -> list[Any]:
+        """`start` as the words of one EVALSHA, for a caller that sends it on a
+        connection of its own (core/worker/lane.py); `started` reads its reply."""
+        keys, args = self.start_call(task_id, worker, run)
+        return ["EVALSHA", self.scripts.start.sha, len(keys), *keys, *args]
 
     async def finish(
         self,
@@ -341,11 +345,22 @@ class RecordStore:
                     error: dict[str, str] | None = None, retries: int = 0,
                     worker: str = "", due: float | None = None,
                     ) -> tuple[list[str], list[Any]]:
-        """The finish script's keys and arguments (also sent by core/worker/lane.py)."""
+        """The finish script's keys and arguments."""
         now = time.time()
         return ([TASK_KEY.format(task_id), OWNED_KEY.format(worker)],
                 [state.value, now, dumps(result), dumps(error), retries, self.ttl,
                  EVENTS_CHANNEL, self.history_maxlen, now if due is None else due])
+
+    def finish_command(self, task_id: str, state: TaskState, outcome: dict[str, Any],
+                       ) -> list[Any]:
+        """`finish` as the words of one EVALSHA (as `start_command`)."""
+        keys, args = self.finish_call(task_id, state, **outcome)
+        return ["EVALSHA", self.scripts.finish.sha, len(keys), *keys, *args]
+
+    def command_scripts(self) -> list[str]:
+        """The Lua of the scripts `start_command` and `finish_command` call: a new
+        connection (maybe to a new Redis) loads them first (SCRIPT LOAD)."""
+        return [self.scripts.start.script, self.scripts.finish.script]
 
     async def not_queued(self, record: TaskRecord, error: dict[str, str],
                          idempotency_key: str | None = None) -> None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import itertools
 import logging
-import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from redis import Redis as SyncRedis
@@ -42,7 +42,7 @@ from core.tasks.policy import Policy
 from core.tasks.registry import TaskSpec
 from core.worker.heartbeat import process_heartbeat
 from core.worker.interrupt import OverTime, Revoked, Run, Stopper, process_stopper
-from core.worker.lane import DEFERRED, DRAIN_AFTER, Lane, LaneBroken, Sent, ThreadDrain, new_lane
+from core.worker.lane import DRAIN_AFTER, FINAL, Lane, Sent, new_lane, thread_drain
 
 log = logging.getLogger("queuebench.runner")
 T = TypeVar("T")
@@ -76,6 +76,11 @@ class Runner:
         self.heartbeat = process_heartbeat(settings.redis_url, settings.queue_backend,
                                            settings.worker_heartbeat)
         self.worker = self.heartbeat.id
+        # A store on the heartbeat's client, which any thread may use: for the writes
+        # that the heartbeat, or another thread than the runner's, does.
+        self.later = RecordStore(self.heartbeat.client, ttl=self.store.ttl,
+                                 kept=self.store.kept, history=settings.history_enabled,
+                                 lease=self.store.lease)
         self._lanes: list[Lane] = []
         self._draining: asyncio.Future[None] | None = None
 
@@ -116,19 +121,24 @@ class Runner:
         await self._finish(task_id, TaskState.SUCCESS, result=result, retries=attempt)
         return result
 
+    # -- the record's transitions: the start, the outcome, and what a lane could not confirm
     async def _start(self, task_id: str) -> tuple[str | None, int]:
-        """The start script on a lane (core/worker/lane.py), with the replies of the final
-        writes sent before it: one round trip. When the lane fails, the slow way: tried
-        until Redis answers. The task has not run, and the message this worker holds
-        is all there is of it while Redis is away: raising would have the library
-        count the delivery as done (failed) and drop it. So the slow start waits for
-        Redis; with nothing on disk, Redis comes back without the record (LOST: not
-        run)."""
+        """Mark the record STARTED: the start script on a lane (core/worker/lane.py),
+        whose round trip also reads the replies of the final writes sent before it
+        (what those could not confirm: `_redo`). When the lane gets no answer, the
+        slow way: tried until Redis answers. The task has not run, and the message
+        this worker holds is all there is of it while Redis is away: raising would
+        have the library count the delivery as done (failed) and drop it. So the slow
+        start waits for Redis; with nothing on disk, Redis comes back without the
+        record (LOST: not run)."""
         run = str(next(_RUNS))
-        # found None: the lane broke, or Redis refused the start on it (NOSCRIPT)
-        found, refused = await self._on_lane(
-            lambda lane: lane.start(task_id, self.worker, run)) or (None, [])
-        await self._redo(refused)
+        lane = self._take_lane()
+        try:
+            found, undone = await lane.start(task_id, self.worker, run)
+        finally:
+            self._give_lane(lane)
+        if undone:
+            await self._redo(undone)
         if found is None:
             found = await _until_answered(task_id, "start it",
                                           lambda: self.store.start(task_id, self.worker, run))
@@ -159,65 +169,51 @@ class Runner:
         return exc
 
     async def _finish(self, task_id: str, state: TaskState, **outcome: Any) -> None:
-        """Write the outcome: a final one sent on a lane without waiting for its reply
-        (core/worker/lane.py), a RETRY (not final) the slow way."""
-        outcome["worker"] = self.worker
-        if state not in DEFERRED:
-            return await self._write(task_id, state, **outcome)
-        await self._on_lane(lambda lane: lane.finish(task_id, state, **outcome))
+        """Write the run's outcome, one way by its kind.
 
-    async def _on_lane(self, use: Callable[[Lane], Awaitable[T]]) -> T | None:
-        """`use` a lane taken for the call; when the lane breaks, the writes it did not
-        confirm are done again the slow way, and None is returned."""
-        lane = self._take_lane()
-        try:
-            return await use(lane)
-        except LaneBroken as exc:
-            unconfirmed = exc.unconfirmed
-        finally:
-            self._give_lane(lane)
-        await self._redo(unconfirmed)
-        return None
-
-    async def _redo(self, writes: list[Sent]) -> None:
-        """Final writes a lane could not confirm (or Redis refused): the slow way."""
-        for write in writes:
-            await self._write(write.task_id, write.state, **write.outcome)
-
-    async def _write(self, task_id: str, state: TaskState, **outcome: Any) -> None:
-        """Write the outcome, waiting for Redis's reply.
+        A final state (SUCCESS, FAILURE) is sent on a lane and not waited for: its
+        reply is read with the next start's, or by a drain of the idle lane; what the
+        lane could not confirm goes to `_redo`.
 
         A RETRY is tried until Redis answers, holding the run: the library schedules
         the next run only when this one returns, and that run must find RETRY. Written
         later (by the heartbeat), the next run would find the task STARTED under this
-        live worker, be refused as BUSY, and nothing would be left to run it.
-
-        A final state that Redis refuses is tried again a few times; then the heartbeat
-        thread writes it once Redis is back. Meanwhile this process keeps beating, so
-        it keeps the task: never left STARTED, never run again."""
-        if not state.finished:
+        live worker, be refused as BUSY, and nothing would be left to run it."""
+        outcome["worker"] = self.worker
+        if state not in FINAL:
             await _until_answered(task_id, f"write {state.value}",
                                   lambda: self.store.finish(task_id, state, **outcome))
             return
-        for delay in (*FINISH_RETRIES, None):
-            try:
-                return await self.store.finish(task_id, state, **outcome)
-            except RedisError as exc:
-                if delay is None:
-                    break
-                log.warning("task %s: writing %s failed (%s); trying again", task_id,
-                            state.value, exc)
-                await asyncio.sleep(delay)
-        self._defer(Sent(task_id, state, outcome))
+        lane = self._take_lane()
+        try:
+            undone = await lane.finish(task_id, state, outcome)
+        finally:
+            self._give_lane(lane)
+        if undone:
+            await self._redo(undone)
 
-    def _defer(self, write: Sent) -> None:
-        """Have the heartbeat thread write it, once Redis takes it (any thread)."""
-        log.warning("task %s: Redis refuses its %s; the heartbeat writes it later",
-                    write.task_id, write.state.value)
-        later = RecordStore(self.heartbeat.client, ttl=self.store.ttl, kept=self.store.kept,
-                            history=bool(self.store.history_maxlen), lease=self.store.lease)
-        self.heartbeat.defer(lambda: asyncio.run(
-            later.finish(write.task_id, write.state, **write.outcome)))
+    async def _redo(self, writes: Sequence[Sent], store: RecordStore | None = None) -> None:
+        """The final writes a lane could not confirm (Redis refused them, or its
+        connection failed), written again through the store (`store`: one for
+        another thread than the runner's), waiting for Redis's reply. Each is tried
+        again a few times; what Redis still refuses the heartbeat thread writes once
+        Redis takes it. Meanwhile this process keeps beating, so it keeps the task:
+        never left STARTED, never run again."""
+        store = store or self.store
+        for write in writes:
+            for delay in (*FINISH_RETRIES, None):
+                try:
+                    await store.finish(write.task_id, write.state, **write.outcome)
+                    break
+                except RedisError as exc:
+                    if delay is None:
+                        log.warning("task %s: Redis refuses its %s (%s); the heartbeat "
+                                    "writes it later", write.task_id, write.state.value, exc)
+                        self.heartbeat.defer(functools.partial(_write_later, self.later, write))
+                        break
+                    log.warning("task %s: writing %s failed (%s); trying again",
+                                write.task_id, write.state.value, exc)
+                    await asyncio.sleep(delay)
 
     # -- lanes (core/worker/lane.py): an asyncio runner's jobs share a few, taken per call --------
     def _take_lane(self) -> Lane:
@@ -236,14 +232,18 @@ class Runner:
                 for lane in [lane for lane in self._lanes if lane.idle_for(DRAIN_AFTER)]:
                     self._lanes.remove(lane)
                     try:
-                        refused = await lane.drain()
-                    except LaneBroken as exc:
-                        refused = exc.unconfirmed
+                        undone = await lane.drain()
                     finally:
                         self._lanes.append(lane)
-                    await self._redo(refused)
+                    if undone:
+                        await self._redo(undone)
         finally:
             self._draining = None
+
+
+def _write_later(store: RecordStore, write: Sent) -> None:
+    """`write`, from the heartbeat thread (`store` is on its blocking client)."""
+    asyncio.run(store.finish(write.task_id, write.state, **write.outcome))
 
 
 async def _until_answered(task_id: str, what: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -323,7 +323,10 @@ class ThreadRunner(StoppableRunner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lane = new_lane(self.store)
-        thread_drain(self._defer).add(self._lane)
+        # Read by the process's drain thread when idle; what it could not confirm is
+        # written again from there, through a store that thread may use.
+        thread_drain().add(self._lane,
+                           lambda undone: asyncio.run(self._redo(undone, self.later)))
 
     def _take_lane(self) -> Lane:
         self._lane.lock.acquire()
@@ -353,20 +356,6 @@ class OffloadRunner(StoppableRunner):
                 return await self.stopper.offload(run, spec.fn, arguments)
         except TimeoutError:
             raise TimeLimitExceeded(f"{spec.name} ran over its {policy.time_limit}s") from None
-
-
-_drain_lock = threading.Lock()
-_drain: ThreadDrain | None = None
-
-
-def thread_drain(redo: Callable[[Sent], None]) -> ThreadDrain:
-    """This process's drain thread of its worker threads' lanes (a forked child has
-    its own); `redo` hands a refused write to the heartbeat."""
-    global _drain
-    with _drain_lock:
-        if _drain is None or _drain.pid != os.getpid():
-            _drain = ThreadDrain(redo)
-        return _drain
 
 
 class ThreadLoops:
