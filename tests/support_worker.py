@@ -18,7 +18,8 @@ import core.worker.heartbeat as heartbeat_module
 from core.settings import Settings
 from core.store.records import RecordStore, TaskRecord, connect, new_task_id
 from core.tasks.options import TaskOptions
-from core.tasks.registry import REGISTRY, TaskSpec
+from core.tasks.registry import TaskSpec
+from core.tasks.shared import TASKS
 from tests.conftest import redis_database
 
 WORKER_DB = 10
@@ -60,7 +61,7 @@ async def new_record(store: RecordStore, name: str = "noop", **fields: Any) -> T
 
 def register(monkeypatch: pytest.MonkeyPatch, fn: Callable[..., Any]) -> str:
     """Register `fn` as a task under its name for this test; its name."""
-    monkeypatch.setitem(REGISTRY, fn.__name__, TaskSpec(name=fn.__name__, fn=fn,
+    monkeypatch.setitem(TASKS._specs, fn.__name__, TaskSpec(name=fn.__name__, fn=fn,
                                                         defaults=TaskOptions(),
                                                         params=BaseModel))
     return fn.__name__

@@ -114,8 +114,8 @@ async def _every_call(store: RecordStore) -> None:
     lane = new_lane(store)
     try:
         await lane.start(once.id, WORKER, "2")
-        await lane.finish(once.id, TaskState.SUCCESS, result=3, worker=WORKER)
-        assert await lane.drain() == []
+        assert not await lane.finish(once.id, TaskState.SUCCESS, {"result": 3, "worker": WORKER})
+        assert not await lane.drain()  # confirmed: nothing handed back
     finally:
         await lane.close()
     await store.revoke(fired.id)
