@@ -36,14 +36,14 @@ from core.errors import (
 from core.history.store import SCAN_LIMIT, HistoryStore, TaskFilter, recent
 from core.settings import BACKENDS, Settings
 from core.states import FINISHED, TaskState
-from core.store.events import EventHub
+from core.store.events import EventHub, announce
 from core.store.keys import QUEUES_KEY, SCHEDULE_TASKS_KEY, WORKERS_KEY
 from core.store.records import Command, RecordStore, TaskRecord, connect, new_task_id
+from core.store.workers import live_workers
 from core.tasks import get_task
 from core.tasks.features import CORE_FEATURES, Support, supported_options
 from core.tasks.options import TaskOptions
 from core.tasks.registry import TaskSpec
-from core.worker.heartbeat import live_workers
 
 DEFAULT_QUEUE = "default"
 # The options a redelivery sends again (the delay, expiry and key have done their work).
@@ -344,7 +344,6 @@ class TaskBackend(ABC):
                                   "cannot stop a running task")
         if found is TaskState.STARTED:
             # The worker process that runs it stops it (core/worker/interrupt.py).
-            from core.worker.interrupt import announce
 
             await announce(self.redis, task_id)
         record = await self.get(task_id)

@@ -15,8 +15,9 @@ from redis.asyncio import Redis
 from core.errors import TimeLimitExceeded
 from core.settings import Settings
 from core.states import TaskState
+from core.store.events import announce
 from core.store.records import RecordStore
-from core.worker.interrupt import OverTime, Revoked, Stopper, announce
+from core.worker.interrupt import OverTime, Revoked, Stopper
 from core.worker.runner import OffloadRunner
 from tests.support_worker import eventually, new_record, register
 

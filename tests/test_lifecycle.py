@@ -30,9 +30,10 @@ from core.store.records import (
     TaskRecord,
     task_of,
 )
+from core.store.workers import live_workers, workers
 from core.tasks.features import Support
 from core.tasks.options import TaskOptions
-from core.worker.heartbeat import Heartbeat, host_and_pid, live_workers, workers
+from core.worker.heartbeat import Heartbeat, host_and_pid
 from core.worker.reaper import Reaper
 from tests.conftest import redis_database
 

@@ -24,7 +24,7 @@ from prometheus_client.core import (
 from redis.asyncio import Redis
 
 from core.store.keys import METRIC_BOUNDS, METRICS_KEY
-from core.worker.heartbeat import workers
+from core.store.workers import workers
 
 Labels = tuple[str, ...]
 

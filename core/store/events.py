@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis
 
 from core.states import TaskState
-from core.store.keys import EVENTS_CHANNEL
+from core.store.keys import CANCEL_CHANNEL, EVENTS_CHANNEL
 
 
 class EventHub:
@@ -64,3 +64,9 @@ class EventHub:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
+
+
+async def announce(client: Redis, task_id: str) -> None:
+    """Tell the worker processes that the running task `task_id` is REVOKED now."""
+    await client.publish(CANCEL_CHANNEL, json.dumps({"id": task_id,
+                                                     "state": TaskState.REVOKED.value}))

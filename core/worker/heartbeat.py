@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from redis.asyncio import Redis
 
 from core.store.keys import OWNED_KEY, WORKER_TASKS_KEY, WORKERS_KEY, WORKERS_SEEN_KEY
 
@@ -126,37 +125,3 @@ def process_heartbeat(redis_url: str, backend: str, interval: float, role: str =
         if _process_beat is None or _process_beat.pid != os.getpid():
             _process_beat = Heartbeat(redis_url, backend, interval, role, **info).start()
         return _process_beat
-
-
-async def workers(client: Redis, *, alive_within: float | None = None,
-                  dead_for: float | None = None) -> list[dict[str, Any]]:
-    """Registered worker processes seen within `alive_within` seconds, or not seen
-    for `dead_for` seconds; each with its info and `seen_at`."""
-    now = time.time()
-    if dead_for is not None:
-        ids = await client.zrangebyscore(WORKERS_SEEN_KEY, "-inf", now - dead_for)
-    else:
-        ids = await client.zrangebyscore(WORKERS_SEEN_KEY, now - (alive_within or 0), "+inf")
-    if not ids:
-        return []
-    infos = await client.hmget(WORKERS_KEY, ids)
-    found = []
-    for wid, info in zip(ids, infos, strict=True):
-        entry = json.loads(info) if info else {}
-        entry["id"] = wid.decode() if isinstance(wid, bytes) else wid
-        found.append(entry)
-    return found
-
-
-async def live_workers(client: Redis, backend: str, interval: float) -> list[dict[str, Any]]:
-    """`queuebench worker` processes of `backend` that beat within three intervals."""
-    return [w for w in await workers(client, alive_within=interval * 3)
-            if w.get("backend") == backend and w.get("role") == "worker"]
-
-
-async def forget(client: Redis, wid: str) -> None:
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.hdel(WORKERS_KEY, wid)
-        pipe.zrem(WORKERS_SEEN_KEY, wid)
-        pipe.hdel(WORKER_TASKS_KEY, f"{wid}|run", f"{wid}|failed")
-        await pipe.execute()

@@ -311,9 +311,3 @@ def process_stopper(redis_url: str | None) -> Stopper:
         elif _process_stopper.url is None and redis_url is not None:
             _process_stopper.url = redis_url
         return _process_stopper
-
-
-async def announce(client: Any, task_id: str) -> None:
-    """Tell the worker processes that the running task `task_id` is REVOKED now."""
-    await client.publish(CANCEL_CHANNEL, json.dumps({"id": task_id,
-                                                     "state": TaskState.REVOKED.value}))

@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from core.store.keys import ORPHANS_KEY, OWNED_KEY, REAPING_KEY
-from core.worker.heartbeat import forget, process_heartbeat, workers
+from core.store.workers import forget, workers
+from core.worker.heartbeat import process_heartbeat
 
 if TYPE_CHECKING:
     from core.backend import TaskBackend
