@@ -1,5 +1,5 @@
 """Stopping a task while it runs: DELETE of a running task, and a sync task's time
-limit, where the library cannot (issue 8).
+limit, where the library cannot.
 
 Celery's threads pool can neither stop a running task nor enforce a time limit (its
 soft and hard limits work in prefork only), and Dramatiq cannot cancel a running
@@ -13,8 +13,8 @@ the thread of a sync task that arq runs in a thread (OffloadRunner):
   task by cancelling its asyncio task on its thread's loop, a sync task by raising
   an exception in its thread (PyThreadState_SetAsyncExc, as Dramatiq's TimeLimit
   does). The announcement has a channel of its own rather than `qb:events`: on that
-  one every worker process would parse every transition of every task (about 40 µs
-  of CPU each with redis-py). The listener also reads the state of the tasks this
+  one every worker process would parse every transition of every task, a cost that
+  grows with the whole cluster's rate rather than its own. The listener also reads the state of the tasks this
   process runs after each subscription and every RESYNC_EVERY seconds, so a task
   revoked while Redis was away, or by anything but `cancel`, still stops.
 - A sync task's time limit: a watchdog thread raises OverTime in it at its deadline.

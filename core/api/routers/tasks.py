@@ -51,8 +51,8 @@ class SubmitRoute(APIRoute):
     """`POST /tasks/{name}`, the API's hot path. A JSON body that the task's model
     takes as it is goes straight to the submit: parsed and validated as FastAPI would
     (json.loads, the model's validator), without FastAPI's per-request dependency
-    solving around it: 104 -> 62 µs of the API's CPU a request, the submit itself
-    aside (measured in process, 32 requests at a time; issue 9).
+    solving around it, which costs more CPU than the rest of the route (the submit
+    itself aside; docs/benchmark.md has the measurements).
     Anything else (another content type, bad JSON, a body the model refuses) goes to
     FastAPI's own handler, which answers it as it always has: a 422 names the field."""
 
