@@ -22,7 +22,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from core.backend import adapter_module
+from core.backend import backend_class
 from core.cli.procs import ROOT, Proc, Server, wait_until
 from core.settings import Settings
 from core.states import TaskState
@@ -550,7 +550,7 @@ async def test_a_killed_workers_waiting_tasks_run_elsewhere_with_default_setting
     waiting = await submit(client, "add", 1, 2, options={"queue": queue_name})
     assert await state_seen(client, running["id"], {"STARTED"}) == "STARTED"
     settings = Settings(redis_url=redis_url, broker_url=broker_url)
-    backend = adapter_module(backend_name).Backend(settings)
+    backend = backend_class(backend_name)(settings)
     try:  # give a prefetching worker the time to take the waiting task (or not)
         deadline = time.monotonic() + 3
         while (await backend.queue_depths()).get(queue_name) and time.monotonic() < deadline:
@@ -642,7 +642,7 @@ async def test_a_second_delivery_of_a_running_task_is_refused(
     task = await submit(client, "sleep", 2, key, options={"queue": queue_name})
     assert await state_seen(client, task["id"], {"STARTED"}) == "STARTED"
     settings = Settings(redis_url=redis_url, broker_url=broker_url)
-    backend = adapter_module(backend_name).Backend(settings)
+    backend = backend_class(backend_name)(settings)
     try:
         record = await backend.get(task["id"])
         async with Timeline(redis_url) as timeline:
@@ -1278,7 +1278,7 @@ async def test_schedule_native_scheduler_fires_the_shared_tasks(
     name = entry_name("native")
     path = schedule_toml(tmp_path / "s.toml", **{name: {"task": "noop", "args": [name],
                                                        "every": 1}})
-    if adapter_module(backend_name).Backend.support()["periodic"] is not Support.NATIVE:
+    if backend_class(backend_name).support()["periodic"] is not Support.NATIVE:
         done = _cli("scheduler", "--native", "--backend", backend_name, REDIS_URL=redis_url,
                     SCHEDULE_FILE=path)
         assert done.returncode != 0
