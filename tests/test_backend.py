@@ -12,9 +12,6 @@ from core.errors import ConfigError
 from core.settings import BACKENDS, Settings
 from core.tasks.features import Support
 
-# The library each adapter imports first (backends/<name>_impl/__init__.py).
-LIBRARY = {"celery": "celery", "arq": "arq", "dramatiq": "dramatiq"}
-
 
 def _gives(adapter: type[TaskBackend], method: str) -> bool:
     """Whether `adapter` defines `method` itself, rather than TaskBackend's default."""
@@ -72,7 +69,8 @@ async def test_the_producer_follows_the_settings(backend_name: str, redis_url: s
 def test_backend_class_refuses_in_one_line(backend_name: str) -> None:
     with pytest.raises(ConfigError, match="is not one of: celery, arq, dramatiq"):
         backend_class("rq")
-    missing = [name for name in BACKENDS if importlib.util.find_spec(LIBRARY[name]) is None]
+    # Each adapter is named after the library it imports first.
+    missing = [name for name in BACKENDS if importlib.util.find_spec(name) is None]
     if not missing:
         pytest.skip("every backend's library is installed here")
     with pytest.raises(ConfigError, match=rf"not installed here .*queuebench\[{missing[0]}\]"):
