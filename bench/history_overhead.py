@@ -22,7 +22,7 @@ from typing import Any
 import redis
 from sqlalchemy import func, select
 
-from core.backend import adapter_module
+from core.backend import backend_class
 from core.cli.procs import Proc, venv_python, wait_until
 from core.db import TaskHistory, dispose_all, migrate, session
 from core.settings import Settings
@@ -35,7 +35,7 @@ FINAL = {s.value for s in FINISHED}
 
 async def burst(settings: Settings, tasks: int, chunk: int = 500) -> float:
     """Tasks per second from the first submit to the last task's final state."""
-    backend = adapter_module(settings.queue_backend).Backend(settings)
+    backend = backend_class(settings.queue_backend)(settings)
     listener = backend.redis.pubsub()
     await listener.subscribe(EVENTS_CHANNEL)
     done: set[str] = set()

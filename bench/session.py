@@ -41,7 +41,7 @@ import redis as sync_redis
 
 from bench import openloop
 from bench.stats import cdf_points, percentiles
-from core.backend import adapter_module
+from core.backend import backend_class
 from core.cli.procs import ROOT, Proc, Server, free_port, wait_until
 from core.settings import Settings
 from core.states import FINISHED, TaskState
@@ -305,7 +305,7 @@ class DirectDriver(RecordDriver):
         super().__init__(spec)
         settings = Settings(queue_backend=spec.backend, redis_url=spec.redis_url,
                             database_url=spec.database_url, history_enabled=spec.history)
-        self.backend = adapter_module(spec.backend).Backend(settings, self.redis)
+        self.backend = backend_class(spec.backend)(settings, self.redis)
 
     async def submit(self) -> tuple[Any, float]:
         record = await self.backend.submit(self.spec.workload, [self.spec.argument])

@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from bench.session import raw_module
-from core.backend import adapter_module
+from core.backend import backend_class
 from core.settings import Settings
 
 WARMUP = 200
@@ -51,7 +51,7 @@ async def _submits(submit: Any, n: int) -> None:
 
 async def main(backend: str, client: str, n: int, url: str) -> None:
     if client == "direct":
-        made = adapter_module(backend).Backend(Settings(queue_backend=backend, redis_url=url))
+        made = backend_class(backend)(Settings(queue_backend=backend, redis_url=url))
         await made.redis.flushdb()
 
         async def submit() -> None:

@@ -1,8 +1,13 @@
-"""The backend-agnostic task interface.
+"""The backend-agnostic task interface, and the contract an adapter fulfils.
 
-An adapter subclasses `TaskBackend` and implements `enqueue` (and `revoke` where
-its library can stop a task); submit, get, list, cancel, wait and health are the
-same for every backend, built on the record store.
+An adapter (backends/<lib>_impl/__init__.py, its class `Backend`) subclasses
+`TaskBackend`: how its library sends a task (`enqueue`, and the native producers'
+`commands` and `outgoing`), runs a worker (`run_worker`, `default_concurrency`),
+looks into its broker (`depth_commands`, `waiting_in`), drops a queued task
+(`revoke`) and, where it has one, runs its own scheduler (`run_native_scheduler`).
+Submit, get, list, cancel, wait and health are the same for every backend, built on
+the record store. `backend_class` is the one way from core to an adapter.
+docs/adapters.md walks through the contract.
 """
 
 from __future__ import annotations
@@ -16,13 +21,13 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Sequence
 from datetime import datetime
-from types import ModuleType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.brokers.amqp import Publisher, is_amqp
+from core.brokers.amqp import Outgoing
+from core.brokers.producer import choose
 from core.db import ping
 from core.errors import (
     AlreadyFinished,
@@ -45,6 +50,9 @@ from core.tasks.features import CORE_FEATURES, Support, supported_options
 from core.tasks.options import TaskOptions
 from core.tasks.registry import TaskSpec
 
+if TYPE_CHECKING:
+    from core.schedule.entries import Schedule
+
 DEFAULT_QUEUE = "default"
 # The options a redelivery sends again (the delay, expiry and key have done their work).
 REDELIVERED = {"max_retries", "retry_backoff", "time_limit", "queue", "priority"}
@@ -61,7 +69,7 @@ class TaskBackend(ABC):
     #: a feature missing here is not supported, and its options are a 422
     features: ClassVar[dict[str, Support]] = {}
     #: the brokers the adapter speaks: Redis, and RabbitMQ (`amqp`) where it implements
-    #: `declare` and publishes through `self.publisher` (core/brokers/amqp.py)
+    #: `declare` and `outgoing` (core/brokers/amqp.py publishes what it builds)
     brokers: ClassVar[tuple[str, ...]] = ("redis",)
 
     def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
@@ -74,25 +82,68 @@ class TaskBackend(ABC):
         # Where finished tasks are found after Redis has let them go (core/history/store.py).
         self.history = HistoryStore(settings.database_url) if settings.history_enabled else None
         self._broker_redis: Redis | None = None
-        # PRODUCER=native on RabbitMQ: the message is published from the event loop.
-        self.publisher = (Publisher(settings.broker, self.declare)
-                          if settings.producer == "native" and is_amqp(settings.broker)
-                          and "amqp" in self.brokers else None)
+        # How submits are sent, decided here once (core/brokers/producer.py).
+        self.producer = choose(self)
         self._defaults: dict[str, TaskOptions] = {}
 
-    # -- what an adapter implements -------------------------------------------------
+    # -- what an adapter implements: running its library (no instance yet) -----------
+    # Every adapter registered in core/settings.py BACKENDS gives `default_concurrency`
+    # and `run_worker` (tests/test_backend.py checks): they are not abstract only so
+    # that a TaskBackend used as a client alone (a test's) needs no worker.
+    @classmethod
+    def default_concurrency(cls, cpus: int) -> int:
+        """`queuebench worker` without --concurrency: the tasks in flight the library's
+        own worker runs by default on a machine of `cpus` CPUs."""
+        raise NotImplementedError(f"{cls.name} has no worker")
+
+    @classmethod
+    def run_worker(cls, settings: Settings, concurrency: int, queues: list[str],
+                   processes: int | None = None) -> None:
+        """`queuebench worker`: the library's own worker, until it exits, running every
+        registered task through core's runner (core/worker/runner.py), consuming
+        `queues`, `concurrency` tasks in flight in all over `processes` OS processes
+        (None: the library's way); inside `worker_services(cls, ...)`
+        (core/worker/reaper.py), which beats the heartbeat and runs the reaper. A
+        `processes` it cannot honour is a ConfigError (one line from the CLI)."""
+        raise NotImplementedError(f"{cls.name} has no worker")
+
+    @classmethod
+    def run_native_scheduler(cls, settings: Settings, schedule: Schedule) -> None:
+        """`queuebench scheduler --native`: the library's own scheduler, until it exits,
+        firing `schedule`'s entries through core/schedule/scheduler.py's `fire` (once
+        per tick however many run). Only where `features["periodic"]` is NATIVE: the
+        CLI refuses --native in one line for the others, and never calls this."""
+        raise NotImplementedError(f"{cls.name} has no scheduler of its own")
+
+    # -- what an adapter implements: sending a task ------------------------------------
     @abstractmethod
     async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
                       options: TaskOptions) -> None:
-        """Hand the task to the library; must not block the event loop. The message's
-        id is `record.delivery_id`; beside the arguments it carries `meta(...)`."""
+        """Hand the task to the library's own client (PRODUCER=library, and wherever
+        no native producer applies: core/brokers/producer.py); must not block the
+        event loop. The message's id is `record.delivery_id`; beside the arguments it
+        carries `meta(...)`."""
+
+    def commands(self, record: TaskRecord, arguments: dict[str, Any],
+                 options: TaskOptions) -> list[Command] | None:
+        """The same message as Redis commands in the library's own wire format, run in
+        the script that creates the record (the `script` producer: one round trip per
+        submit). None (the default): the adapter has no wire of its own, `enqueue`
+        sends it."""
+        return None
+
+    def outgoing(self, record: TaskRecord, arguments: dict[str, Any],
+                 options: TaskOptions) -> Outgoing:
+        """The same message as the library publishes it to RabbitMQ (the `amqp`
+        producer, for an adapter whose `brokers` holds "amqp")."""
+        raise NotImplementedError(f"{self.name} does not publish to RabbitMQ")
 
     async def redeliver(self, record: TaskRecord) -> None:
         """Send a task again whose run was lost (core/worker/reaper.py): its record's
         arguments and options, under a new delivery id."""
         spec = get_task(record.name)
         options = TaskOptions.model_validate(record.options or {})
-        await self.enqueue(record, spec.bind(record.args, record.kwargs), options)
+        await self.producer.send(record, spec.bind(record.args, record.kwargs), options)
 
     async def revoke(self, record: TaskRecord) -> None:  # noqa: B027 (optional hook)
         """Tell the library to drop or stop `record`'s task. The record is already
@@ -156,8 +207,7 @@ class TaskBackend(ABC):
         await self.redis.aclose()
         if self._broker_redis is not None:
             await self._broker_redis.aclose()
-        if self.publisher is not None:
-            await self.publisher.aclose()
+        await self.producer.aclose()
 
     # -- the same for every backend ---------------------------------------------------
     @classmethod
@@ -187,18 +237,6 @@ class TaskBackend(ABC):
         message's own id changes on a redelivery) and its policy (core/worker/runner.py)."""
         return {"task_id": record.id, **_wire_policy(options, self.settings.retry_backoff_max)}
 
-    def push(self, record: TaskRecord, arguments: dict[str, Any],
-             options: TaskOptions) -> list[Command] | None:
-        """The library's message as Redis commands in its own wire format, run in the
-        same script that creates the record: one round trip per submit. None (the
-        default, or PRODUCER=library, or a broker apart from REDIS_URL): `enqueue`."""
-        return None
-
-    @property
-    def one_trip(self) -> bool:
-        return (self.settings.producer == "native"
-                and self.settings.broker == self.settings.redis_url)
-
     def prepare(self, name: str, args: list[Any] | None, kwargs: dict[str, Any] | None,
                 options: TaskOptions | None, submitted: float, schedule: str | None = None,
                 ) -> tuple[TaskRecord, dict[str, Any], TaskOptions]:
@@ -226,7 +264,8 @@ class TaskBackend(ABC):
         entry that fires it (core/schedule/scheduler.py)."""
         record, arguments, opts = self.prepare(name, args, kwargs, options, time.time(),
                                                schedule)
-        push = self.push(record, arguments, opts) if self.one_trip else None
+        build = self.producer.commands
+        push = build(record, arguments, opts) if build else None
         create = self.store.create(record, idempotency_key=opts.idempotency_key,
                                    not_before=_not_before(opts, record.submitted_at),
                                    push=push)
@@ -254,7 +293,8 @@ class TaskBackend(ABC):
                            for e in exc.detail]
         if errors:
             raise InvalidArguments(errors)
-        pushes = [self.push(*p) if self.one_trip else None for p in prepared]
+        build = self.producer.commands
+        pushes = [build(*p) if build else None for p in prepared]
         keys = [opts.idempotency_key and f"{opts.idempotency_key}:{index}"
                 for index, (_, _, opts) in enumerate(prepared)]
         create = self.store.create_many([
@@ -288,13 +328,14 @@ class TaskBackend(ABC):
     async def _enqueue(self, batch: Sequence[tuple[TaskRecord, dict[str, Any], TaskOptions,
                                                    str | None]]) -> None:
         """Hand created tasks (record, arguments, options, idempotency key) to the
-        library's producer, in order. When one fails, it and every one after it end
+        producer, in order. When one fails, it and every one after it end
         FAILURE NotQueued, a cancelled request included: never a silent drop, nor a
         record left PENDING for ever with no message. A library's error is raised as
         Unavailable (a 503: the broker did not take it)."""
+        send = self.producer.send
         for index, (record, arguments, opts, _) in enumerate(batch):
             try:
-                await self.enqueue(record, arguments, opts)
+                await send(record, arguments, opts)
             except BaseException as exc:
                 with contextlib.suppress(Exception):
                     for left, _, _, key in batch[index:]:
@@ -487,14 +528,17 @@ def _expires_at(expires: float | datetime | None, submitted: float) -> float | N
     return submitted + expires
 
 
-__all__ = ["DEFAULT_QUEUE", "QueuebenchError", "TaskBackend"]
+__all__ = ["DEFAULT_QUEUE", "QueuebenchError", "TaskBackend", "backend_class"]
 
 
-def adapter_module(name: str) -> ModuleType:
+def backend_class(name: str) -> type[TaskBackend]:
+    """The adapter of backend `name`: backends/<name>_impl's `Backend`, imported here
+    and nowhere else in core. A name not in BACKENDS, or whose library is not
+    installed, is a ConfigError of one line."""
     if name not in BACKENDS:
         raise ConfigError(f"QUEUE_BACKEND={name!r} is not one of: {', '.join(BACKENDS)}")
     try:
-        return importlib.import_module(f"backends.{name}_impl")
+        module = importlib.import_module(f"backends.{name}_impl")
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("backends"):
             raise
@@ -502,3 +546,5 @@ def adapter_module(name: str) -> ModuleType:
             f"QUEUE_BACKEND={name}: its library is not installed here ({exc.name}); "
             f"install it with: pip install 'queuebench[{name}]'"
         ) from None
+    backend: type[TaskBackend] = module.Backend
+    return backend

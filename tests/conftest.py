@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 import redis
 
-from core.backend import adapter_module
+from core.backend import backend_class
 from core.cli.procs import Proc, Server, wait_until
 from core.errors import ConfigError
 from core.settings import BACKENDS
@@ -84,7 +84,7 @@ def redis_base() -> str:
 @pytest.fixture(scope="session")
 def redis_url(backend_name: str) -> str:
     try:
-        adapter_module(backend_name)
+        backend_class(backend_name)
     except ConfigError as exc:
         pytest.fail(f"backend {backend_name} was asked for but cannot load: {exc.detail}")
     return redis_database(REDIS_DB[backend_name], flush=True)
@@ -103,7 +103,7 @@ def broker_url(request: pytest.FixtureRequest, backend_name: str,
     if request.config.getoption("--broker") == "redis":
         yield redis_url
         return
-    if "amqp" not in adapter_module(backend_name).Backend.brokers:
+    if "amqp" not in backend_class(backend_name).brokers:
         pytest.fail(f"--broker rabbitmq: backend {backend_name} needs Redis as its broker; "
                     "run it with --broker redis")
     from core.brokers.amqp import check, scratch_vhost
@@ -241,7 +241,7 @@ def feature(request: pytest.FixtureRequest, backend_name: str) -> Callable[..., 
     cell from green."""
 
     def declare(name: str, via: Support | None = None) -> Support:
-        claim = adapter_module(backend_name).Backend.support().get(name, Support.NONE)
+        claim = backend_class(backend_name).support().get(name, Support.NONE)
         request.node.user_properties += [("feature", name), ("claim", claim.value),
                                          ("support", (via or claim).value),
                                          ("broker", request.config.getoption("--broker"))]

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from core.backend import adapter_module
+from core.backend import backend_class
 from core.brokers.amqp import scratch_vhost
 from core.cli.procs import Proc, Server, free_port, venv_python
 from core.errors import Unavailable
@@ -46,7 +46,7 @@ TURNS_DB = 15  # flushed by each test that uses it: no session's worker lives th
 @pytest.mark.parametrize("command", ["serve", "worker", "scheduler"])
 def test_an_amqp_broker_for_a_backend_without_one_is_one_clear_line(
         command: str, backend_name: str, redis_url: str) -> None:
-    if "amqp" in adapter_module(backend_name).Backend.brokers:
+    if "amqp" in backend_class(backend_name).brokers:
         pytest.skip(f"{backend_name} runs on RabbitMQ (tests/conformance/ with "
                     "--broker rabbitmq)")
     done = cli(command, "--backend", backend_name, REDIS_URL=redis_url,
@@ -58,7 +58,7 @@ def test_an_amqp_broker_for_a_backend_without_one_is_one_clear_line(
 
 
 def test_an_unreachable_rabbitmq_is_one_clear_line(backend_name: str, redis_url: str) -> None:
-    if "amqp" not in adapter_module(backend_name).Backend.brokers:
+    if "amqp" not in backend_class(backend_name).brokers:
         pytest.skip(f"{backend_name} needs Redis (the test above)")
     done = cli("worker", "--backend", backend_name, REDIS_URL=redis_url,
                BROKER_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}/")
@@ -70,11 +70,11 @@ def test_an_unreachable_rabbitmq_is_one_clear_line(backend_name: str, redis_url:
 @pytest.mark.parametrize("producer", ["native", "library"])
 async def test_a_publish_that_fails_ends_the_record_failure_not_pending(
         backend_name: str, redis_url: str, producer: str) -> None:
-    if "amqp" not in adapter_module(backend_name).Backend.brokers:
+    if "amqp" not in backend_class(backend_name).brokers:
         pytest.skip(f"{backend_name} needs Redis (the test above)")
     settings = Settings(redis_url=redis_url, broker_url=f"amqp://127.0.0.1:{free_port()}/",
                         producer=producer, history_enabled=False)
-    backend = adapter_module(backend_name).Backend(settings)
+    backend = backend_class(backend_name)(settings)
     try:
         before = set(await backend.redis.keys(TASK_KEY.format("*")))
         with pytest.raises(Exception) as raised:

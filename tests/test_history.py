@@ -19,7 +19,7 @@ import redis
 from redis.asyncio import Redis
 
 from core.api.schemas import TaskPublic
-from core.backend import adapter_module
+from core.backend import backend_class
 from core.db import dispose_all
 from core.errors import TaskNotFound
 from core.history.store import HistoryStore
@@ -309,7 +309,7 @@ async def test_with_history_off_the_backend_never_asks_the_database(
         spare: Redis, spare_redis_url: str, backend_name: str) -> None:
     settings = Settings(redis_url=spare_redis_url, history_enabled=False,
                         database_url="postgresql+asyncpg://nobody@127.0.0.1:1/nowhere")
-    backend = adapter_module(backend_name).Backend(settings)
+    backend = backend_class(backend_name)(settings)
     record = TaskRecord(id=new_task_id(), name="noop", backend=backend_name)
     await backend.store.create(record)
     await backend.store.finish(record.id, TaskState.SUCCESS)

@@ -7,7 +7,7 @@ import logging
 import signal
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     from arq import Retry, create_pool
@@ -30,6 +30,9 @@ from core.tasks.options import TaskOptions
 from core.tasks.registry import TaskSpec
 from core.worker.reaper import worker_services
 from core.worker.runner import OffloadRunner, Runner
+
+if TYPE_CHECKING:
+    from core.schedule.entries import Schedule
 
 log = logging.getLogger("queuebench.arq")
 
@@ -83,8 +86,8 @@ class Backend(TaskBackend):
             _defer_by=options.countdown, _defer_until=options.eta,
         )
 
-    def push(self, record: TaskRecord, arguments: dict[str, Any],
-             options: TaskOptions) -> list[Command]:
+    def commands(self, record: TaskRecord, arguments: dict[str, Any],
+                 options: TaskOptions) -> list[Command]:
         return job_commands(record.name, (arguments, self.meta(record, options)),
                             record.delivery_id,
                             queue_name=QUEUE_PREFIX + (options.queue or DEFAULT_QUEUE),
@@ -135,6 +138,45 @@ class Backend(TaskBackend):
         if self._pool is not None:
             await self._pool.aclose()
         await super().aclose()
+
+
+    @classmethod
+    def default_concurrency(cls, cpus: int) -> int:
+        """arq's default max_jobs (one process, async jobs)."""
+        return 10
+
+    @classmethod
+    def run_worker(cls, settings: Settings, concurrency: int, queues: list[str],
+                   processes: int | None = None) -> None:
+        """arq's own Worker, one per queue, in one process and one event loop; the
+        concurrency is shared by all the queues."""
+        if processes not in (None, 1):
+            raise ConfigError("arq runs in one process: start more workers instead of "
+                              "--processes")
+        with worker_services(cls, settings, concurrency, queues):
+            asyncio.run(_work(settings, concurrency, queues))
+
+    @classmethod
+    def run_native_scheduler(cls, settings: Settings, schedule: Schedule) -> None:
+        """`queuebench scheduler --native`: an arq Worker running the schedule's cron
+        jobs (backends/arq_impl/cron.py) on a queue of its own; the tasks they submit
+        run on the ordinary workers."""
+        from backends.arq_impl.cron import CRON_QUEUE, cron_jobs
+
+        jobs, zone = cron_jobs(schedule)
+
+        async def startup(ctx: dict[str, Any]) -> None:
+            ctx["backend"] = cls(settings)
+
+        async def shutdown(ctx: dict[str, Any]) -> None:
+            if "backend" in ctx:
+                await ctx["backend"].aclose()
+
+        worker = Worker(functions=[], cron_jobs=jobs, queue_name=CRON_QUEUE, timezone=zone,
+                        redis_settings=RedisSettings.from_dsn(settings.broker),
+                        on_startup=startup, on_shutdown=shutdown, keep_result=0,
+                        poll_delay=0.05, handle_signals=True)
+        worker.run()
 
 
 def _function(spec: TaskSpec, timeout: float) -> Function:
@@ -209,17 +251,8 @@ class _SharedWorker(Worker):
                     delay = min(delay * 2, 2.0)
 
 
-def default_concurrency(cpus: int) -> int:
-    """arq's default max_jobs (one process, async jobs)."""
-    return 10
-
-
-def run_worker(settings: Settings, concurrency: int, queues: list[str],
-               processes: int | None = None) -> None:
-    """arq's own Worker, one per queue, in one process and one event loop; the
-    concurrency is shared by all the queues."""
-    if processes not in (None, 1):
-        raise ConfigError("arq runs in one process: start more workers instead of --processes")
+async def _work(settings: Settings, concurrency: int, queues: list[str]) -> None:
+    """The worker's event loop: a Worker per queue, all stopped by one signal."""
 
     async def startup(ctx: dict[str, Any]) -> None:
         if "runner" in ctx:  # a Worker polling again after a Redis error
@@ -229,60 +262,34 @@ def run_worker(settings: Settings, concurrency: int, queues: list[str],
         # A sync task runs in a thread, which an abort or its time limit stops too.
         ctx["runner"] = OffloadRunner(settings, records)
 
-    async def main() -> None:
-        functions = [_function(spec, FUNCTION_TIMEOUT) for spec in all_tasks().values()]
-        slots = _Slots()  # --concurrency N: N jobs in flight over all the queues
-        workers = [
-            _SharedWorker(
-                slots=slots,
-                functions=functions,
-                queue_name=QUEUE_PREFIX + queue,
-                redis_settings=RedisSettings.from_dsn(settings.broker),
-                on_startup=startup,
-                max_jobs=concurrency,
-                keep_result=0,  # results live in queuebench's task record
-                poll_delay=0.05,
-                allow_abort_jobs=False,  # DELETE: revoke() and core's listener
-                job_completion_wait=round(settings.shutdown_timeout),
-                handle_signals=False,  # one handler below stops every queue's Worker
-            )
-            for queue in queues
-        ]
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(
-                sig, lambda s=sig: [w.handle_sig_wait_for_completion(s) for w in workers])
-        try:
-            ended = await asyncio.gather(*(_keep_polling(w) for w in workers),
-                                         return_exceptions=True)
-            failed = [e for e in ended if isinstance(e, Exception)]
-            if failed:  # not a signal's cancellation: say why before exiting
-                raise failed[0]
-        finally:
-            for w in workers:
-                await w.close()
-
-    with worker_services(settings, concurrency, queues):
-        asyncio.run(main())
-
-
-def run_native_scheduler(settings: Settings, schedule: Any) -> None:
-    """`queuebench scheduler --native`: an arq Worker running the schedule's cron jobs
-    (backends/arq_impl/cron.py) on a queue of its own; the tasks they submit run on
-    the ordinary workers."""
-    from backends.arq_impl.cron import CRON_QUEUE, cron_jobs
-
-    jobs, zone = cron_jobs(schedule)
-
-    async def startup(ctx: dict[str, Any]) -> None:
-        ctx["backend"] = Backend(settings)
-
-    async def shutdown(ctx: dict[str, Any]) -> None:
-        if "backend" in ctx:
-            await ctx["backend"].aclose()
-
-    worker = Worker(functions=[], cron_jobs=jobs, queue_name=CRON_QUEUE, timezone=zone,
-                    redis_settings=RedisSettings.from_dsn(settings.broker),
-                    on_startup=startup, on_shutdown=shutdown, keep_result=0,
-                    poll_delay=0.05, handle_signals=True)
-    worker.run()
+    functions = [_function(spec, FUNCTION_TIMEOUT) for spec in all_tasks().values()]
+    slots = _Slots()  # --concurrency N: N jobs in flight over all the queues
+    workers = [
+        _SharedWorker(
+            slots=slots,
+            functions=functions,
+            queue_name=QUEUE_PREFIX + queue,
+            redis_settings=RedisSettings.from_dsn(settings.broker),
+            on_startup=startup,
+            max_jobs=concurrency,
+            keep_result=0,  # results live in queuebench's task record
+            poll_delay=0.05,
+            allow_abort_jobs=False,  # DELETE: revoke() and core's listener
+            job_completion_wait=round(settings.shutdown_timeout),
+            handle_signals=False,  # one handler below stops every queue's Worker
+        )
+        for queue in queues
+    ]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(
+            sig, lambda s=sig: [w.handle_sig_wait_for_completion(s) for w in workers])
+    try:
+        ended = await asyncio.gather(*(_keep_polling(w) for w in workers),
+                                     return_exceptions=True)
+        failed = [e for e in ended if isinstance(e, Exception)]
+        if failed:  # not a signal's cancellation: say why before exiting
+            raise failed[0]
+    finally:
+        for w in workers:
+            await w.close()

@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import celery  # noqa: F401
@@ -16,12 +16,16 @@ except ModuleNotFoundError as exc:  # the loader turns this into one clear line
 from backends.celery_impl.app import PRIORITY_STEPS, SEP, broker_priority, celery_app
 from backends.celery_impl.wire import shown, task_commands, task_outgoing
 from core.backend import DEFAULT_QUEUE, TaskBackend
+from core.brokers.amqp import Outgoing
 from core.errors import ConfigError
 from core.settings import Settings
 from core.store.records import Command, TaskRecord, task_of
 from core.tasks.features import Support
 from core.tasks.options import TaskOptions
 from core.worker.reaper import worker_services
+
+if TYPE_CHECKING:
+    from core.schedule.entries import Schedule
 
 # A task's time limit is enforced by core (an async task's on its event loop, a sync
 # task's by core/worker/interrupt.py), in both pools: Celery's own limits work in prefork
@@ -65,17 +69,17 @@ class Backend(TaskBackend):
 
     async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
                       options: TaskOptions) -> None:
-        if self.publisher is not None:  # PRODUCER=native on RabbitMQ
-            await self.publisher.publish(task_outgoing(
-                celery_app(self.settings), record.name,
-                **self._publish(record, arguments, options)))
-            return
         task = celery_app(self.settings).tasks[record.name]
         await asyncio.to_thread(task.apply_async, **self._publish(record, arguments, options))
 
-    def push(self, record: TaskRecord, arguments: dict[str, Any],
-             options: TaskOptions) -> list[Command]:
+    def commands(self, record: TaskRecord, arguments: dict[str, Any],
+                 options: TaskOptions) -> list[Command]:
         return task_commands(celery_app(self.settings), record.name,
+                             **self._publish(record, arguments, options))
+
+    def outgoing(self, record: TaskRecord, arguments: dict[str, Any],
+                 options: TaskOptions) -> Outgoing:
+        return task_outgoing(celery_app(self.settings), record.name,
                              **self._publish(record, arguments, options))
 
     def declare(self, queue: str) -> None:
@@ -100,38 +104,42 @@ class Backend(TaskBackend):
         await asyncio.to_thread(celery_app(self.settings).control.revoke, record.delivery_id)
 
 
+    @classmethod
+    def default_concurrency(cls, cpus: int) -> int:
+        """Celery's default: a prefork child per CPU."""
+        return cpus
+
+    @classmethod
+    def run_worker(cls, settings: Settings, concurrency: int, queues: list[str],
+                   processes: int | None = None) -> None:
+        """`celery worker`: the prefork pool, one child process per task in flight; or,
+        with one process, the threads pool (so in-flight tasks can match Dramatiq's and
+        arq's)."""
+        if processes not in (None, 1, concurrency):
+            raise ConfigError("celery: --processes is 1 (threads pool) or --concurrency "
+                              "(prefork)")
+        pool = "threads" if processes == 1 else "prefork"
+        with worker_services(cls, settings, concurrency, queues, pool=pool):
+            celery_app(settings).worker_main([
+                "worker", f"--loglevel={settings.log_level}", f"--pool={pool}",
+                f"--concurrency={concurrency}",
+                f"--queues={','.join(queues)}",
+                f"--hostname=queuebench-{os.getpid()}@{socket.gethostname()}",
+                "--without-gossip", "--without-mingle",
+            ])
+
+    @classmethod
+    def run_native_scheduler(cls, settings: Settings, schedule: Schedule) -> None:
+        """`queuebench scheduler --native`: Celery beat, its schedule generated from
+        core's (backends/celery_impl/beat.py)."""
+        from backends.celery_impl.beat import SCHEDULER, configure
+
+        app = configure(celery_app(settings), settings, schedule)
+        app.start(["beat", "--loglevel=INFO", f"--scheduler={SCHEDULER}"])
+
+
 def _step_lists(queue: str) -> list[str]:
     """kombu's Redis transport keeps a queue as one list per priority step: `queue` for
     step 0 and `queue<sep><step>` for the others (a countdown waits in the worker)."""
     return [queue if not step else f"{queue}{SEP}{step}" for step in PRIORITY_STEPS]
 
-
-def default_concurrency(cpus: int) -> int:
-    """Celery's default: a prefork child per CPU."""
-    return cpus
-
-
-def run_worker(settings: Settings, concurrency: int, queues: list[str],
-               processes: int | None = None) -> None:
-    """`celery worker`: the prefork pool, one child process per task in flight; or, with
-    one process, the threads pool (so in-flight tasks can match Dramatiq's and arq's)."""
-    if processes not in (None, 1, concurrency):
-        raise ConfigError("celery: --processes is 1 (threads pool) or --concurrency (prefork)")
-    pool = "threads" if processes == 1 else "prefork"
-    with worker_services(settings, concurrency, queues, pool=pool):
-        celery_app(settings).worker_main([
-            "worker", f"--loglevel={settings.log_level}", f"--pool={pool}",
-            f"--concurrency={concurrency}",
-            f"--queues={','.join(queues)}",
-            f"--hostname=queuebench-{os.getpid()}@{socket.gethostname()}",
-            "--without-gossip", "--without-mingle",
-        ])
-
-
-def run_native_scheduler(settings: Settings, schedule: Any) -> None:
-    """`queuebench scheduler --native`: Celery beat, its schedule generated from core's
-    (backends/celery_impl/beat.py)."""
-    from backends.celery_impl.beat import SCHEDULER, configure
-
-    app = configure(celery_app(settings), settings, schedule)
-    app.start(["beat", "--loglevel=INFO", f"--scheduler={SCHEDULER}"])

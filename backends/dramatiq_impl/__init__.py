@@ -17,6 +17,7 @@ from dramatiq.common import dq_name
 from backends.dramatiq_impl.actors import broker, broker_queue
 from backends.dramatiq_impl.wire import message_commands, message_outgoing
 from core.backend import DEFAULT_QUEUE, TaskBackend
+from core.brokers.amqp import Outgoing
 from core.errors import ConfigError
 from core.settings import Settings
 from core.store.records import Command, TaskRecord, task_of
@@ -58,19 +59,21 @@ class Backend(TaskBackend):
     async def enqueue(self, record: TaskRecord, arguments: dict[str, Any],
                       options: TaskOptions) -> None:
         message = self._message(record, arguments, options)
-        if self.publisher is not None:  # PRODUCER=native on RabbitMQ
-            await self.publisher.publish(message_outgoing(message, _delay_ms(options, record)))
-            return
         made = broker(self.settings)
         if message.queue_name not in made.get_declared_queues():
             made.declare_queue(message.queue_name)
         await asyncio.to_thread(made.enqueue, message, delay=_delay_ms(options, record))
 
-    def push(self, record: TaskRecord, arguments: dict[str, Any],
-             options: TaskOptions) -> list[Command]:
+    def commands(self, record: TaskRecord, arguments: dict[str, Any],
+                 options: TaskOptions) -> list[Command]:
         return message_commands(self._message(record, arguments, options),
                                 namespace=broker(self.settings).namespace,
                                 delay_ms=_delay_ms(options, record))
+
+    def outgoing(self, record: TaskRecord, arguments: dict[str, Any],
+                 options: TaskOptions) -> Outgoing:
+        return message_outgoing(self._message(record, arguments, options),
+                                _delay_ms(options, record))
 
     def declare(self, queue: str) -> None:
         broker(self.settings).declare_queue(queue, ensure=True)
@@ -100,6 +103,42 @@ class Backend(TaskBackend):
         return found
 
 
+    @classmethod
+    def default_concurrency(cls, cpus: int) -> int:
+        """Dramatiq's default: a process per CPU, 8 threads each."""
+        return 8 * cpus
+
+    @classmethod
+    def run_worker(cls, settings: Settings, concurrency: int, queues: list[str],
+                   processes: int | None = None) -> None:
+        """Dramatiq's own CLI: processes x threads = concurrency, exactly."""
+        from dramatiq import worker as dramatiq_worker
+        from dramatiq.cli import main, make_argument_parser
+
+        processes, threads = split_concurrency(concurrency, processes, os.cpu_count() or 1)
+        consumed = [broker_queue(settings, queue) for queue in queues]
+        # Worker processes consume only the queues their broker declared; they are
+        # forked from this process, so declaring here reaches them all.
+        for queue in consumed:
+            broker(settings).declare_queue(queue)
+        # A process holds no more messages than it has threads (Dramatiq prefetches 2 x
+        # threads by default), as Celery's prefetch of 1 with acks late: every message
+        # a worker holds is a running task, whose record names its owner, so the reaper
+        # sends all of a dead worker's tasks again (a prefetched one would wait for
+        # Dramatiq's own requeue, VISIBILITY_TIMEOUT later). Read when dramatiq.worker
+        # is imported (the environment, for spawned processes) and at each Worker's start.
+        os.environ["dramatiq_queue_prefetch"] = str(threads)  # noqa: SIM112 (its name)
+        dramatiq_worker.QUEUE_PREFETCH = threads
+        with worker_services(cls, settings, concurrency, queues, processes=processes,
+                             threads=threads):
+            args = make_argument_parser().parse_args([
+                "backends.dramatiq_impl.actors", "--processes", str(processes),
+                "--threads", str(threads), "--queues", *consumed,
+                "--worker-shutdown-timeout", str(round(settings.shutdown_timeout * 1000)),
+            ])
+            raise SystemExit(main(args))
+
+
 def _delay_ms(options: TaskOptions, record: TaskRecord) -> int | None:
     start = (record.submitted_at or 0) + (options.countdown or 0)
     if options.eta is not None:
@@ -120,36 +159,3 @@ def split_concurrency(concurrency: int, processes: int | None, cpus: int) -> tup
                           f"{concurrency} (processes x threads = concurrency)")
     return processes, concurrency // processes
 
-
-def default_concurrency(cpus: int) -> int:
-    """Dramatiq's default: a process per CPU, 8 threads each."""
-    return 8 * cpus
-
-
-def run_worker(settings: Settings, concurrency: int, queues: list[str],
-               processes: int | None = None) -> None:
-    """Dramatiq's own CLI: processes x threads = concurrency, exactly."""
-    from dramatiq import worker as dramatiq_worker
-    from dramatiq.cli import main, make_argument_parser
-
-    processes, threads = split_concurrency(concurrency, processes, os.cpu_count() or 1)
-    consumed = [broker_queue(settings, queue) for queue in queues]
-    # Worker processes consume only the queues their broker declared; they are
-    # forked from this process, so declaring here reaches them all.
-    for queue in consumed:
-        broker(settings).declare_queue(queue)
-    # A process holds no more messages than it has threads (Dramatiq prefetches 2 x
-    # threads by default), as Celery's prefetch of 1 with acks late: every message a
-    # worker holds is a running task, whose record names its owner, so the reaper
-    # sends all of a dead worker's tasks again (a prefetched one would wait for
-    # Dramatiq's own requeue, VISIBILITY_TIMEOUT later). Read when dramatiq.worker is
-    # imported (the environment, for spawned processes) and at each Worker's start.
-    os.environ["dramatiq_queue_prefetch"] = str(threads)  # noqa: SIM112 (its name)
-    dramatiq_worker.QUEUE_PREFETCH = threads
-    with worker_services(settings, concurrency, queues, processes=processes, threads=threads):
-        args = make_argument_parser().parse_args([
-            "backends.dramatiq_impl.actors", "--processes", str(processes),
-            "--threads", str(threads), "--queues", *consumed,
-            "--worker-shutdown-timeout", str(round(settings.shutdown_timeout * 1000)),
-        ])
-        raise SystemExit(main(args))

@@ -17,7 +17,7 @@ from core.api import dashboard
 from core.api.guard import Guard
 from core.api.openapi import document, method_not_allowed
 from core.api.routers import health, metrics, schedules, tasks, users
-from core.backend import adapter_module
+from core.backend import backend_class
 from core.db import dispose_all
 from core.errors import QueuebenchError
 from core.history.writer import writing
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backend = adapter_module(settings.queue_backend).Backend(settings)
+        backend = backend_class(settings.queue_backend)(settings)
         app.state.backend = backend
         try:
             async with writing(settings, backend.redis):  # the history writer
@@ -47,8 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="queuebench", version="0.1.0", lifespan=lifespan,
                   description="One task API; the queue behind it is a setting.")
     app.state.settings = settings
-    module = adapter_module(settings.queue_backend)
-    app.state.schedule = schedule_for(settings.schedule_file, module.Backend.support(),
+    adapter = backend_class(settings.queue_backend)
+    app.state.schedule = schedule_for(settings.schedule_file, adapter.support(),
                                       settings.queue_backend)
     app.include_router(tasks.router)
     app.include_router(schedules.router)
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users.router)
     app.include_router(metrics.router)
     dashboard.mount(app)
-    document(app, settings, supported_options(module.Backend.support()))
+    document(app, settings, supported_options(adapter.support()))
     app.add_middleware(Guard, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # off unless asked for: no Access-Control-* headers. Outside
         # the guard: a browser's preflight carries no API key.

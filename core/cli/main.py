@@ -10,9 +10,10 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from core.backend import DEFAULT_QUEUE, adapter_module
+from core.backend import DEFAULT_QUEUE, backend_class
 from core.errors import ConfigError
 from core.settings import BACKENDS, Settings
+from core.tasks.features import Support
 
 
 def load_settings(backend: str | None) -> Settings:
@@ -33,7 +34,7 @@ def check_redis(settings: Settings) -> None:
     from core.brokers import amqp
 
     if amqp.is_amqp(settings.broker):
-        if "amqp" not in adapter_module(settings.queue_backend).Backend.brokers:
+        if "amqp" not in backend_class(settings.queue_backend).brokers:
             raise ConfigError(f"BROKER_URL={amqp.shown(settings.broker)}: "
                               f"{settings.queue_backend} needs "
                               "Redis as its broker (redis://...); RabbitMQ serves celery "
@@ -66,8 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
     settings = load_settings(args.backend)
-    module = adapter_module(settings.queue_backend)
-    schedule_for(settings.schedule_file, module.Backend.support(), settings.queue_backend)
+    backend = backend_class(settings.queue_backend)
+    schedule_for(settings.schedule_file, backend.support(), settings.queue_backend)
     check_redis(settings)
     check_database(settings)
     if args.workers == 1:
@@ -83,36 +84,34 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> None:
     settings = load_settings(args.backend)
-    module = adapter_module(settings.queue_backend)
+    backend = backend_class(settings.queue_backend)
     check_redis(settings)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] or [DEFAULT_QUEUE]
     if args.concurrency is None:  # what the library's own worker runs by default
-        args.concurrency = module.default_concurrency(os.cpu_count() or 2)
+        args.concurrency = backend.default_concurrency(os.cpu_count() or 2)
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
     if args.processes is not None and args.processes < 1:
         raise ConfigError("--processes must be at least 1")
-    module.run_worker(settings, args.concurrency, queues, args.processes)
+    backend.run_worker(settings, args.concurrency, queues, args.processes)
 
 
 def cmd_scheduler(args: argparse.Namespace) -> None:
     from core.schedule.entries import schedule_for
 
     settings = load_settings(args.backend)
-    module = adapter_module(settings.queue_backend)
-    schedule = schedule_for(settings.schedule_file, module.Backend.support(),
-                            settings.queue_backend)
+    backend = backend_class(settings.queue_backend)
+    schedule = schedule_for(settings.schedule_file, backend.support(), settings.queue_backend)
     check_redis(settings)
     if not args.native:
         from core.schedule.scheduler import run_scheduler
 
-        run_scheduler(settings, module.Backend, schedule)
+        run_scheduler(settings, backend, schedule)
         return
-    native = getattr(module, "run_native_scheduler", None)
-    if native is None:
+    if backend.support()["periodic"] is not Support.NATIVE:
         raise ConfigError(f"--native: {settings.queue_backend} has no scheduler of its own; "
                           "run `queuebench scheduler` without --native (core's scheduler)")
-    native(settings, schedule)
+    backend.run_native_scheduler(settings, schedule)
 
 
 def cmd_db(args: argparse.Namespace) -> None:

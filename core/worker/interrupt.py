@@ -14,9 +14,10 @@ the thread of a sync task that arq runs in a thread (OffloadRunner):
   an exception in its thread (PyThreadState_SetAsyncExc, as Dramatiq's TimeLimit
   does). The announcement has a channel of its own rather than `qb:events`: on that
   one every worker process would parse every transition of every task, a cost that
-  grows with the whole cluster's rate rather than its own. The listener also reads the state of the tasks this
-  process runs after each subscription and every RESYNC_EVERY seconds, so a task
-  revoked while Redis was away, or by anything but `cancel`, still stops.
+  grows with the whole cluster's rate rather than its own. The listener also reads
+  the state of the tasks this process runs after each subscription and every
+  RESYNC_EVERY seconds, so a task revoked while Redis was away, or by anything but
+  `cancel`, still stops.
 - A sync task's time limit: a watchdog thread raises OverTime in it at its deadline.
 
 An exception raised in a thread is delivered when the thread next runs Python code:

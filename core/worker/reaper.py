@@ -159,24 +159,22 @@ def _str(value: Any) -> str:
 
 
 @contextlib.contextmanager
-def worker_services(settings: Settings, concurrency: int, queues: list[str],
-                    **info: Any) -> Iterator[None]:
-    """What `queuebench worker` runs beside the library's worker: this process's
-    heartbeat (role `worker`) and a reaper."""
+def worker_services(backend: type[TaskBackend], settings: Settings, concurrency: int,
+                    queues: list[str], **info: Any) -> Iterator[None]:
+    """What `queuebench worker` runs beside the library's worker (`backend.run_worker`):
+    this process's heartbeat (role `worker`) and a reaper with a `backend` of its own."""
     heartbeat = process_heartbeat(settings.redis_url, settings.queue_backend,
                                   settings.worker_heartbeat, role="worker",
                                   concurrency=concurrency, queues=queues, **info)
     stop = threading.Event()
 
     def reap() -> None:
-        from core.backend import adapter_module
-
         async def main() -> None:
-            backend = adapter_module(settings.queue_backend).Backend(settings)
+            made = backend(settings)
             try:
-                await Reaper(backend, heartbeat.id).run(stop)
+                await Reaper(made, heartbeat.id).run(stop)
             finally:
-                await backend.aclose()
+                await made.aclose()
 
         asyncio.run(main())
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 
-from core.backend import adapter_module
+from core.backend import backend_class
 from core.cli.procs import Proc, Server
 from core.store.keys import IDEMPOTENCY_KEY, SCHEDULE_TASKS_KEY
 from core.tasks.features import Support
@@ -237,7 +237,7 @@ async def test_schedule_native_scheduler_fires_the_shared_tasks(
     name = entry_name("native")
     path = schedule_toml(tmp_path / "s.toml", **{name: {"task": "noop", "args": [name],
                                                        "every": 1}})
-    if adapter_module(backend_name).Backend.support()["periodic"] is not Support.NATIVE:
+    if backend_class(backend_name).support()["periodic"] is not Support.NATIVE:
         done = cli("scheduler", "--native", "--backend", backend_name, REDIS_URL=redis_url,
                    SCHEDULE_FILE=path)
         assert done.returncode != 0

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from core.backend import adapter_module
+from core.backend import backend_class
 from core.cli.procs import Proc, wait_until
 from core.settings import Settings
 from core.store.keys import DUE_KEY, TASK_KEY, WORKERS_KEY
@@ -73,7 +73,7 @@ async def test_a_killed_workers_waiting_tasks_run_elsewhere_with_default_setting
     waiting = await submit(client, "add", 1, 2, options={"queue": queue_name})
     assert await state_seen(client, running["id"], {"STARTED"}) == "STARTED"
     settings = Settings(redis_url=redis_url, broker_url=broker_url)
-    backend = adapter_module(backend_name).Backend(settings)
+    backend = backend_class(backend_name)(settings)
     try:  # give a prefetching worker the time to take the waiting task (or not)
         deadline = time.monotonic() + 3
         while (await backend.queue_depths()).get(queue_name) and time.monotonic() < deadline:
@@ -165,7 +165,7 @@ async def test_a_second_delivery_of_a_running_task_is_refused(
     task = await submit(client, "sleep", 2, key, options={"queue": queue_name})
     assert await state_seen(client, task["id"], {"STARTED"}) == "STARTED"
     settings = Settings(redis_url=redis_url, broker_url=broker_url)
-    backend = adapter_module(backend_name).Backend(settings)
+    backend = backend_class(backend_name)(settings)
     try:
         record = await backend.get(task["id"])
         async with Timeline(redis_url) as timeline:
