@@ -1,4 +1,4 @@
-"""Outages and shutdowns under load (issue 14), on the backend under test: Redis
+"""Outages and shutdowns under load, on the backend under test: Redis
 killed and frozen, the database cut, SIGTERM to the workers and to the API.
 
 Each test owns the service it breaks: a redis-server of its own on a free port, a
