@@ -1,6 +1,6 @@
 """MkDocs hooks (mkdocs.yml): links from docs/ into the rest of the repository.
 
-The pages link to files beside docs/ as GitHub renders them (`../tests/test_core.py`,
+The pages link to files beside docs/ as GitHub renders them (`../tests/test_tasks.py`,
 `../bench/peers.md`). MkDocs knows only docs/ and would call each such link broken,
 so the build copies every repository file a page links to into the site, under
 `repo/`, and points the link there. A link to a file that does not exist is left
