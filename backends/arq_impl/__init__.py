@@ -139,7 +139,6 @@ class Backend(TaskBackend):
             await self._pool.aclose()
         await super().aclose()
 
-
     @classmethod
     def default_concurrency(cls, cpus: int) -> int:
         """arq's default max_jobs (one process, async jobs)."""

@@ -103,7 +103,6 @@ class Backend(TaskBackend):
         # would end a prefork child, and cannot stop a thread.
         await asyncio.to_thread(celery_app(self.settings).control.revoke, record.delivery_id)
 
-
     @classmethod
     def default_concurrency(cls, cpus: int) -> int:
         """Celery's default: a prefork child per CPU."""

@@ -102,7 +102,6 @@ class Backend(TaskBackend):
                              for body in bodies if body is not None)
         return found
 
-
     @classmethod
     def default_concurrency(cls, cpus: int) -> int:
         """Dramatiq's default: a process per CPU, 8 threads each."""

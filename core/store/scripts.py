@@ -114,6 +114,7 @@ class Scripts:
         if self.direct is not None:
             await self.direct.aclose()
 
+
 # Connections kept for direct calls; beyond that many at once, calls take the slow way.
 MOST = 32
 
