@@ -43,7 +43,7 @@ from core.settings import BACKENDS, Settings
 from core.states import FINISHED, TaskState
 from core.store.events import EventHub, announce
 from core.store.keys import QUEUES_KEY, SCHEDULE_TASKS_KEY, WORKERS_KEY
-from core.store.records import Command, RecordStore, TaskRecord, connect, new_task_id
+from core.store.records import Command, RecordStore, TaskRecord, as_str, connect, new_task_id
 from core.store.workers import live_workers
 from core.tasks import get_task
 from core.tasks.features import CORE_FEATURES, Support, supported_options
@@ -385,7 +385,6 @@ class TaskBackend(ABC):
                                   "cannot stop a running task")
         if found is TaskState.STARTED:
             # The worker process that runs it stops it (core/worker/interrupt.py).
-
             await announce(self.redis, task_id)
         record = await self.get(task_id)
         await self.revoke(record)
@@ -397,7 +396,7 @@ class TaskBackend(ABC):
             pipe.smembers(QUEUES_KEY)
             pipe.hvals(WORKERS_KEY)
             submitted, infos = await pipe.execute()
-        named = {_text(q) for q in submitted}
+        named = {as_str(q) for q in submitted}
         for info in infos:
             named.update(json.loads(info).get("queues") or ())
         return [DEFAULT_QUEUE, *sorted(named - {DEFAULT_QUEUE})]
@@ -474,7 +473,7 @@ async def _fired_by(backend: TaskBackend, schedule: str, where: TaskFilter, limi
     itself, or with a filter, the matches among its newest SCAN_LIMIT (bounded reads)."""
     unfiltered = where == TaskFilter()
     start, stop = (offset, offset + limit - 1) if unfiltered else (0, SCAN_LIMIT - 1)
-    ids = [_text(i) for i in await backend.redis.zrevrange(SCHEDULE_TASKS_KEY.format(schedule),
+    ids = [as_str(i) for i in await backend.redis.zrevrange(SCHEDULE_TASKS_KEY.format(schedule),
                                                            start, stop)]
     live = {r.id: r for r in await backend.store.get_many(ids)}
     gone = [i for i in ids if i not in live]
@@ -494,10 +493,6 @@ def _redelivered(opts: TaskOptions) -> dict[str, Any]:
 @functools.lru_cache(maxsize=512)
 def _wire_policy(opts: TaskOptions, backoff_cap: float) -> dict[str, Any]:
     return opts.policy(backoff_cap).to_wire()
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _not_queued(cause: BaseException) -> dict[str, str]:
@@ -528,9 +523,6 @@ def _expires_at(expires: float | datetime | None, submitted: float) -> float | N
     return submitted + expires
 
 
-__all__ = ["DEFAULT_QUEUE", "QueuebenchError", "TaskBackend", "backend_class"]
-
-
 def backend_class(name: str) -> type[TaskBackend]:
     """The adapter of backend `name`: backends/<name>_impl's `Backend`, imported here
     and nowhere else in core. A name not in BACKENDS, or whose library is not
@@ -548,3 +540,6 @@ def backend_class(name: str) -> type[TaskBackend]:
         ) from None
     backend: type[TaskBackend] = module.Backend
     return backend
+
+
+__all__ = ["DEFAULT_QUEUE", "QueuebenchError", "TaskBackend", "backend_class"]

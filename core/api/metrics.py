@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from redis.asyncio import Redis
 
 from core.store.keys import METRIC_BOUNDS, METRICS_KEY
+from core.store.records import as_str
 from core.store.workers import workers
 
 Labels = tuple[str, ...]
@@ -60,7 +61,7 @@ class Counts:
     def parse(cls, raw: dict[Any, Any]) -> Counts:
         counts = cls()
         for key, value in raw.items():
-            kind, *labels = _str(key).split("|")
+            kind, *labels = as_str(key).split("|")
             if kind == "s" and len(labels) == 2:
                 counts.submitted[tuple(labels)] = int(value)
             elif kind == "f" and len(labels) == 3:
@@ -153,10 +154,6 @@ async def scrape(backend: Any) -> bytes:
     depths = await backend.queue_depths()
     live = await live_worker_counts(backend.redis, backend.settings.worker_heartbeat)
     return render(families(counts, depths, backend.name, live))
-
-
-def _str(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 __all__ = ["Counts", "Histogram", "read_counts", "render", "scrape"]

@@ -235,7 +235,7 @@ class RecordStore:
         nothing is queued). A task that may not start before `not_before` keeps its
         record that much longer."""
         call = self._create_call(record, idempotency_key, not_before, push)
-        return _str(await _reply(self.scripts.create_call(call["keys"], call["args"])))
+        return as_str(await answer(self.scripts.create_call(call["keys"], call["args"])))
 
     async def aclose(self) -> None:
         """Close what the store opened itself (not its client)."""
@@ -246,9 +246,9 @@ class RecordStore:
         """`create` for each (record, idempotency key, not before, push): one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for record, key, not_before, push in batch:
-                await _reply(self.scripts.create(
+                await answer(self.scripts.create(
                     **self._create_call(record, key, not_before, push), client=pipe))
-            return [_str(found) for found in await _reply(pipe.execute())]
+            return [as_str(found) for found in await answer(pipe.execute())]
 
     def _create_call(self, record: TaskRecord, idempotency_key: str | None,
                      not_before: float | None, push: list[Command] | None) -> dict[str, Any]:
@@ -268,7 +268,7 @@ class RecordStore:
                          not_before or submitted]}
 
     async def get(self, task_id: str) -> TaskRecord | None:
-        data = _text(await _reply(self.redis.hgetall(TASK_KEY.format(task_id))))
+        data = _text(await answer(self.redis.hgetall(TASK_KEY.format(task_id))))
         if not is_whole(data):
             return None
         record = TaskRecord.from_hash(data)
@@ -280,12 +280,12 @@ class RecordStore:
     async def recent(self, *, offset: int = 0, count: int = 100) -> list[TaskRecord]:
         """Records newest first, as the index holds them (expired ones left out)."""
         ids = await self.redis.zrevrange(INDEX_KEY, offset, offset + count - 1)
-        return await self.get_many([_str(task_id) for task_id in ids])
+        return await self.get_many([as_str(task_id) for task_id in ids])
 
     async def heads(self, count: int) -> list[TaskRecord]:
         """The newest `count` records of the index with only the fields a listing
         filters on (HMGET, not whole records): what `GET /tasks` scans."""
-        ids = [_str(i) for i in await self.redis.zrevrange(INDEX_KEY, 0, count - 1)]
+        ids = [as_str(i) for i in await self.redis.zrevrange(INDEX_KEY, 0, count - 1)]
         if not ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -312,7 +312,7 @@ class RecordStore:
         set here when `expires` has passed), LOST or BUSY. `run` names this delivery
         in its worker: the same start tried again after a lost reply is not BUSY."""
         keys, args = self.start_call(task_id, worker, run)
-        return started(await _reply(self.scripts.start(keys=keys, args=args)))
+        return started(await answer(self.scripts.start(keys=keys, args=args)))
 
     def start_call(self, task_id: str, worker: str, run: str) -> tuple[list[str], list[Any]]:
         """The start script's keys and arguments."""
@@ -339,7 +339,7 @@ class RecordStore:
         """Write the outcome of a run; a RETRY's next run is `due` then (default: now)."""
         keys, args = self.finish_call(task_id, state, result=result, error=error,
                                       retries=retries, worker=worker, due=due)
-        await _reply(self.scripts.finish(keys=keys, args=args))
+        await answer(self.scripts.finish(keys=keys, args=args))
 
     def finish_call(self, task_id: str, state: TaskState, *, result: Any = None,
                     error: dict[str, str] | None = None, retries: int = 0,
@@ -368,32 +368,32 @@ class RecordStore:
         its idempotency key (scoped by task name), if bound to it, let go."""
         await self.finish(record.id, TaskState.FAILURE, error=error)
         if idempotency_key:
-            await _reply(self.scripts.unbind(
+            await answer(self.scripts.unbind(
                 keys=[IDEMPOTENCY_KEY.format(record.name, idempotency_key)], args=[record.id]))
 
     async def revoke(self, task_id: str, *, running_too: bool = True) -> TaskState | None:
-        found = await _reply(self.scripts.revoke(
+        found = await answer(self.scripts.revoke(
             keys=[TASK_KEY.format(task_id)],
             args=[time.time(), EVENTS_CHANNEL, int(running_too), self.history_maxlen]))
-        return TaskState(_str(found)) if found else None
+        return TaskState(as_str(found)) if found else None
 
     async def expire(self, task_id: str) -> bool:
         """EXPIRED if it is PENDING or RETRY past its `expires`; whether it is now."""
-        found = await _reply(self.scripts.expire(keys=[TASK_KEY.format(task_id)],
+        found = await answer(self.scripts.expire(keys=[TASK_KEY.format(task_id)],
                                                  args=[time.time(), EVENTS_CHANNEL,
                                                        self.history_maxlen]))
-        return bool(found) and _str(found) == TaskState.EXPIRED
+        return bool(found) and as_str(found) == TaskState.EXPIRED
 
     async def expiring(self, limit: int = 500) -> list[str]:
         """Tasks whose `expires` has passed and that may not have run."""
-        ids = await _reply(self.redis.zrangebyscore(EXPIRING_KEY, 0, time.time(),
+        ids = await answer(self.redis.zrangebyscore(EXPIRING_KEY, 0, time.time(),
                                                     start=0, num=limit))
-        return [_str(i) for i in ids]
+        return [as_str(i) for i in ids]
 
     async def reclaim(self, task_id: str, owner: str, owned_in: str) -> TaskRecord | None:
         """Take `task_id` from `owner` (dead, or whose run was cancelled) for one more
         delivery: the record, back to PENDING; None when there is nothing to redo."""
-        return _record(await _reply(self.scripts.reclaim(
+        return _record(await answer(self.scripts.reclaim(
             keys=[TASK_KEY.format(task_id), owned_in],
             args=[owner, EVENTS_CHANNEL, time.time()])))
 
@@ -402,7 +402,7 @@ class RecordStore:
         due before `before`, each with the fields a look into its broker needs (id,
         name, state, queue, deliveries). Ids whose record is gone, final or running
         are dropped from the due set on the way."""
-        ids = [_str(i) for i in await self.redis.zrangebyscore(DUE_KEY, "-inf", before,
+        ids = [as_str(i) for i in await self.redis.zrangebyscore(DUE_KEY, "-inf", before,
                                                                start=0, num=limit)]
         if not ids:
             return []
@@ -427,39 +427,40 @@ class RecordStore:
     async def resend(self, record: TaskRecord, before: float) -> TaskRecord | None:
         """Take `record` (as `overdue` read it) for one more delivery, unless a worker
         took it or another reaper sent it meanwhile: the whole record, or None."""
-        return _record(await _reply(self.scripts.resend(
+        return _record(await answer(self.scripts.resend(
             keys=[TASK_KEY.format(record.id)],
             args=[record.deliveries, before, time.time()])))
 
     async def release(self, task_ids: Sequence[str]) -> None:
         """The history has stored these final records: Redis's copies may go."""
         if task_ids:
-            await _reply(self.scripts.release(
+            await answer(self.scripts.release(
                 keys=[INDEX_KEY, *(TASK_KEY.format(i) for i in task_ids)], args=[]))
 
     async def orphan(self, task_id: str, worker: str) -> None:
         """This process stopped running `task_id` without an outcome (cancelled):
         the reaper sends it again."""
-        await _reply(self.redis.smove(OWNED_KEY.format(worker), ORPHANS_KEY, task_id))
+        await answer(self.redis.smove(OWNED_KEY.format(worker), ORPHANS_KEY, task_id))
 
 
 def _record(data: list[Any] | None) -> TaskRecord | None:
     """A record from a script's HGETALL reply (nothing: None)."""
     if not data:
         return None
-    flat = [_str(v) for v in data]
+    flat = [as_str(v) for v in data]
     return TaskRecord.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
 
 
-async def _reply(reply: Any) -> Any:
-    """A script's reply from an asyncio client (awaited) or a blocking one (as is)."""
+async def answer(reply: Any) -> Any:
+    """A call's answer from an asyncio client or connection (awaited) or a blocking one
+    (as is): the store and the lane run on either."""
     return await reply if inspect.isawaitable(reply) else reply
 
 
 def started(reply: Sequence[Any]) -> tuple[str | None, int]:
     """The start script's reply: the state found (None: PENDING) and the retries."""
     found, retries = reply
-    return _str(found) or None, int(retries)
+    return as_str(found) or None, int(retries)
 
 
 def _pack(value: Any) -> bytes:
@@ -474,9 +475,10 @@ def _word(value: str | bytes | int | float) -> str | bytes:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def _str(value: str | bytes) -> str:
+def as_str(value: str | bytes) -> str:
+    """A Redis reply's word as text (core's clients do not decode replies)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
 def _text(data: dict[Any, Any]) -> dict[str, str]:
-    return {_str(k): _str(v) for k, v in data.items() if v is not None}
+    return {as_str(k): as_str(v) for k, v in data.items() if v is not None}

@@ -29,7 +29,6 @@ could undo that run's STARTED: it never goes on a lane.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import threading
@@ -41,7 +40,7 @@ from typing import Any
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from core.states import TaskState
-from core.store.records import RecordStore, started
+from core.store.records import RecordStore, answer, started
 
 log = logging.getLogger("queuebench.lane")
 
@@ -89,7 +88,7 @@ class Lane:
         try:
             await self._send(command)
             refused = await self._read_sent()
-            reply = await _io(self.connection.read_response())
+            reply = await answer(self.connection.read_response())
         except ResponseError as exc:  # read whole (or not sent): the stream is in step
             log.warning("task %s: Redis refused its start on a lane (%s)", task_id, exc)
             self.loaded = self.loaded and not isinstance(exc, NoScriptError)
@@ -126,7 +125,7 @@ class Lane:
     async def _send(self, command: list[Any]) -> None:
         if not self.loaded:  # a new connection, maybe a new Redis: load the scripts first
             await self._load()
-        await _io(self.connection.send_command(*command))
+        await answer(self.connection.send_command(*command))
 
     async def _load(self) -> None:
         """Load the scripts. `loaded` turns False only with every reply read (or with
@@ -134,11 +133,11 @@ class Lane:
         so the stream stays in step."""
         scripts = self.store.command_scripts()
         for each in scripts:
-            await _io(self.connection.send_command("SCRIPT", "LOAD", each))
+            await answer(self.connection.send_command("SCRIPT", "LOAD", each))
         failed: ResponseError | None = None
         for _ in scripts:
             try:
-                await _io(self.connection.read_response())
+                await answer(self.connection.read_response())
             except ResponseError as exc:
                 failed = failed or exc
         if failed is not None:
@@ -150,7 +149,7 @@ class Lane:
         while self.sent:
             write = self.sent[0]
             try:
-                await _io(self.connection.read_response())
+                await answer(self.connection.read_response())
             except ResponseError as exc:  # read whole: the stream is still in step
                 log.warning("task %s: Redis refused its %s (%s)", write.task_id,
                             write.state.value, exc)
@@ -161,7 +160,7 @@ class Lane:
 
     async def close(self) -> None:
         """Disconnect (a blocking or an asyncio connection); it connects again on use."""
-        await _io(self.connection.disconnect())
+        await answer(self.connection.disconnect())
 
     async def _broken(self, cause: BaseException) -> Sequence[Sent]:
         """The connection failed: every write on it not confirmed, handed back."""
@@ -171,11 +170,6 @@ class Lane:
         with contextlib.suppress(Exception):  # it is broken already
             await self.close()
         return unconfirmed
-
-
-async def _io(reply: Any) -> Any:
-    """A connection's answer: awaited from an asyncio one, as is from a blocking one."""
-    return await reply if inspect.isawaitable(reply) else reply
 
 
 def new_lane(store: RecordStore) -> Lane:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from core.store.keys import ORPHANS_KEY, OWNED_KEY, REAPING_KEY
+from core.store.records import as_str
 from core.store.workers import forget, workers
 from core.worker.heartbeat import process_heartbeat
 
@@ -94,7 +95,7 @@ class Reaper:
         try:
             sent = 0
             for task_id in await self.redis.smembers(owned):
-                sent += await self._again(_str(task_id), wid, owned)
+                sent += await self._again(as_str(task_id), wid, owned)
             if not await self.redis.scard(owned):
                 await forget(self.redis, wid)
             return sent
@@ -136,7 +137,7 @@ class Reaper:
             await self.redis.delete(REAPING_KEY.format(OVERDUE))
 
     async def _orphans(self) -> int:
-        return sum([await self._again(_str(task_id), "", ORPHANS_KEY)
+        return sum([await self._again(as_str(task_id), "", ORPHANS_KEY)
                     for task_id in await self.redis.smembers(ORPHANS_KEY)])
 
     async def _again(self, task_id: str, owner: str, owned_in: str) -> int:
@@ -152,10 +153,6 @@ class Reaper:
         log.warning("task %s sent again (delivery %d): worker %s %s", task_id,
                     record.deliveries, record.worker, "is dead" if owner else "cancelled it")
         return 1
-
-
-def _str(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @contextlib.contextmanager

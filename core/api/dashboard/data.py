@@ -21,7 +21,7 @@ from core.store.keys import (
     WORKERS_KEY,
     WORKERS_SEEN_KEY,
 )
-from core.store.records import RecordStore, TaskRecord
+from core.store.records import RecordStore, TaskRecord, as_str
 
 PAGE_SIZE = 50
 CHUNK = 1_000
@@ -62,7 +62,7 @@ async def task_page(store: RecordStore, query: TaskQuery) -> TaskPage:
     if not query.filtered:
         found = await redis.zrevrange(INDEX_KEY, base + query.cursor,
                                       base + query.cursor + query.size, withscores=True)
-        ids = [_str(i) for i, score in found if query.since is None or score >= query.since]
+        ids = [as_str(i) for i, score in found if query.since is None or score >= query.since]
         more = len(ids) > query.size
         rows = await store.get_many(ids[:query.size])
         return TaskPage(rows, query.cursor + query.size if more else None)
@@ -70,7 +70,7 @@ async def task_page(store: RecordStore, query: TaskQuery) -> TaskPage:
     matched: list[str] = []
     at, end = query.cursor, query.cursor + SCAN_LIMIT
     while at < end:
-        found = [_str(v) for v in await scan(
+        found = [as_str(v) for v in await scan(
             keys=[INDEX_KEY], args=[base + at, min(CHUNK, end - at), bottom, query.state or "",
                                     query.name or "", query.size + 1 - len(matched)])]
         read, *ids = found
@@ -110,9 +110,9 @@ async def worker_views(redis: Redis, alive_within: float) -> list[WorkerView]:
                            withscores=True)
         pipe.hgetall(WORKER_TASKS_KEY)
         infos, seen, tasks = await pipe.execute()
-    info = {_str(k): json.loads(v) for k, v in infos.items()}
-    counts = {_str(k): int(v) for k, v in tasks.items()}
-    alive = {_str(k): score for k, score in seen}
+    info = {as_str(k): json.loads(v) for k, v in infos.items()}
+    counts = {as_str(k): int(v) for k, v in tasks.items()}
+    alive = {as_str(k): score for k, score in seen}
     views: dict[tuple[str, int], WorkerView] = {}
     for wid, score in alive.items():
         entry = info.get(wid, {})
@@ -153,7 +153,3 @@ def short(value: Any, limit: int = 60) -> str:
     """A JSON value in one table cell."""
     text = value if isinstance(value, str) else json.dumps(value, default=repr)
     return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def _str(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
