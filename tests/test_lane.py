@@ -4,10 +4,8 @@ final write goes unawaited, and every write it cannot confirm is handed back."""
 
 from __future__ import annotations
 
-import inspect
 import threading
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -16,7 +14,8 @@ from redis.asyncio import Redis
 
 from core.settings import Settings
 from core.states import TaskState
-from core.store.records import OWNED_KEY, RecordStore
+from core.store.keys import OWNED_KEY, TASK_KEY
+from core.store.records import RecordStore, answer
 from core.worker.lane import DRAIN_AFTER, Lane, Sent, ThreadDrain, new_lane
 from tests.support_worker import eventually, new_record
 
@@ -37,14 +36,11 @@ async def lane(request: pytest.FixtureRequest, settings: Settings, store: Record
 
 
 async def _state(redis: Redis, task_id: str) -> str:
-    return (await redis.hget(f"qb:task:{task_id}", "state") or b"").decode()
+    return (await redis.hget(TASK_KEY.format(task_id), "state") or b"").decode()
 
 
 async def _lane_id(lane: Lane) -> int:
     """The lane's connection's id, asked on it (either kind of connection)."""
-    async def answer(reply: Any) -> Any:
-        return await reply if inspect.isawaitable(reply) else reply
-
     await answer(lane.connection.send_command("CLIENT", "ID"))
     return int(await answer(lane.connection.read_response()))
 

@@ -19,7 +19,8 @@ import core.worker.runner as runner_module
 from core.errors import RetryTask
 from core.settings import Settings
 from core.states import TaskState
-from core.store.records import OWNED_KEY, WORKERS_SEEN_KEY, RecordStore, connect
+from core.store.keys import OWNED_KEY, TASK_KEY, WORKERS_SEEN_KEY
+from core.store.records import RecordStore, connect
 from core.worker.runner import Runner
 from tests.support_faults import RedisServer
 from tests.support_worker import eventually, new_record, register
@@ -70,10 +71,10 @@ async def _final(store: RecordStore, task_id: str) -> Any:
 async def test_a_task_whose_record_is_gone_is_not_run_and_not_written(
         runner: Runner, store: RecordStore, redis: Redis, calls: list[Any]) -> None:
     record = await new_record(store, "counted")
-    await redis.delete(f"qb:task:{record.id}")
+    await redis.delete(TASK_KEY.format(record.id))
     assert await runner.run(record.id, "counted", {"payload": 1}) is None
     assert calls == []
-    assert not await redis.exists(f"qb:task:{record.id}")  # no partial record written
+    assert not await redis.exists(TASK_KEY.format(record.id))  # no partial record written
 
 
 async def test_a_task_a_live_worker_runs_is_busy_and_left_to_it(
@@ -155,7 +156,7 @@ async def test_a_final_write_redis_refused_on_the_lane_is_written_again(
     first, second = await new_record(store, "spoils_its_owned_set"), await new_record(
         store, "counted")
     assert await runner.run(first.id, "spoils_its_owned_set", {}) == "done"
-    assert await eventually(lambda: redis.hget(f"qb:task:{first.id}", "state")) == b"STARTED"
+    assert await eventually(lambda: redis.hget(TASK_KEY.format(first.id), "state")) == b"STARTED"
     await redis.delete(owned)
     await runner.run(second.id, "counted", {"payload": 2})
     done = await eventually(lambda: _final(store, first.id))
@@ -264,7 +265,7 @@ async def test_a_retry_is_written_before_the_library_hears_of_it(
             await runner.run(record.id, "fails_while_redis_is_away", {}, {"max_retries": 2})
         found = redis_sync.Redis.from_url(server.url, socket_connect_timeout=1)
         try:
-            assert found.hget(f"qb:task:{record.id}", "state") == b"RETRY"
+            assert found.hget(TASK_KEY.format(record.id), "state") == b"RETRY"
         finally:
             found.close()
     finally:
