@@ -22,6 +22,7 @@ from core.store.keys import (
     INDEX_KEY,
     ORPHANS_KEY,
     OWNED_KEY,
+    TASK_KEY,
     WORKERS_KEY,
     WORKERS_SEEN_KEY,
 )
@@ -235,6 +236,17 @@ async def test_a_final_task_leaves_the_due_set_and_one_of_two_reapers_sends_agai
     [seen] = await backend.store.overdue(time.time() - 5, 10)
     assert await backend.store.resend(seen, time.time() - 5) is not None
     assert await backend.store.resend(seen, time.time() - 5) is None  # the other reaper
+
+
+async def test_an_overdue_task_whose_record_redis_lost_leaves_the_due_set(
+        backend: ListBackend) -> None:
+    """Its record evicted or expired: nothing to send again, and the id is dropped."""
+    gone = await backend.submit("add", [1, 2])
+    await _overdue(backend, gone.id)
+    await backend.redis.delete(TASK_KEY.format(gone.id))
+    assert await backend.store.overdue(time.time() - 5, 10) == []
+    assert await backend.redis.zscore(DUE_KEY, gone.id) is None
+    assert await _reaper(backend).sweep() == 0
 
 
 async def test_the_reaper_leaves_a_live_workers_task(backend: ListBackend) -> None:

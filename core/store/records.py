@@ -288,12 +288,17 @@ class RecordStore:
         ids = [as_str(i) for i in await self.redis.zrevrange(INDEX_KEY, 0, count - 1)]
         if not ids:
             return []
+        return [TaskRecord.from_hash(d) for d in await self._fields(ids, HEAD_FIELDS)
+                if is_whole(d)]
+
+    async def _fields(self, task_ids: list[str], names: Sequence[str]) -> list[dict[str, str]]:
+        """The fields `names` of each record of `task_ids`, in one round trip (HMGET, not
+        whole records); a record Redis does not have comes back without its id."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hmget(TASK_KEY.format(task_id), HEAD_FIELDS)
+            for task_id in task_ids:
+                pipe.hmget(TASK_KEY.format(task_id), names)
             found = await pipe.execute()
-        heads = (_text(dict(zip(HEAD_FIELDS, values, strict=True))) for values in found)
-        return [TaskRecord.from_hash(d) for d in heads if is_whole(d)]
+        return [_text(dict(zip(names, values, strict=True))) for values in found]
 
     async def get_many(self, task_ids: list[str]) -> list[TaskRecord]:
         """The records of `task_ids` that Redis still has, in that order; one round trip."""
@@ -406,16 +411,13 @@ class RecordStore:
                                                                start=0, num=limit)]
         if not ids:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hmget(TASK_KEY.format(task_id), DUE_FIELDS)
-            found = [_text(dict(zip(DUE_FIELDS, values, strict=True)))
-                     for values in await pipe.execute()]
-        records = [TaskRecord.from_hash(d) for d in found if is_whole(d)]
-        done = set(ids) - {r.id for r in records if r.state in WAITING}
+        records = [TaskRecord.from_hash(d) for d in await self._fields(ids, DUE_FIELDS)
+                   if is_whole(d)]
+        waiting = [r for r in records if r.state in WAITING]
+        done = set(ids) - {r.id for r in waiting}
         if done:
             await self.redis.zrem(DUE_KEY, *done)
-        return [r for r in records if r.state in WAITING]
+        return waiting
 
     async def still_due(self, task_ids: Sequence[str], at: float) -> None:
         """These tasks' messages wait in their broker: due again at `at`, so that each is
