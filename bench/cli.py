@@ -1,4 +1,4 @@
-"""`queuebench bench`: Celery, arq and Dramatiq side by side, in one run.
+"""`queuebench bench`: Celery, arq, Dramatiq and taskiq side by side, in one run.
 
 Every (backend, mode, workload) is one session (bench/session.py) in that backend's
 own environment, with its Redis database flushed and fresh worker processes. Rounds
@@ -7,7 +7,7 @@ rotates, so a slow minute of the machine does not land on one backend.
 
     queuebench bench --profile quick          # all backends and modes, about 4 minutes
     queuebench bench --profile full           # 3 repeats, every workload, a load sweep, and
-                                              # Celery and Dramatiq on RabbitMQ too (~34 min
+                                              # Celery, Dramatiq and taskiq on RabbitMQ too (~34 min
                                               # before RabbitMQ's sessions were added)
     queuebench bench --profile long           # full, longer bursts, a worker killed mid-burst
 
@@ -48,7 +48,8 @@ from core.settings import BACKENDS
 MODES = ("raw", "direct", "http", "direct+history", "http+history")
 WORKLOADS = ("noop", "sleep", "cpu")
 LIBRARIES = {"celery": ("celery", "kombu", "redis"), "arq": ("arq", "redis"),
-             "dramatiq": ("dramatiq", "redis")}
+             "dramatiq": ("dramatiq", "redis"),
+             "taskiq": ("taskiq", "taskiq-redis", "taskiq-aio-pika", "redis")}
 
 
 CONFIGS = ("safe", "defaults")
@@ -59,7 +60,7 @@ KILL_WORKLOAD = "sleep"
 # The broker dimension: RabbitMQ for the libraries that speak it, in these modes (the
 # `safe` config); every other session runs on Redis.
 BROKERS = ("redis", "rabbitmq")
-AMQP_BACKENDS = ("celery", "dramatiq")
+AMQP_BACKENDS = ("celery", "dramatiq", "taskiq")
 AMQP_MODES = ("raw", "direct", "http")
 
 
@@ -113,8 +114,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="also SIGKILL a worker mid-burst per backend, mode and config, and "
                    "count the tasks that never finish (default: the profile's)")
     p.add_argument("--brokers", default=None,
-                   help="redis, rabbitmq (Celery and Dramatiq in raw, direct and http; the "
-                   "rest on Redis): default: the profile's")
+                   help="redis, rabbitmq (Celery, Dramatiq and taskiq in raw, direct and "
+                   "http; the rest on Redis): default: the profile's")
     p.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672",
                    help="RabbitMQ: each session makes a vhost of its own there (rabbitmqctl)")
     p.add_argument("--arrivals", choices=("constant", "poisson"), default="constant",
@@ -155,7 +156,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.brokers = _names(args.brokers, BROKERS, "broker", p) if args.brokers \
         else list(profile.brokers)
     if "redis" not in args.brokers and not set(args.backends) & set(AMQP_BACKENDS):
-        p.error(f"--brokers rabbitmq: only {' and '.join(AMQP_BACKENDS)} run on RabbitMQ "
+        p.error(f"--brokers rabbitmq: only {', '.join(AMQP_BACKENDS)} run on RabbitMQ "
                 "(arq needs Redis)")
     if args.concurrency % args.processes:
         p.error("--concurrency must be a multiple of --processes (the same slots per process)")
@@ -253,6 +254,11 @@ def settings_table(args: argparse.Namespace) -> list[dict[str, str]]:
                      "late (after the run)", f"= threads ({slots} held)", ""),
         "arq": (f"{args.processes} x arq Worker, max_jobs {slots}", "job kept until done",
                 f"max_jobs minus running ({slots} held)", "poll delay 0.05 s, no abort polling"),
+        "taskiq": (f"{args.processes} x `taskiq worker --workers 1 --max-async-tasks {slots}`",
+                   "late (after the result is saved)",
+                   f"XREADGROUP COUNT {slots} (up to {2 * slots - 1} held: a read while "
+                   "the last slot frees)", "RedisStreamBroker, consumer group from the "
+                   "stream's start (consumer_id 0); a pending entry reclaimed after 10 min"),
     }
     defaults = {
         "celery": (f"1 x `celery worker` (prefork, {cpus} children)", "early",
@@ -261,7 +267,16 @@ def settings_table(args: argparse.Namespace) -> list[dict[str, str]]:
                      f"2 x threads ({16 * cpus} held)", ""),
         "arq": ("1 x arq Worker, max_jobs 10", "job kept until done", "up to 10 held",
                 "poll delay 0.5 s"),
+        "taskiq": ("1 x `taskiq worker` (2 processes x 100 async slots)",
+                   "late (after the result is saved)",
+                   "XREADGROUP COUNT 100 per process (up to 199 held each)",
+                   "RedisStreamBroker, consumer group from new entries ($; the client "
+                   "makes it before sending)"),
     }
+    # RabbitMQ (safe only): the prefetch where it differs from Redis's, and the rest
+    amqp = {"celery": ("", "queues with x-max-priority 9"), "dramatiq": ("", ""),
+            "taskiq": (f"qos {slots} ({slots} held)", "AioPikaBroker, a quorum queue "
+                       "(its default), publisher confirms")}
     rows = []
     for config, table in (("safe", safe), ("defaults", defaults)):
         if config not in args.configs:
@@ -269,7 +284,8 @@ def settings_table(args: argparse.Namespace) -> list[dict[str, str]]:
         for backend, broker in ((b, k) for b in args.backends for k in args.brokers):
             workers, acks, prefetch, other = table[backend]
             if broker == "rabbitmq":
-                other = "queues with x-max-priority 9" if backend == "celery" else ""
+                held, other = amqp[backend]
+                prefetch = held or prefetch
             for mode in (m for m in ("raw", "direct") if on_broker(broker, backend, m, config)):
                 shown = workers if mode == "raw" else \
                     f"{args.processes} x `queuebench worker -c {slots} --processes 1`: {workers}" \
@@ -314,6 +330,8 @@ def meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
                       " (acks late, prefetch 1)",
             "dramatiq": f"{args.processes} x dramatiq worker, 1 process x {slots} threads",
             "arq": f"{args.processes} x arq Worker, max_jobs {slots} (poll delay 0.05 s)",
+            "taskiq": f"{args.processes} x `taskiq worker --workers 1 --max-async-tasks "
+                      f"{slots}` (RedisStreamBroker, XREADGROUP COUNT {slots})",
         },
     }
 

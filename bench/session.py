@@ -62,6 +62,9 @@ KILL_WAIT = 60.0
 OPEN_LOOP_USERS = 256
 #: the log level of every worker, queuebench's and the libraries' alike
 LOG_LEVEL = "WARNING"
+#: processes that run tasks in one worker as a new user starts it, where not one per CPU
+#: (arq's Worker is one; `taskiq worker` starts 2 children, its --workers default)
+DEFAULT_PROCESSES = {"arq": 1, "taskiq": 2}
 ARGUMENTS: dict[str, Any] = {"noop": None, "sleep": 0.01, "cpu": 20_000}
 # (succeeded, started, finished, the worker process that ran it); None: never finished
 Outcome = tuple[bool, float, float, Any] | None
@@ -75,8 +78,8 @@ class Spec:
     workload: str
     redis_url: str
     database_url: str = ""
-    # the broker: Redis (redis_url's), or RabbitMQ (a fresh vhost beside amqp_url; Celery
-    # and Dramatiq), task records and raw mode's results staying in Redis
+    # the broker: Redis (redis_url's), or RabbitMQ (a fresh vhost beside amqp_url; Celery,
+    # Dramatiq and taskiq), task records and raw mode's results staying in Redis
     broker: str = "redis"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672"
     tasks: int = 2000
@@ -111,10 +114,10 @@ class Spec:
     @property
     def worker_processes(self) -> int:
         """OS processes that run tasks: with `defaults`, what each worker starts alone
-        (Celery prefork and Dramatiq a process per CPU; arq one)."""
+        (Celery prefork and Dramatiq a process per CPU; arq one; taskiq two children)."""
         if self.config == "safe":
             return self.processes
-        return 1 if self.backend == "arq" else os.cpu_count() or 1
+        return DEFAULT_PROCESSES.get(self.backend, os.cpu_count() or 1)
 
     @property
     def history(self) -> bool:

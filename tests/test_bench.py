@@ -12,6 +12,7 @@ import pytest
 from bench import workloads
 from bench.cli import MODES
 from bench.cli import main as bench_main
+from core.settings import BACKENDS
 from core.tasks import get_task
 from tests.conftest import redis_database
 
@@ -161,18 +162,18 @@ def test_the_full_profile_runs_both_configs_and_the_long_one_kills_workers() -> 
     assert {s.round for s in full} == {0, 1, 2} and not any(s.kill for s in full)
     kills = [s for s in plan(parse(["--profile", "long"]), "sqlite://") if s.kill]
     assert {(s.backend, s.mode, s.config) for s in kills} == {
-        (b, m, c) for b in ("celery", "arq", "dramatiq") for m in ("raw", "direct")
-        for c in ("safe", "defaults")}
+        (b, m, c) for b in BACKENDS for m in ("raw", "direct") for c in ("safe", "defaults")}
 
 
-def test_the_full_profile_runs_celery_and_dramatiq_on_rabbitmq_too_the_quick_one_not() -> None:
+def test_the_full_profile_runs_celery_dramatiq_and_taskiq_on_rabbitmq_too_the_quick_one_not(
+        ) -> None:
     from bench.cli import parse, plan
 
     full = plan(parse(["--profile", "full"]), "sqlite://")
     amqp = {(s.backend, s.mode, s.config, s.workload, s.round) for s in full
             if s.broker == "rabbitmq"}
     assert {(b, m, c) for b, m, c, _, _ in amqp} == {
-        (b, m, "safe") for b in ("celery", "dramatiq") for m in ("raw", "direct", "http")}
+        (b, m, "safe") for b in ("celery", "dramatiq", "taskiq") for m in ("raw", "direct", "http")}
     assert {(w, r) for *_, w, r in amqp} == {(w, r) for w in ("noop", "sleep", "cpu")
                                              for r in range(3)}
     # every RabbitMQ session has its Redis twin, for the column to compare against
@@ -183,7 +184,8 @@ def test_the_full_profile_runs_celery_and_dramatiq_on_rabbitmq_too_the_quick_one
     assert {s.broker for s in quick} == {"redis"}
     only = plan(parse(["--brokers", "rabbitmq", "--modes", "raw,http"]), "sqlite://")
     assert {(s.backend, s.broker) for s in only} == {
-        ("celery", "rabbitmq"), ("dramatiq", "rabbitmq"), ("ceiling", "redis")}
+        ("celery", "rabbitmq"), ("dramatiq", "rabbitmq"), ("taskiq", "rabbitmq"),
+        ("ceiling", "redis")}
 
 
 def test_a_tiny_run_on_rabbitmq_loses_nothing_and_reports_the_broker(
