@@ -1,7 +1,9 @@
 """arq alone: its client, its Worker (`python -m bench.raw.arq_app`), results
 kept by arq; the same poll delay as queuebench's arq adapter, max_jobs from
-RAW_MAX_JOBS, sync work (cpu) in a thread as queuebench does it. `peer_job` is
-steventen/python_queue_benchmark's job (bench/peers.py), which polls at RAW_POLL_DELAY."""
+RAW_MAX_JOBS, sync work (cpu) in a thread as queuebench does it. `peer_job` is the
+public comparisons' job (bench/peers.py), which polls at RAW_POLL_DELAY; RAW_PROCESSES
+forks that many workers after import, as `arq --workers N` of the arq fork that streaq's
+benchmark ran."""
 
 from __future__ import annotations
 
@@ -60,12 +62,12 @@ class Client:
     """arq's own async producer: `enqueue_job` on an ArqRedis pool."""
 
     def __init__(self) -> None:
-        self._pool: ArqRedis | None = None
+        self._pool: asyncio.Task[ArqRedis] | None = None
 
     async def submit(self, workload: str, arg: Any) -> Job:
-        if self._pool is None:
-            self._pool = await create_pool(RedisSettings.from_dsn(URL))
-        job = await self._pool.enqueue_job(workload, arg)
+        if self._pool is None:  # one pool, however many submit calls wait on it
+            self._pool = asyncio.ensure_future(create_pool(RedisSettings.from_dsn(URL)))
+        job = await (await self._pool).enqueue_job(workload, arg)
         assert job is not None  # None only for a duplicate job id, which we never give
         return job
 
@@ -88,15 +90,18 @@ class Client:
 
     async def aclose(self) -> None:
         if self._pool is not None:
-            await self._pool.aclose()
+            await (await self._pool).aclose()
 
 
 if __name__ == "__main__":
     # arq's own worker, as `arq bench.raw.arq_app.WorkerSettings` runs it, but logging at
     # LOG_LEVEL like queuebench's workers (arq's CLI logs two lines a job at INFO).
     import logging
+    import multiprocessing
 
     from arq import run_worker
 
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING"))
+    for _ in range(int(os.environ.get("RAW_PROCESSES", "1")) - 1):
+        multiprocessing.Process(target=run_worker, args=(WorkerSettings,)).start()
     run_worker(WorkerSettings)  # type: ignore[arg-type]
