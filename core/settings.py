@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-BACKENDS = ("celery", "arq", "dramatiq")
-BackendName = Literal["celery", "arq", "dramatiq"]
+BACKENDS = ("celery", "arq", "dramatiq", "taskiq")
+BackendName = Literal["celery", "arq", "dramatiq", "taskiq"]
 
 
 class Environment(StrEnum):
