@@ -515,6 +515,14 @@ def _not_before(options: TaskOptions, submitted: float) -> float:
     return max(start, options.eta.timestamp()) if options.eta else start
 
 
+def delay_of(record: TaskRecord, options: TaskOptions) -> float | None:
+    """Seconds from the submit until the task may start (its countdown or eta), as
+    the libraries' producers take a delay; None: at once."""
+    submitted = record.submitted_at or 0
+    delay = _not_before(options, submitted) - submitted
+    return delay if delay > 0 else None
+
+
 def _expires_at(expires: float | datetime | None, submitted: float) -> float | None:
     if expires is None:
         return None
@@ -542,4 +550,4 @@ def backend_class(name: str) -> type[TaskBackend]:
     return backend
 
 
-__all__ = ["DEFAULT_QUEUE", "QueuebenchError", "TaskBackend", "backend_class"]
+__all__ = ["DEFAULT_QUEUE", "QueuebenchError", "TaskBackend", "backend_class", "delay_of"]

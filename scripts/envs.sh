@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Create or refresh one virtualenv per queue backend: .venv/celery, .venv/arq, .venv/dramatiq.
+# Create or refresh one virtualenv per queue backend: .venv/celery, .venv/arq, .venv/dramatiq,
+# .venv/taskiq.
 #
-#   scripts/envs.sh [celery] [arq] [dramatiq]     (default: all three)
+#   scripts/envs.sh [celery] [arq] [dramatiq] [taskiq]     (default: all four)
 #
 # Each is `uv pip install -e ".[<backend>,dev,bench]"`, so every library is at its newest
 # release that fits that backend (arq caps redis-py below 6, kombu needs 6.1+: one shared
@@ -15,7 +16,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-ALL=(celery arq dramatiq)
+ALL=(celery arq dramatiq taskiq)
 STAMP_NAME=.queuebench-stamp
 LOG_DIR="$ROOT/.venv/.logs"
 
@@ -25,8 +26,8 @@ die() { printf 'envs: ERROR: %s\n' "$*" >&2; exit 1; }
 backends=()
 for arg in "$@"; do
     case "$arg" in
-        celery|arq|dramatiq) backends+=("$arg") ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        celery|arq|dramatiq|taskiq) backends+=("$arg") ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown backend '$arg': choose from ${ALL[*]}" ;;
     esac
 done
@@ -69,7 +70,8 @@ describe() {  # the versions that matter in an env, for the one-line report
 import sys
 from importlib.metadata import PackageNotFoundError, version
 wanted = {"celery": ["celery", "kombu", "redis"], "arq": ["arq", "redis"],
-          "dramatiq": ["dramatiq", "redis"]}[sys.argv[1]]
+          "dramatiq": ["dramatiq", "redis"],
+          "taskiq": ["taskiq", "taskiq-redis", "taskiq-aio-pika", "redis"]}[sys.argv[1]]
 out = []
 for name in wanted:
     try:

@@ -16,14 +16,13 @@ from dramatiq.common import dq_name
 
 from backends.dramatiq_impl.actors import broker, broker_queue
 from backends.dramatiq_impl.wire import message_commands, message_outgoing
-from core.backend import DEFAULT_QUEUE, TaskBackend
+from core.backend import DEFAULT_QUEUE, TaskBackend, delay_of
 from core.brokers.amqp import Outgoing
-from core.errors import ConfigError
 from core.settings import Settings
 from core.store.records import Command, TaskRecord, task_of
 from core.tasks.features import Support
 from core.tasks.options import TaskOptions
-from core.worker.reaper import worker_services
+from core.worker.reaper import split_concurrency, worker_services
 
 # A task's time limit is enforced by core (an async task's on its event loop, a sync
 # task's by core/worker/interrupt.py); Dramatiq's TimeLimit stands behind it, a little later
@@ -139,22 +138,5 @@ class Backend(TaskBackend):
 
 
 def _delay_ms(options: TaskOptions, record: TaskRecord) -> int | None:
-    start = (record.submitted_at or 0) + (options.countdown or 0)
-    if options.eta is not None:
-        start = max(start, options.eta.timestamp())
-    delay = start - (record.submitted_at or 0)
-    return round(delay * 1000) if delay > 0 else None
-
-
-def split_concurrency(concurrency: int, processes: int | None, cpus: int) -> tuple[int, int]:
-    """(processes, threads per process) whose product is `concurrency`: `processes`
-    when given (it must divide it), else the largest divisor of it not above `cpus`."""
-    if concurrency < 1:
-        raise ConfigError("--concurrency must be at least 1")
-    if processes is None:
-        processes = max(p for p in range(1, min(concurrency, cpus) + 1) if concurrency % p == 0)
-    elif concurrency % processes:
-        raise ConfigError(f"dramatiq: --processes {processes} does not divide --concurrency "
-                          f"{concurrency} (processes x threads = concurrency)")
-    return processes, concurrency // processes
-
+    delay = delay_of(record, options)
+    return round(delay * 1000) if delay else None

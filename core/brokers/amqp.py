@@ -56,14 +56,16 @@ def shown(url: str) -> str:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One message as the library's own producer sends it (exchange "": the queue's
-    name is the routing key), with the queue it lands in (to declare first)."""
+    """One message as the library's own producer sends it, to `exchange` ("": the
+    default one, where the queue's name is the routing key), with the queue it lands
+    in (to declare first, with what the exchange routes to it)."""
 
     queue: str
     routing_key: str
     body: bytes
     headers: dict[str, Any] = field(default_factory=dict)
     properties: dict[str, Any] = field(default_factory=dict)
+    exchange: str = ""
 
 
 class Publisher:
@@ -96,7 +98,9 @@ class Publisher:
 
         try:
             channel = await self._ready(message.queue)
-            await channel.default_exchange.publish(
+            exchange = (await channel.get_exchange(message.exchange, ensure=False)
+                        if message.exchange else channel.default_exchange)
+            await exchange.publish(
                 aio_pika.Message(message.body, headers=message.headers or None,
                                  **message.properties),
                 routing_key=message.routing_key, mandatory=True, timeout=PUBLISH_TIMEOUT)

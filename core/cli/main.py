@@ -37,8 +37,8 @@ def check_redis(settings: Settings) -> None:
         if "amqp" not in backend_class(settings.queue_backend).brokers:
             raise ConfigError(f"BROKER_URL={amqp.shown(settings.broker)}: "
                               f"{settings.queue_backend} needs "
-                              "Redis as its broker (redis://...); RabbitMQ serves celery "
-                              "and dramatiq")
+                              "Redis as its broker (redis://...); RabbitMQ serves celery, "
+                              "dramatiq and taskiq")
         reason = amqp.check(settings.broker)
         if reason:
             raise ConfigError(f"BROKER_URL={amqp.shown(settings.broker)}: RabbitMQ does not "

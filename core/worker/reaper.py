@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from core.errors import ConfigError
 from core.store.keys import ORPHANS_KEY, OWNED_KEY, REAPING_KEY
 from core.store.records import as_str
 from core.store.workers import forget, workers
@@ -182,3 +183,18 @@ def worker_services(backend: type[TaskBackend], settings: Settings, concurrency:
     finally:
         stop.set()
         heartbeat.stop()
+
+
+def split_concurrency(concurrency: int, processes: int | None, cpus: int) -> tuple[int, int]:
+    """(processes, tasks in flight per process) whose product is `concurrency`, for a
+    library whose worker runs processes of threads or async slots (Dramatiq, taskiq):
+    `processes` when given (it must divide it), else the largest divisor of it not
+    above `cpus`."""
+    if concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    if processes is None:
+        processes = max(p for p in range(1, min(concurrency, cpus) + 1) if concurrency % p == 0)
+    elif concurrency % processes:
+        raise ConfigError(f"--processes {processes} does not divide --concurrency "
+                          f"{concurrency} (processes x tasks per process = concurrency)")
+    return processes, concurrency // processes

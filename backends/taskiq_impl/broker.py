@@ -1,0 +1,254 @@
+"""taskiq's broker, made from the settings, with the shared tasks registered on it.
+
+On Redis, taskiq-redis's `RedisStreamBroker`: the at-least-once one of its three
+brokers. A stream entry read by a consumer group stays in the group's pending list
+until the worker acks it, after the run (taskiq's default, `when_saved`), and a dead
+worker's entries are claimed again (XAUTOCLAIM) once idle for VISIBILITY_TIMEOUT.
+`ListQueueBroker` pops the message (a worker killed mid-run loses it: at most once)
+and `PubSubBroker` hands each message to every worker. Two settings differ from
+taskiq's defaults, both so that nothing is lost:
+
+- the group starts at the stream's first entry (`consumer_id="0"`), not at its end
+  ("$"): a task submitted before any worker ever ran is read, not skipped;
+- an acked entry is deleted from the stream (`_StreamBroker`): taskiq-redis keeps
+  it for ever, or trims by length (`maxlen`), which may drop entries not yet read.
+
+taskiq-redis's brokers ignore the `delay` label (taskiq's delay on Redis is a
+schedule source read by the single `taskiq scheduler` process, by the minute): a
+delayed message waits in a sorted set per queue, scored by its due time, and every
+worker moves the due ones onto their streams (`pump`, one script: each moves once).
+
+On RabbitMQ, taskiq-aio-pika's `AioPikaBroker`: persistent messages on durable
+quorum queues, acked after the run; a delayed message waits in the queue's delay
+queue (`taskiq.<queue>.delay`, its `expiration` the delay) and is dead-lettered to
+the queue when it expires. taskiq-aio-pika has one delay queue per broker, routed
+back to one queue: `_AmqpBroker` picks the delay queue of the message's own queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+from taskiq import AsyncBroker, BrokerMessage, TaskiqEvents, TaskiqState
+from taskiq.middlewares import SmartRetryMiddleware
+from taskiq_redis import RedisStreamBroker
+
+from core.brokers.amqp import is_amqp, pika_url
+from core.errors import RetryTask
+from core.settings import Settings
+from core.store.records import connect
+from core.tasks import all_tasks
+from core.tasks.registry import TaskSpec
+from core.worker.runner import OffloadRunner
+
+log = logging.getLogger("queuebench.taskiq")
+
+GROUP = "taskiq"  # taskiq-redis's default consumer group
+EXCHANGE = "taskiq"  # taskiq-aio-pika's default exchange
+DEAD_LETTER = "taskiq.dead_letter"  # and its dead-letter queue
+# Seconds between a worker's looks for due delayed messages (a countdown, an eta, a
+# retry's backoff): arq polls its queue every 50 ms in queuebench's adapter.
+PUMP_EVERY = 0.05
+PUMP_BATCH = 500
+# taskiq retries up to its count, default 3: core's policy decides instead.
+NO_LIMIT = 2**31
+
+
+def stream(queue: str) -> str:
+    """The Redis stream of queuebench's `queue` (taskiq's own default is "taskiq")."""
+    return f"taskiq:{queue}"
+
+
+def delayed(queue: str) -> str:
+    """The sorted set of `queue`'s delayed messages (by due time, epoch seconds)."""
+    return f"taskiq:{queue}:delayed"
+
+
+def amqp_queue(queue: str) -> str:
+    """`queue` on RabbitMQ: `taskiq.<queue>`, apart from Celery's and Dramatiq's
+    queues of the same names on one vhost (declared with other arguments)."""
+    return f"taskiq.{queue}"
+
+
+def queue_label(settings: Settings, queue: str) -> str:
+    """The `queue_name` label taskiq's brokers route a message by."""
+    return amqp_queue(queue) if is_amqp(settings.broker) else stream(queue)
+
+
+# -- Redis ---------------------------------------------------------------------------
+# Moves the due members of KEYS[i] (delayed(queue)) onto stream KEYS[i + n/2]:
+# ARGV[1] now (epoch seconds), ARGV[2] at most this many per set. Returns how many.
+PUMP = """
+local moved, half = 0, #KEYS / 2
+for i = 1, half do
+  local due = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+  for _, body in ipairs(due) do
+    redis.call('XADD', KEYS[i + half], '*', 'data', body)
+    redis.call('ZREM', KEYS[i], body)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+
+class _StreamBroker(RedisStreamBroker):
+    """RedisStreamBroker whose `delay` label delays (a sorted set per queue) and whose
+    ack deletes the entry it acks (XACK and XDEL in one round trip)."""
+
+    async def kick(self, message: BrokerMessage) -> None:
+        delay = float(message.labels.get("delay") or 0)
+        if delay <= 0:
+            return await super().kick(message)
+        queue = message.labels.get("queue_name") or self.queue_name
+        async with Redis(connection_pool=self.connection_pool) as redis:
+            await redis.zadd(delayed(queue.removeprefix("taskiq:")),
+                             {message.message: time.time() + delay})
+        return None
+
+    def _ack_generator(self, id: str, queue_name: str) -> Any:
+        async def ack() -> None:
+            async with (Redis(connection_pool=self.connection_pool) as redis,
+                        redis.pipeline(transaction=False) as pipe):
+                pipe.xack(queue_name, self.consumer_group_name, id)
+                pipe.xdel(queue_name, id)
+                await pipe.execute()
+
+        return ack
+
+
+async def pump(redis: Redis, queues: list[str], stop: asyncio.Event) -> None:
+    """Move the due delayed messages of `queues` onto their streams until `stop`."""
+    script = redis.register_script(PUMP)
+    keys = [delayed(q) for q in queues] + [stream(q) for q in queues]
+    while not stop.is_set():
+        try:
+            if await script(keys=keys, args=[time.time(), PUMP_BATCH]) >= PUMP_BATCH:
+                continue
+        except Exception as exc:  # Redis away: the messages wait in their sets
+            log.warning("taskiq delayed messages: %s", exc)
+        await asyncio.sleep(PUMP_EVERY)
+
+
+# -- RabbitMQ ------------------------------------------------------------------------
+def _amqp_broker(settings: Settings, queues: list[str], slots: int) -> AsyncBroker:
+    from taskiq_aio_pika import AioPikaBroker, Queue
+
+    def delay(name: str) -> Queue:
+        # No routing key: the delayed message is published to it by its name, and
+        # dead-lettered to the first of the task queues it is declared with.
+        return Queue(name=f"{name}.delay")
+
+    class _AmqpBroker(AioPikaBroker):
+        """AioPikaBroker whose delayed messages wait in their own queue's delay queue."""
+
+        _qb_declared: set[str]
+
+        async def kick(self, message: BrokerMessage) -> None:
+            name = message.labels.get("queue_name") or self._task_queues[0].name
+            if name not in self._qb_declared:
+                await self._qb_declare(name)
+            # Read by AioPikaBroker.kick before it first waits: no other kick between.
+            self._delay_queue = delay(name)
+            return await super().kick(message)
+
+        async def _qb_declare(self, name: str) -> None:
+            """Declare `name` and its delay queue as taskiq-aio-pika's startup does for
+            a broker of that one queue (the same arguments, so a worker's declare
+            agrees), then route messages labelled with it there."""
+            assert self.write_channel is not None, "startup() first"
+            kept = self._task_queues, self._delay_queue
+            self._task_queues, self._delay_queue = [Queue(name=name)], delay(name)
+            try:
+                await self._declare_queues(self.write_channel)
+            finally:
+                self._task_queues, self._delay_queue = kept
+            if all(q.name != name for q in self._task_queues):
+                self._task_queues.append(Queue(name=name))
+            self._qb_declared.add(name)
+
+    names = [amqp_queue(q) for q in queues]
+    made = _AmqpBroker(url=pika_url(settings.broker), qos=slots,
+                       task_queues=[Queue(name=n) for n in names], delay_queue=delay(names[0]))
+    made._qb_declared = {names[0]}  # startup declares the first queue and its delay queue
+    return made
+
+
+# -- the broker and its tasks ---------------------------------------------------------
+class _CoreRetries(SmartRetryMiddleware):
+    """taskiq's retry middleware, retrying exactly when core's policy says so (the
+    runner raises RetryTask) after the policy's delay, never by taskiq's own count."""
+
+    def __init__(self) -> None:
+        super().__init__(default_retry_count=NO_LIMIT, default_retry_label=True,
+                         types_of_exceptions=(RetryTask,))
+
+    async def on_error(self, message: Any, result: Any, exception: BaseException) -> None:
+        if isinstance(exception, RetryTask):  # make_delay reads the `delay` label
+            message.labels["delay"] = max(0.0, exception.delay)
+        await super().on_error(message, result, exception)
+
+
+def _register(broker: AsyncBroker, spec: TaskSpec, runners: dict[str, OffloadRunner]) -> None:
+    async def run(arguments, meta=None):  # type: ignore[no-untyped-def]
+        # Unannotated: taskiq's receiver would validate typed parameters on every call.
+        return await runners["runner"].run((meta or {}).get("task_id", ""), spec.name,
+                                           arguments, meta)
+
+    run.__name__ = run.__qualname__ = spec.name
+    broker.register_task(run, task_name=spec.name)
+
+
+def make_broker(settings: Settings, queues: list[str] | None = None,
+                slots: int = 100) -> AsyncBroker:
+    """The broker a worker of `queues` (`slots` tasks in flight a process) or a client
+    (queues None: the default queue; it declares others as it sends to them) uses."""
+    from core.backend import DEFAULT_QUEUE
+
+    queues = queues or [DEFAULT_QUEUE]
+    broker: AsyncBroker
+    if is_amqp(settings.broker):
+        broker = _amqp_broker(settings, queues, slots)
+    else:
+        broker = _StreamBroker(
+            url=settings.broker, queue_name=stream(queues[0]),
+            additional_streams={stream(q): ">" for q in queues[1:]},
+            consumer_group_name=GROUP, consumer_id="0",
+            idle_timeout=settings.visibility_timeout * 1000,
+            # A worker reads no more entries at once than it runs (each one read is
+            # pending on it until acked; the reaper counts a dead worker's as lost).
+            xread_count=slots, unacknowledged_batch_size=slots,
+            unacknowledged_lock_timeout=max(1.0, settings.worker_heartbeat * 5),
+            max_connection_pool_size=slots + 8,
+        )
+    broker.add_middlewares(_CoreRetries())
+    runners: dict[str, OffloadRunner] = {}
+    for spec in all_tasks().values():
+        _register(broker, spec, runners)
+
+    stop = asyncio.Event()
+    pumping: list[asyncio.Task[None]] = []
+
+    @broker.on_event(TaskiqEvents.WORKER_STARTUP)
+    async def startup(state: TaskiqState) -> None:
+        # Records live in REDIS_URL, which need not be taskiq's broker (BROKER_URL).
+        records = connect(settings.redis_url, settings.redis_max_connections)
+        # A sync task runs in a thread, which a DELETE or its time limit stops too.
+        runners["runner"] = OffloadRunner(settings, records)
+        if isinstance(broker, _StreamBroker):
+            pumping.append(asyncio.create_task(
+                pump(Redis(connection_pool=broker.connection_pool), queues, stop)))
+
+    @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
+    async def shutdown(state: TaskiqState) -> None:
+        stop.set()
+        await asyncio.gather(*pumping, return_exceptions=True)
+
+    return broker
+
+
+__all__ = ["amqp_queue", "delayed", "make_broker", "queue_label", "stream"]
