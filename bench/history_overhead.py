@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from core.backend import backend_class
 from core.cli.procs import Proc, venv_python, wait_until
 from core.db import TaskHistory, dispose_all, migrate, session
-from core.settings import Settings
+from core.settings import BACKENDS, Settings
 from core.states import FINISHED
 from core.store.keys import EVENTS_CHANNEL, HISTORY_STREAM, WORKERS_SEEN_KEY
 from core.worker.heartbeat import host_and_pid
@@ -123,7 +123,7 @@ def one_run(args: argparse.Namespace, history: bool, database_url: str) -> dict[
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="history_overhead", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", default="arq", choices=("celery", "arq", "dramatiq"))
+    parser.add_argument("--backend", default="arq", choices=BACKENDS)
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)

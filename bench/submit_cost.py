@@ -13,7 +13,7 @@ at two N and take the difference, so start-up (imports) cancels out:
         .venv/arq/bin/python -m bench.submit_cost --backend arq --client direct -n $n
     done   # (Collected at 1200 - at 200) / 1000 = instructions per submit
 
-The async clients (queuebench's, arq's) run 16 submits at a time; a blocking one
+The async clients (queuebench's, arq's, taskiq's) run 16 submits at a time; a blocking one
 (Celery's, Dramatiq's) is called one after another, without the thread pool the
 benchmark puts it on: its own cost, not the hop's.
 """
@@ -29,7 +29,7 @@ from typing import Any
 
 from bench.session import raw_module
 from core.backend import backend_class
-from core.settings import Settings
+from core.settings import BACKENDS, Settings
 
 WARMUP = 200
 CONCURRENCY = 16
@@ -78,7 +78,7 @@ async def main(backend: str, client: str, n: int, url: str) -> None:
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", required=True, choices=["celery", "arq", "dramatiq"])
+    parser.add_argument("--backend", required=True, choices=BACKENDS)
     parser.add_argument("--client", choices=["direct", "raw"], default="direct")
     parser.add_argument("-n", type=int, default=2000)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12",
