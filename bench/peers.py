@@ -167,11 +167,16 @@ def run_one(peer: Peer, config: Config, jobs: int, workers: int, redis_url: str,
             quiet: float) -> dict[str, Any]:
     import redis
 
-    redis.Redis.from_url(redis_url).flushdb()
+    server = redis.Redis.from_url(redis_url)
+    server.flushdb()
     env = {"RAW_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", **config.env}
     os.environ.update(env)  # the raw app reads its settings at import, client and workers
     app = importlib.import_module(f"bench.raw.{config.backend}_app")
+    server.config_resetstat()  # its own Redis: the commands a job, enqueue and drain
+    client_cpu = time.process_time()
     enqueue = asyncio.run(_enqueue(app.Client(), jobs, peer.in_flight))
+    client_cpu = time.process_time() - client_cpu
+    calls = {"enqueue": _calls(server)}
     procs: list[Proc] = []
     cpu = _children_cpu()
     started = time.time()  # as the peer's `time.log`, just before the workers start
@@ -179,6 +184,7 @@ def run_one(peer: Peer, config: Config, jobs: int, workers: int, redis_url: str,
         for module, args, extra in config.command(workers):
             procs.append(Proc(args, {**env, **extra}, module=module))
         times = _wait(procs, jobs, quiet)
+        calls["drain"] = _calls(server, calls["enqueue"])
     finally:
         for proc in procs:
             proc.stop()
@@ -192,7 +198,20 @@ def run_one(peer: Peer, config: Config, jobs: int, workers: int, redis_url: str,
         "finish_s": round(max(times.values()) - started, 3) if times else None,
         "first_job_s": round(min(times.values()) - started, 3) if times else None,
         "workers_cpu_ms_per_job": round(cpu * 1000 / len(times), 3) if times else None,
+        "client_cpu_ms_per_job": round(client_cpu * 1000 / jobs, 3),
+        # Redis commands a job, per command, where at least one in a hundred jobs sends it
+        "redis_calls_per_job": {phase: {name: round(n / jobs, 2) for name, n in seen.items()
+                                        if n >= jobs / 100}
+                                for phase, seen in calls.items()},
     }
+
+
+def _calls(server: Any, before: dict[str, int] | None = None) -> dict[str, int]:
+    """Calls of each Redis command since CONFIG RESETSTAT, less those in `before`."""
+    before = before or {}
+    now = {name.removeprefix("cmdstat_"): stat["calls"]
+           for name, stat in server.info("commandstats").items()}
+    return {name: n - before.get(name, 0) for name, n in now.items() if n > before.get(name, 0)}
 
 
 def _children_cpu() -> float:
@@ -351,6 +370,16 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {_s(r['workers_cpu_ms_per_job'])} | {r['finished']:,} "
             f"| {r['load_avg']['before'][0]:.2f} → {r['load_avg']['after'][0]:.2f} "
             f"| {r['others_cpu_share']:.0%} |")
+    lines += ["", "What a job costs here (CPU time, so less disturbed by the machine's other "
+              "work than the seconds above; Redis commands a job, the most sent first):", "",
+              "| library | workers | client CPU ms a job | workers' CPU ms a job "
+              "| Redis commands a job, enqueue | Redis commands a job, drain |",
+              "| --- | ---: | ---: | ---: | --- | --- |"]
+    for r in runs:
+        calls = r.get("redis_calls_per_job", {})
+        lines.append(f"| {r['name']} | {r['workers']} | {_s(r.get('client_cpu_ms_per_job'))} "
+                     f"| {_s(r['workers_cpu_ms_per_job'])} | {_commands(calls.get('enqueue'))} "
+                     f"| {_commands(calls.get('drain'))} |")
     lines += ["", "Order, fastest first:", ""]
     for workers in sorted({r["workers"] for r in runs}):
         group = [r for r in runs if r["workers"] == workers]
@@ -362,6 +391,12 @@ def markdown(results: dict[str, Any]) -> str:
     for failure in results["failures"]:
         lines.append(f"- **{failure['name']} failed**: {failure['error'].splitlines()[-1]}")
     return "\n".join(lines) + "\n"
+
+
+def _commands(calls: dict[str, float] | None) -> str:
+    ranked = sorted((calls or {}).items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{name.upper()} {n:g}" for name, n in ranked) + \
+        f" (all: {sum(n for _, n in ranked):.2f})" if ranked else "—"
 
 
 def _s(value: float | None) -> str:
