@@ -9,8 +9,8 @@ worker command and a raw app's `peer_job` (bench/raw), on a flushed Redis databa
 - `--peer streaq`: tastyware/streaq's benchmarks README, benchmark 1 (no-op). 20,000 jobs
   enqueued 32 calls at a time, then 1 worker and 10, each of 32 concurrent jobs: taskiq
   (`taskiq worker --workers W --max-async-tasks 32 --max-prefetch 32`, RedisStreamBroker
-  reading 32 a time, results kept 1 s) and arq (W processes forked after import, as the arq
-  fork it ran does for `--workers W`; max_jobs 32, arq's poll delay of 0.5 s). Its job does
+  reading 32 a time, results kept 1 s) and arq (W processes started after import, as the
+  arq fork it ran does for `--workers W`; max_jobs 32, arq's poll delay of 0.5 s). Its job does
   nothing; `peer_job` also prints its finish time, as the harness must see the last job
   finish and taskiq has no burst mode to exit on.
 
@@ -118,7 +118,7 @@ STREAQ = Peer(
                lambda w: [("taskiq", [*TASKIQ, "--workers", str(w), "--max-async-tasks", "32",
                                       "--max-prefetch", "32"], {})],
                {"RAW_SLOTS": "32", "RAW_RESULT_EX_TIME": "1"}),
-        Config("arq", "arq", "arq --workers {w}: forked processes, max_jobs 32, "
+        Config("arq", "arq", "arq --workers {w} (the fork's CLI): max_jobs 32, "
                "poll_delay 0.5", 2.31, {1: 62.66, 10: 28.10, 20: 43.33, 40: None},
                lambda w: [("bench.raw.arq_app", [], {"RAW_PROCESSES": str(w)})],
                {"RAW_MAX_JOBS": "32", "RAW_POLL_DELAY": "0.5", "LOG_LEVEL": "INFO"}),

@@ -2,8 +2,8 @@
 kept by arq; the same poll delay as queuebench's arq adapter, max_jobs from
 RAW_MAX_JOBS, sync work (cpu) in a thread as queuebench does it. `peer_job` is the
 public comparisons' job (bench/peers.py), which polls at RAW_POLL_DELAY; RAW_PROCESSES
-forks that many workers after import, as `arq --workers N` of the arq fork that streaq's
-benchmark ran."""
+runs that many workers, started after import as `arq --workers N` of the arq fork that
+streaq's benchmark ran starts them."""
 
 from __future__ import annotations
 
