@@ -27,7 +27,7 @@ pytestmark = pytest.mark.fuzz
 
 # Redis databases of their own: the fuzzer's tasks (delayed ones, cpu rounds) never
 # reach the other tests' workers.
-FUZZ_REDIS_DB = {"celery": 5, "arq": 9, "dramatiq": 10}
+FUZZ_REDIS_DB = {"celery": 5, "arq": 9, "dramatiq": 10, "taskiq": 5}
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SEED = 20261126
 EXAMPLES = 15
