@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from taskiq import AsyncBroker, BrokerMessage, TaskiqEvents, TaskiqState
 from taskiq.middlewares import SmartRetryMiddleware
 from taskiq_redis import RedisStreamBroker
@@ -109,6 +110,22 @@ class _StreamBroker(RedisStreamBroker):
             await redis.zadd(delayed(queue.removeprefix("taskiq:")),
                              {message.message: time.time() + delay})
         return None
+
+    async def listen(self) -> Any:
+        """RedisStreamBroker's listen, read again after a Redis error. taskiq's receiver
+        ends at the first one, and its process with it, taking the tasks it runs
+        (their records see them again only after REDELIVERY_AFTER): the tasks go on
+        meanwhile, and the entries already read stay pending on this consumer. The
+        consumer group is declared again first: a Redis restarted without its data
+        lost it (XREADGROUP: NOGROUP), and the producer's XADD does not make one."""
+        while True:
+            try:
+                await self._declare_consumer_group()
+                async for message in super().listen():
+                    yield message
+            except (RedisError, OSError) as exc:
+                log.warning("taskiq stream %s: %s; reading again in 1 s", self.queue_name, exc)
+                await asyncio.sleep(1)
 
     def _ack_generator(self, id: str, queue_name: str) -> Any:
         async def ack() -> None:
