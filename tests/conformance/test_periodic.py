@@ -233,7 +233,8 @@ async def test_schedule_native_scheduler_fires_the_shared_tasks(
         client: httpx.AsyncClient, feature: Declare, backend_name: str, tmp_path: Any,
         start_scheduler: Callable[..., Proc], redis_client: redis.Redis,
         redis_url: str) -> None:
-    """Celery beat and arq cron, generated from the same schedule; Dramatiq has none."""
+    """Celery beat, arq cron and taskiq's scheduler, generated from the same schedule;
+    Dramatiq has none."""
     name = entry_name("native")
     path = schedule_toml(tmp_path / "s.toml", **{name: {"task": "noop", "args": [name],
                                                        "every": 1}})
