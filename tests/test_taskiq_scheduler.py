@@ -7,7 +7,7 @@ tests/conformance/test_periodic.py; the schedule's translation in tests/test_sch
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis
@@ -21,6 +21,7 @@ from core.schedule.scheduler import ScheduleState
 from core.settings import Settings
 from core.store.keys import IDEMPOTENCY_KEY, SCHEDULE_KEY, SCHEDULE_TASKS_KEY
 
+Start = Callable[..., Awaitable[CoreScheduler]]
 T0 = 1_900_000_000.0  # a whole second, a multiple of 5
 
 
@@ -33,7 +34,7 @@ class Clock:
 
 
 @pytest.fixture
-async def schedulers(spare_redis_url: str) -> AsyncIterator[Callable[..., CoreScheduler]]:
+async def schedulers(spare_redis_url: str) -> AsyncIterator[Start]:
     """Started CoreSchedulers on the spare Redis database (no worker there)."""
     started: list[CoreScheduler] = []
     settings = Settings(redis_url=spare_redis_url, history_enabled=False)
@@ -44,13 +45,13 @@ async def schedulers(spare_redis_url: str) -> AsyncIterator[Callable[..., CoreSc
         started.append(scheduler)
         return scheduler
 
-    yield start  # type: ignore[misc]
+    yield start
     for scheduler in started:
         await scheduler.shutdown()
 
 
 async def test_two_schedulers_sending_a_tick_make_one_task(
-        schedulers: Callable[..., CoreScheduler], spare_redis_url: str) -> None:
+        schedulers: Start, spare_redis_url: str) -> None:
     name = f"pair-{uuid.uuid4().hex[:8]}"
     entry = Entry(name=name, task="noop", args=[name], every=5)
     schedule, spare = Schedule([entry]), redis.Redis.from_url(spare_redis_url)
@@ -70,7 +71,7 @@ async def test_two_schedulers_sending_a_tick_make_one_task(
 
 
 async def test_a_paused_entry_is_not_fired(
-        schedulers: Callable[..., CoreScheduler], spare_redis_url: str) -> None:
+        schedulers: Start, spare_redis_url: str) -> None:
     name = f"paused-{uuid.uuid4().hex[:8]}"
     schedule = Schedule([Entry(name=name, task="noop", every=1)])
     spare = redis.Redis.from_url(spare_redis_url)

@@ -18,8 +18,8 @@ for availability; a tick is fired once.
 
 What taskiq's loop cannot say is refused, one line, before anything starts:
 - an interval under 1 s or of a fractional second: taskiq's `interval` is whole
-  seconds (its validator refuses others, and its loop, which wakes once a second,
-  rounds the time since the last send);
+  seconds (its validator refuses a fractional timedelta, and its loop, which wakes
+  once a second, rounds the time since the last send);
 - a crontab using `L` (last day), `#` (nth weekday) or `W` (nearest weekday): pycron,
   taskiq's crontab, has none of them. Every other crontab is handed to pycron as
   the lists of values croniter expands it to, so both read it alike where their
@@ -27,12 +27,14 @@ What taskiq's loop cannot say is refused, one line, before anything starts:
   ANDs day and weekday when either is written with a `*`, croniter ORs them when
   both expand to restrictions).
 
-What differs from core's scheduler, by taskiq's design: an interval counts from the
-scheduler's start (its first send is at once), so a task fires up to `every` s after
-its tick on the epoch grid, and a loop pass late by more than half a second moves
-the phase by a second, which can leave one tick to another scheduler; no missed tick
-is replayed (`catch_up` is core's scheduler's); a crontab's minute in a DST gap
-never comes on taskiq's wall clock, where croniter moves the tick to the gap's end.
+What differs from core's scheduler, by taskiq's design: at its start taskiq sends
+every interval, and every crontab whose minute it is, at once (the latest tick,
+late, unless fired already); an interval counts from that send, so a task fires up
+to `every` s after its tick on the epoch grid, and a loop pass late by more than
+half a second moves the phase by a second, which can leave one tick to another
+scheduler; no missed tick is replayed (`catch_up` is core's scheduler's); a
+crontab's minute in a DST gap never comes on taskiq's wall clock, where croniter
+moves the tick to the gap's end.
 """
 
 from __future__ import annotations
