@@ -196,7 +196,8 @@ def parser() -> argparse.ArgumentParser:
     scheduler.add_argument("--backend", choices=BACKENDS)
     scheduler.add_argument("--native", action="store_true",
                            help="the library's own scheduler from the same schedule: Celery "
-                           "beat, arq cron jobs (Dramatiq has none)")
+                           "beat, arq cron jobs, taskiq's scheduler (Dramatiq has "
+                           "none)")
     scheduler.set_defaults(run=cmd_scheduler)
 
     db = sub.add_parser("db", help="database migrations (Alembic) for DATABASE_URL")
