@@ -31,10 +31,8 @@ DATABASE_KINDS = ("sqlite", "postgres")
 
 # The stacks of these tests use Redis databases of their own, records apart from the
 # broker, so a test may FLUSHDB the records while the broker (and a Celery worker's
-# queue bindings) stays. tests/conftest.py uses 11-15, the demo 8. Four backends need
-# more databases than a Redis server has (16): taskiq's stack shares the demo's, and
-# its fuzzing Celery's (tests/test_fuzz.py). Two suites never share one server at once.
-STACK_REDIS_DBS = {"celery": (1, 2), "arq": (3, 4), "dramatiq": (6, 7), "taskiq": (0, 8)}
+# queue bindings) stays. tests/conftest.py says which database is whose.
+STACK_REDIS_DBS = {"celery": (1, 2), "arq": (3, 4), "dramatiq": (6, 7), "taskiq": (8, 9)}
 
 
 def prepare_database(url: str) -> None:

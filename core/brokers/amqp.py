@@ -1,11 +1,12 @@
 """RabbitMQ as the broker (`BROKER_URL=amqp://...`): the native producer's publisher.
 
-With PRODUCER=native, Celery's and Dramatiq's adapters build their library's message
-(body, headers, properties) and publish it here, from the event loop, with aio-pika:
-one connection and one channel per process, publisher confirms on, `mandatory` (a
-message no queue takes is an error, not a silent drop). Task records stay in Redis:
-the record is created first, then the message is published; a publish that fails
-ends the record FAILURE (TaskBackend._enqueue), never PENDING for ever.
+With PRODUCER=native, Celery's, Dramatiq's and taskiq's adapters build their library's
+message (body, headers, properties, the exchange) and publish it here, from the event
+loop, with aio-pika: one connection and one channel per process, publisher confirms
+on, `mandatory` (a message no queue takes is an error, not a silent drop). Task
+records stay in Redis: the record is created first, then the message is published; a
+publish that fails ends the record FAILURE (TaskBackend._enqueue), never PENDING for
+ever.
 
 A queue is declared before its first message, once per process, by the library
 itself (`declare`, run off the event loop): the producer and the library's workers

@@ -181,14 +181,16 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--backend", choices=BACKENDS)
     worker.add_argument("--concurrency", type=int, default=None,
                         help="tasks in flight at once in this worker, over all its queues "
-                        "and processes (processes, threads or max_jobs); default: the "
-                        "library's own (Celery one per CPU, Dramatiq 8 per CPU, arq 10)")
+                        "and processes (processes, threads, max_jobs or async tasks); "
+                        "default: the library's own (Celery one per CPU, Dramatiq 8 per "
+                        "CPU, arq 10, taskiq 2 processes x 100)")
     worker.add_argument("--queues", default=DEFAULT_QUEUE, help="comma-separated queue names")
     worker.add_argument("--processes", type=int, default=None,
                         help="OS processes the concurrency is spread over (default: Celery "
                         "prefork, one per slot; Dramatiq the largest divisor of the "
-                        "concurrency not above the CPUs; arq 1); 1 gives Celery's threads "
-                        "pool and one Dramatiq process; it must divide the concurrency")
+                        "concurrency not above the CPUs, taskiq not above 2; arq 1); 1 "
+                        "gives Celery's threads pool and one Dramatiq or taskiq process; "
+                        "it must divide the concurrency")
     worker.set_defaults(run=cmd_worker)
 
     scheduler = sub.add_parser("scheduler", help="fire the periodic schedule (SCHEDULE_FILE), "
