@@ -32,7 +32,7 @@ from core.tasks.features import Support
 pytest_plugins = ("tests.support_db", "tests.support_worker")
 
 # Each backend's tests use their own Redis database, flushed at the start.
-REDIS_DB = {"celery": 11, "arq": 12, "dramatiq": 13}
+REDIS_DB = {"celery": 11, "arq": 12, "dramatiq": 13, "taskiq": 8}
 SPARE_DB = 14  # a Redis database where no worker runs
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 BROKERS = ("redis", "rabbitmq")
