@@ -307,6 +307,33 @@ async def test_taskiq_amqp_countdown_waits_in_the_delay_queue_then_lands_in_its_
     assert json.loads(landed["body"])["args"][1]["task_id"] == record.id
 
 
+async def test_taskiq_amqp_retry_due_at_once_is_not_held_behind_a_countdown(
+        backend_name: str, request: pytest.FixtureRequest) -> None:
+    """taskiq's retry middleware labels every retry with its delay, 0 for a backoff of
+    0: such a kick goes straight to its queue. Through the delay queue it would wait
+    behind the longer countdown at its head (RabbitMQ expires the head only)."""
+    _only(backend_name, "taskiq")
+    settings = _taskiq_settings(request)
+    url, queue = settings.broker, _named("retry")
+    backend, record, arguments, options = taskiq_submission(settings, queue, None)
+    target = f"taskiq.{queue}"
+    try:
+        held = backend.prepare("add", [1, 2], None, TaskOptions(queue=queue, countdown=HELD),
+                               time.time())
+        await _native(url, backend.declare, backend.outgoing(*held))
+        await taskiq_kiq(backend, record, arguments, options, target, 0.0)
+        deadline = time.monotonic() + 10
+        while not await _depth(url, target):
+            assert time.monotonic() < deadline, f"the retry is not in {target}"
+            await asyncio.sleep(0.02)
+    finally:
+        await backend.aclose()
+    assert await _depth(url, f"{target}.delay") == 1  # the countdown, still held
+    landed = await _taken(url, target)
+    assert (landed["exchange"], landed["routing_key"]) == ("taskiq", target)
+    assert json.loads(landed["body"])["task_id"] == record.delivery_id
+
+
 @pytest.mark.parametrize(("queue", "countdown"), [(q, c and 1.5) for q, c in TASKIQ_CASES])
 async def test_taskiq_amqp_worker_runs_a_natively_published_task(
         backend_name: str, request: pytest.FixtureRequest, queue: str | None,

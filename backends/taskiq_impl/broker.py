@@ -23,6 +23,9 @@ quorum queues, acked after the run; a delayed message waits in the queue's delay
 queue (`taskiq.<queue>.delay`, its `expiration` the delay) and is dead-lettered to
 the queue when it expires. taskiq-aio-pika has one delay queue per broker, routed
 back to one queue: `_AmqpBroker` picks the delay queue of the message's own queue.
+RabbitMQ expires a queue's head message only, so a delay waits behind any longer
+one sent to its queue before it (tests/conformance/test_delay.py marks it); a retry
+due at once skips the delay queue.
 """
 
 from __future__ import annotations
@@ -168,6 +171,10 @@ def _amqp_broker(settings: Settings, queues: list[str], slots: int) -> AsyncBrok
                 if all(q.name != name for q in self._task_queues):
                     # Two queues or more: AioPikaBroker routes by the label.
                     self._task_queues.append(Queue(name=name))
+            if float(message.labels.get("delay") or 0) <= 0:
+                # A retry at once (its backoff 0; every retry carries the label):
+                # straight to its queue, not behind the delay queue's longer ones.
+                message.labels.pop("delay", None)
             # Read by AioPikaBroker.kick before it first waits: no other kick between.
             self._delay_queue = delay(name)
             return await super().kick(message)
