@@ -86,7 +86,10 @@ class Publisher:
                 if self._connection is None:
                     self._connection = await aio_pika.connect_robust(
                         self.url, timeout=5, connection_class=_closing_connection())
-                self._channel = await self._connection.channel(publisher_confirms=True)
+                # A message returned unroutable (`mandatory`) raises only with
+                # on_return_raises: aio-pika's default confirms it like a taken one.
+                self._channel = await self._connection.channel(publisher_confirms=True,
+                                                              on_return_raises=True)
             if queue not in self._declared:
                 await asyncio.to_thread(self._declare, queue)
                 self._declared.add(queue)
