@@ -5,7 +5,7 @@
 #
 #   docker build --build-arg BACKEND=celery -t queuebench:celery .
 #
-# BACKEND is the pyproject.toml extra installed (celery, arq or dramatiq) and the
+# BACKEND is the pyproject.toml extra installed (celery, arq, dramatiq or taskiq) and the
 # image's QUEUE_BACKEND; docker-compose.yml builds it from QUEUE_BACKEND in .env.
 FROM python:3.11-slim
 
@@ -26,8 +26,8 @@ COPY core ./core
 COPY backends ./backends
 COPY bench ./bench
 RUN case "$BACKEND" in \
-        celery|arq|dramatiq) ;; \
-        *) echo "BACKEND must be celery, arq or dramatiq, not '$BACKEND'" >&2; exit 1 ;; \
+        celery|arq|dramatiq|taskiq) ;; \
+        *) echo "BACKEND must be celery, arq, dramatiq or taskiq, not '$BACKEND'" >&2; exit 1 ;; \
     esac \
     && pip install ".[${BACKEND}]" \
     && chown queuebench:queuebench /app

@@ -50,7 +50,7 @@ preflight() {
 }
 
 python_of() {
-    case "${1:-}" in celery|arq|dramatiq) ;; *) die "backend must be celery, arq or dramatiq, not '${1:-}'" ;; esac
+    case "${1:-}" in celery|arq|dramatiq|taskiq) ;; *) die "backend must be celery, arq, dramatiq or taskiq, not '${1:-}'" ;; esac
     local py="$ROOT/.venv/$1/bin/python"
     [ -x "$py" ] || die "no $py: run ./run envs $1"
     echo "$py"

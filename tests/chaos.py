@@ -77,6 +77,7 @@ import redis.asyncio
 
 from core.cli.procs import ROOT, Proc, Server, free_port, wait_until
 from core.db.migrate import scratch_sqlite
+from core.settings import BACKENDS
 from core.store.keys import FLAKY_KEY, SLEPT_KEY, TASK_KEY, WORKERS_KEY, WORKERS_SEEN_KEY
 from tests.support_faults import RedisServer
 
@@ -997,7 +998,7 @@ def workdir(keep: str | None) -> Iterator[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./run chaos", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", required=True, choices=("celery", "arq", "dramatiq"))
+    parser.add_argument("--backend", required=True, choices=BACKENDS)
     parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")
     parser.add_argument("--minutes", type=float, default=5.0, help="of load (default 5)")
     parser.add_argument("--seed", type=int, default=None, help="default: a new one, printed")

@@ -31,8 +31,11 @@ from core.tasks.features import Support
 # the worker's unit tests' Redis, store and heartbeat (test_runner.py, test_lane.py, ...).
 pytest_plugins = ("tests.support_db", "tests.support_worker")
 
-# Each backend's tests use their own Redis database, flushed at the start.
-REDIS_DB = {"celery": 11, "arq": 12, "dramatiq": 13}
+# Each backend's tests use their own Redis database, flushed at the start. A run's
+# sixteen databases: 11-13 and 5 these, 1-4 and 6-9 the stacks (tests/support_db.py),
+# 14 the spare, 10 and 15 flushed by the tests that use them (one at a time); 0 is left
+# alone (a local Redis's default database).
+REDIS_DB = {"celery": 11, "arq": 12, "dramatiq": 13, "taskiq": 5}
 SPARE_DB = 14  # a Redis database where no worker runs
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 BROKERS = ("redis", "rabbitmq")
@@ -40,7 +43,7 @@ BROKERS = ("redis", "rabbitmq")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--backend", action="append", choices=BACKENDS,
-                     help="backend(s) to test; default: all three")
+                     help="backend(s) to test; default: all of them")
     parser.addoption("--broker", choices=BROKERS, default="redis",
                      help="the broker: Redis (REDIS_URL), or RabbitMQ at QB_TEST_AMQP "
                           "(default amqp://guest:guest@127.0.0.1:5672), in a vhost of "

@@ -31,8 +31,8 @@ DATABASE_KINDS = ("sqlite", "postgres")
 
 # The stacks of these tests use Redis databases of their own, records apart from the
 # broker, so a test may FLUSHDB the records while the broker (and a Celery worker's
-# queue bindings) stays. tests/conftest.py uses 11-14, the demo 8.
-STACK_REDIS_DBS = {"celery": (1, 2), "arq": (3, 4), "dramatiq": (6, 7)}
+# queue bindings) stays. tests/conftest.py says which database is whose.
+STACK_REDIS_DBS = {"celery": (1, 2), "arq": (3, 4), "dramatiq": (6, 7), "taskiq": (8, 9)}
 
 
 def prepare_database(url: str) -> None:

@@ -269,7 +269,7 @@ async def test_with_appendonly_no_accepted_task_is_lost_when_redis_is_killed(
     check = redis.Redis.from_url(store.url, decode_responses=True)
     again = {t: n for t in accepted if int(n := check.hget(TASK_KEY.format(t), "deliveries") or 0)}
     check.close()
-    assert all(n == 1 for n in again.values()), f"delivered more than twice: {again}"
+    assert all(int(n) == 1 for n in again.values()), f"delivered more than twice: {again}"
     print(f"\n{backend_name}: {len(accepted)} accepted tasks, all SUCCESS after the restart, "
           f"{len(again)} of them sent again (their message lost)")
 

@@ -24,7 +24,7 @@ from core.db import dispose_all
 from core.errors import TaskNotFound
 from core.history.store import HistoryStore
 from core.history.writer import GROUP, HistoryWriter
-from core.settings import Settings
+from core.settings import BACKENDS, Settings
 from core.states import TaskState
 from core.store.keys import HISTORY_STREAM, REJECTED_STREAM, TASK_KEY
 from core.store.records import RecordStore, TaskRecord, new_task_id
@@ -36,8 +36,6 @@ from tests.support_db import (
     need_postgres,
     prepare_database,
 )
-
-BACKENDS = ("celery", "arq", "dramatiq")
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -356,3 +356,90 @@ def test_celery_beat_schedule_from_the_schedule() -> None:
         beat_timezone(Schedule([Entry(name="a", task="noop", cron="* * * * *"),
                                 Entry(name="b", task="noop", cron="* * * * *",
                                       timezone="Asia/Tokyo")]))
+
+
+def test_taskiq_scheduled_tasks_from_the_schedule() -> None:
+    pytest.importorskip("taskiq")
+    from backends.taskiq_impl.scheduler import EntrySource
+
+    source = EntrySource(parse(tomllib.loads(API_EXAMPLE)))
+    tick, nightly = source.tasks
+    assert (tick.schedule_id, tick.task_name, tick.args, tick.interval, tick.cron) == (
+        "every-second-noop", "noop", ["tick"], 1, None)
+    assert (nightly.schedule_id, nightly.task_name, nightly.kwargs) == (
+        "nightly-add", "add", {"x": 1, "y": 2})
+    assert (nightly.cron, nightly.cron_offset, nightly.interval) == (
+        "30 2 * * *", "Europe/Paris", None)
+
+
+@pytest.mark.parametrize(("entry", "words"), [
+    (Entry(name="x", task="noop", every=0.5), "every 0.5s, where taskiq's interval is a whole"),
+    (Entry(name="x", task="noop", every=2.5), "every 2.5s, where taskiq's interval is a whole"),
+    (Entry(name="x", task="noop", cron="0 0 L * *"), "uses L, # or W"),
+    (Entry(name="x", task="noop", cron="0 0 * * 1#2"), "uses L, # or W"),
+    (Entry(name="x", task="noop", cron="0 0 15W * *"), "uses L, # or W"),
+])
+def test_what_taskiq_scheduler_cannot_say_is_one_line(entry: Entry, words: str) -> None:
+    pytest.importorskip("taskiq")
+    from backends.taskiq_impl.scheduler import EntrySource
+
+    with pytest.raises(ConfigError, match=words) as refused:
+        EntrySource(Schedule([Entry(name="fine", task="noop", every=1), entry]))
+    line = refused.value.detail
+    assert "\n" not in line and "'x'" in line and "without --native" in line
+
+
+@pytest.mark.parametrize(("cron", "pycron_reads_it_alike"), [
+    ("*/15 9-17 * * 1-5", True),
+    ("0 0 1,15 * 1-5", True),
+    ("0 0 */2 * 1", False),  # pycron: AND (a `*` in the day field); croniter: OR
+    ("0 12 1 * 7", False),  # pycron has no 7 for Sunday
+    ("30 6 * jan,jul sun", False),  # nor month names
+    ("5/10 * * * *", False),  # nor steps from a start
+])
+def test_taskiq_cron_fires_on_the_minutes_croniter_ticks(cron: str,
+                                                          pycron_reads_it_alike: bool) -> None:
+    """pycron, handed croniter's expansion, matches exactly the minutes core ticks on
+    (every minute of the day of the first tick, and that tick's time of day on each day
+    of a year, in a zone with DST); handed the entry's own text, it would not always."""
+    pytest.importorskip("taskiq")
+    from zoneinfo import ZoneInfo
+
+    import pycron
+    from croniter import croniter
+
+    from backends.taskiq_impl.scheduler import taskiq_cron
+
+    zone = ZoneInfo("Europe/Paris")
+    ours = taskiq_cron(Entry(name="x", task="noop", cron=cron, timezone="Europe/Paris"))
+    it = croniter(cron, datetime(2026, 1, 1, tzinfo=zone))
+    first = it.get_next(datetime)
+    day = first.replace(hour=0, minute=0)
+    ticks = {first}
+    while (tick := it.get_next(datetime)) < day + timedelta(days=1):
+        ticks.add(tick)
+    minutes = [day + timedelta(minutes=m) for m in range(24 * 60)]
+    days = [first.replace(month=1, day=1) + timedelta(days=d) for d in range(365)]
+    core = [at in ticks for at in minutes] + [croniter.match(cron, at) for at in days]
+    assert sum(core) > 1
+    sample = minutes + days
+    assert [pycron.is_now(ours, at) for at in sample] == core
+    assert ([pycron.is_now(cron, at) for at in sample] == core) is pycron_reads_it_alike
+
+
+def test_taskiq_sends_stand_for_the_ticks_of_core_grid() -> None:
+    """Two taskiq schedulers started apart send an interval at whole seconds of their
+    own phase, a few ms late, or a hair early (a slewed clock): each send stands for
+    the latest tick of the epoch grid, the same in both, one tick a send."""
+    pytest.importorskip("taskiq")
+    from backends.taskiq_impl.scheduler import tick_of
+
+    entry = Entry(name="e", task="noop", every=5)
+    for phase in (0, 1, 3, 4):  # the second its scheduler started in, within the span
+        sends = [1000 + phase + 5 * k + jitter
+                 for k, jitter in enumerate([0.004, -0.0005, 0.03, 0.002, 0.0])]
+        assert [tick_of(entry, s) for s in sends] == [1000.0, 1005.0, 1010.0, 1015.0, 1020.0]
+    minutely = Entry(name="c", task="noop", cron="* * * * *")
+    assert tick_of(minutely, ts(2026, 1, 1, 12, 1) + 0.003) == ts(2026, 1, 1, 12, 1)
+    assert tick_of(minutely, ts(2026, 1, 1, 12, 1) - 0.001) == ts(2026, 1, 1, 12, 1)
+    assert tick_of(minutely, ts(2026, 1, 1, 12, 1, 30)) == ts(2026, 1, 1, 12, 1)  # started late

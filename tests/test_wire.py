@@ -9,11 +9,15 @@ installed only in its own environment."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import pickle
+import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,13 +25,16 @@ import pytest
 import redis
 
 from core.settings import Settings
+from core.states import TaskState
 from core.store.records import TaskRecord
+from core.tasks.options import TaskOptions
 from tests.conftest import redis_database
 
 WIRE_DB = 15
 PARAMS = {"celery": ("queue", "priority", "countdown", "eta", "limits"),
           "dramatiq": ("queue", "delay_ms", "options"),
-          "arq": ("queue", "defer_by", "defer_until")}
+          "arq": ("queue", "defer_by", "defer_until"),
+          "taskiq": ("queue", "countdown")}
 SOON = datetime.now(UTC) + timedelta(minutes=5)
 # A submission whose arguments the Celery message shows (its argsrepr, kwargsrepr).
 SHOWN = TaskRecord(id="t", name="add", backend="celery", args=[1.5, "é"],
@@ -54,7 +61,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A library's cases only in its own run: elsewhere one case says why it skips."""
     selected = metafunc.config.getoption("--backend") or []
     for wanted, cases in (("celery", CELERY_CASES), ("dramatiq", DRAMATIQ_CASES),
-                          ("arq", ARQ_CASES)):
+                          ("arq", ARQ_CASES), ("taskiq", TASKIQ_CASES)):
         if metafunc.function.__name__.startswith(f"test_{wanted}_"):
             metafunc.parametrize(PARAMS[wanted], cases if (not selected or wanted in selected)
                                  else cases[:1])
@@ -204,3 +211,159 @@ async def test_arq_job_matches_enqueue_job(backend_name: str, wire_url: str,
     scores = dict(wire_redis.zrange(queue, 0, -1, withscores=True))
     assert _close(scores[b"lib"], scores[b"nat"], 1000)
     assert _close(wire_redis.pttl("arq:job:lib"), wire_redis.pttl("arq:job:nat"), 1000)
+
+
+# -- taskiq: AsyncKicker.kiq through the adapter's stream broker -------------------------
+
+TASKIQ_CASES = list(itertools.product([None, "other"], [None, 2.5]))  # None: the default queue
+
+
+def taskiq_submission(settings: Settings, queue: str | None, countdown: float | None,
+                      ) -> tuple[Any, TaskRecord, dict[str, Any], TaskOptions]:
+    """taskiq's Backend on `settings`, and one `add` prepared as a submit prepares it."""
+    from backends.taskiq_impl import Backend
+
+    backend = Backend(settings)
+    record, arguments, options = backend.prepare(
+        "add", [1.5], {"y": 2}, TaskOptions(queue=queue, countdown=countdown, max_retries=2),
+        time.time())
+    return backend, record, arguments, options
+
+
+async def taskiq_kiq(backend: Any, record: TaskRecord, arguments: dict[str, Any],
+                     options: TaskOptions, queue_label: str, countdown: float | None) -> None:
+    """The task sent by taskiq's own `kiq()` on a client of the adapter's broker, with
+    the labels a taskiq user routes and delays a task by."""
+    from backends.taskiq_impl.broker import make_broker
+
+    made = make_broker(backend.settings)
+    await made.startup()
+    try:
+        labels: dict[str, Any] = {"queue_name": queue_label}
+        if countdown is not None:
+            labels["delay"] = countdown
+        task = made.find_task(record.name)
+        assert task is not None
+        await (task.kicker().with_task_id(record.delivery_id).with_labels(**labels)
+               .kiq(arguments, backend.meta(record, options)))
+    finally:
+        await made.shutdown()
+
+
+def taskiq_same(lib: dict[str, Any], nat: dict[str, Any]) -> None:
+    """Two taskiq messages (TaskiqMessage as JSON) alike: the delay label, a float
+    the native producer computes from the submit time, within a millisecond."""
+    delays = [m["labels"].pop("delay", None) for m in (lib, nat)]
+    assert (delays[0] is None) == (delays[1] is None), delays
+    if delays[0] is not None:
+        assert _close(float(delays[0]), float(delays[1]), 0.001), delays
+    assert nat == lib
+
+
+async def test_taskiq_message_matches_kiq(backend_name: str, wire_url: str,
+                                          wire_redis: redis.Redis, queue: str | None,
+                                          countdown: float | None) -> None:
+    _only(backend_name, "taskiq")
+    backend, record, arguments, options = taskiq_submission(
+        Settings(redis_url=wire_url, history_enabled=False), queue, countdown)
+    queue = queue or "default"
+    try:
+        await taskiq_kiq(backend, record, arguments, options, f"taskiq:{queue}", countdown)
+        library = _taskiq_messages(wire_redis)
+        _run(wire_redis, backend.commands(record, arguments, options))
+        native = _taskiq_messages(wire_redis)
+    finally:
+        await backend.aclose()
+    held = f"taskiq:{queue}:delayed" if countdown else f"taskiq:{queue}"
+    assert [key for key, _, _ in native] == [key for key, _, _ in library] == [held]
+    [(_, lib, lib_due)], [(_, nat, nat_due)] = library, native
+    assert (lib["task_id"], lib["task_name"]) == (record.delivery_id, "add")
+    assert lib["args"] == [{"x": 1.5, "y": 2}, backend.meta(record, options)]
+    if countdown:  # the due time: the library's clock at its kick, the native's at submit
+        assert lib_due is not None and nat_due is not None
+        assert _close(lib_due, record.submitted_at + countdown, 1.0)
+        assert _close(nat_due, record.submitted_at + countdown, 0.001)
+    else:
+        assert lib_due is nat_due is None
+    taskiq_same(lib, nat)
+
+
+def _taskiq_messages(client: redis.Redis) -> list[tuple[str, dict[str, Any], float | None]]:
+    """(key, message, due time or None) for each taskiq message queued (a stream
+    entry's `data`, a delayed set's member), and the keys emptied."""
+    found = []
+    for key in sorted(k.decode() for k in client.keys("taskiq:*")):
+        kind = client.type(key)
+        if kind == b"stream":
+            for _, fields in client.xrange(key):
+                assert set(fields) == {b"data"}, fields
+                found.append((key, json.loads(fields[b"data"]), None))
+        elif kind == b"zset":
+            found += [(key, json.loads(member), score)
+                      for member, score in client.zrange(key, 0, -1, withscores=True)]
+        client.delete(key)
+    return found
+
+
+async def test_taskiq_worker_runs_a_natively_sent_task(backend_name: str, wire_url: str,
+                                                      queue: str | None,
+                                                      countdown: float | None) -> None:
+    """Sent by the native producer (in the record's create script), run by taskiq's
+    own Receiver on the adapter's worker broker: not before its countdown."""
+    _only(backend_name, "taskiq")
+    settings = Settings(redis_url=wire_url, history_enabled=False)
+    await taskiq_sent_and_run(settings, queue, countdown, "script")
+
+
+async def taskiq_sent_and_run(settings: Settings, queue: str | None,
+                              countdown: float | None, producer: str) -> None:
+    from backends.taskiq_impl import Backend
+
+    backend = Backend(settings)
+    try:
+        assert backend.producer.kind == producer
+        record = await backend.submit("add", [1, 2], options=TaskOptions(
+            queue=queue, countdown=countdown))
+        async with taskiq_receiver(settings, [queue or "default"]):
+            done = await _final(backend, record.id, timeout=30 + (countdown or 0))
+    finally:
+        await backend.aclose()
+    assert (done.state, done.result) == (TaskState.SUCCESS, 3), done
+    assert done.started_at is not None and record.submitted_at is not None
+    assert done.started_at >= record.submitted_at + (countdown or 0)
+
+
+@contextlib.asynccontextmanager
+async def taskiq_receiver(settings: Settings, queues: list[str]) -> AsyncIterator[None]:
+    """taskiq's own Receiver (what each process of `taskiq worker` runs) listening on
+    the adapter's worker broker of `queues` until the block ends."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from taskiq.receiver import Receiver
+
+    from backends.taskiq_impl.broker import make_broker
+
+    made = make_broker(settings, queues, slots=4)
+    made.is_worker_process = True
+    await made.startup()
+    finish = asyncio.Event()
+    try:
+        with ThreadPoolExecutor(2) as executor:
+            receiver = Receiver(made, executor, run_startup=False, max_async_tasks=4)
+            listening = asyncio.create_task(receiver.listen(finish))
+            try:
+                yield
+            finally:
+                finish.set()
+                await asyncio.wait_for(listening, 30)
+    finally:
+        await made.shutdown()
+
+
+async def _final(backend: Any, task_id: str, timeout: float) -> TaskRecord:
+    deadline = time.monotonic() + timeout
+    while True:
+        record = await backend.get(task_id)
+        if record.state.finished or time.monotonic() > deadline:
+            return record
+        await asyncio.sleep(0.05)

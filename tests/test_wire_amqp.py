@@ -6,22 +6,40 @@ alone has an AMQP message_id, which aiormq needs, set to the task's id).
 
 They need RabbitMQ: run with `--broker rabbitmq` (the session's own vhost); with the
 Redis broker each case says so and skips. Each library's cases run in its own
-backend's run, as in tests/test_wire.py."""
+backend's run, as in tests/test_wire.py; taskiq's in a vhost of their own, where they
+also see taskiq's own worker run a natively published task and a countdown wait in its
+queue's delay queue."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import json
+import subprocess
+import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from core.brokers.amqp import Outgoing, Publisher, pika_url
+from core.brokers.amqp import Outgoing, Publisher, pika_url, scratch_vhost
 from core.settings import Settings
-from tests.conftest import redis_database
-from tests.test_wire import SHOWN, WIRE_DB, _close, _only
+from core.tasks.options import TaskOptions
+from tests.conftest import amqp_base, redis_database, service_down
+from tests.test_wire import (
+    SHOWN,
+    TASKIQ_CASES,
+    WIRE_DB,
+    _close,
+    _only,
+    taskiq_kiq,
+    taskiq_same,
+    taskiq_sent_and_run,
+    taskiq_submission,
+)
 
 SOON = datetime.now(UTC) + timedelta(minutes=5)
 PROPERTIES = ("content_type", "content_encoding", "delivery_mode", "priority",
@@ -60,6 +78,20 @@ async def _native(url: str, declare: Any, outgoing: Outgoing) -> None:
         await publisher.publish(outgoing)
     finally:
         await publisher.aclose()
+
+
+async def test_a_message_no_queue_takes_is_unavailable_not_a_silent_drop(
+        amqp_url: str) -> None:
+    """Published `mandatory`: RabbitMQ returns a message its exchange routes nowhere (a
+    queue deleted after its declare), and the submit fails (a 503), its record FAILURE."""
+    from core.errors import Unavailable
+
+    nowhere = f"nowhere-{uuid.uuid4().hex[:8]}"
+    for exchange in ("", "amq.topic"):
+        with pytest.raises(Unavailable, match="NO_ROUTE"):
+            await _native(amqp_url, lambda queue: None,
+                          Outgoing(queue=nowhere, routing_key=nowhere, body=b"{}",
+                                   exchange=exchange))
 
 
 # -- Celery: kombu's py-amqp transport, protocol 2 -------------------------------------------
@@ -155,3 +187,184 @@ async def test_dramatiq_amqp_message_matches_broker_enqueue(
                       1000)
     assert nat == lib
     assert (lib["routing_key"], lib["delivery_mode"]) == (lands, 2)
+
+
+# -- taskiq: AsyncKicker.kiq through taskiq-aio-pika's AioPikaBroker -------------------
+
+@pytest.fixture(scope="module")
+def taskiq_vhost(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A vhost of these tests' own: a session's workers (the conformance suite's, in the
+    same run) consume `taskiq.default` on the session's, and would take the messages."""
+    if request.config.getoption("--broker") != "rabbitmq":
+        pytest.skip("the AMQP wire format is tested with --broker rabbitmq")
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(scratch_vhost(amqp_base(), "qb-taskiq-wire"))
+        except (OSError, subprocess.SubprocessError) as exc:
+            service_down(f"rabbitmqctl cannot make a vhost beside {amqp_base()}: {exc}")
+        yield url
+
+
+def _taskiq_settings(request: pytest.FixtureRequest, **more: Any) -> Settings:
+    url = request.getfixturevalue("taskiq_vhost")
+    return Settings(redis_url=redis_database(WIRE_DB, flush=True), broker_url=url,
+                    history_enabled=False, **more)
+
+
+def _named(queue: str | None) -> str | None:
+    """The case's queue: None (the default one) or a fresh name of its own."""
+    return queue and f"{queue}-{uuid.uuid4().hex[:8]}"
+
+
+async def _depth(url: str, queue: str) -> int:
+    import aio_pika
+
+    connection = await aio_pika.connect(pika_url(url))
+    try:
+        found = await (await connection.channel()).get_queue(queue, ensure=True)
+        return found.declaration_result.message_count
+    finally:
+        await connection.close()
+
+
+# Long enough that the delayed message is still in its delay queue when taken.
+HELD = 30.0
+
+
+@pytest.mark.parametrize(("queue", "countdown"),
+                         [(q, c and HELD) for q, c in TASKIQ_CASES])
+async def test_taskiq_amqp_message_matches_kiq(backend_name: str, request: pytest.FixtureRequest,
+                                               queue: str | None, countdown: float | None,
+                                               ) -> None:
+    """The taskiq exchange with the queue's name as routing key, or, delayed, the
+    queue's delay queue through the default exchange with the delay as expiration."""
+    _only(backend_name, "taskiq")
+    settings = _taskiq_settings(request)
+    url, queue = settings.broker, _named(queue)
+    backend, record, arguments, options = taskiq_submission(settings, queue, countdown)
+    target = f"taskiq.{queue or 'default'}"
+    lands = f"{target}.delay" if countdown else target
+    try:
+        await taskiq_kiq(backend, record, arguments, options, target, countdown)
+        lib = await _taken(url, lands)
+        await _native(url, backend.declare, backend.outgoing(record, arguments, options))
+        nat = await _taken(url, lands)
+    finally:
+        await backend.aclose()
+    assert (lib["exchange"], lib["routing_key"]) == (("", lands) if countdown
+                                                     else ("taskiq", target))
+    assert lib["delivery_mode"] == 2
+    # aio-pika gives each message a random AMQP message id, taskiq-aio-pika's and ours
+    assert all(len(m.pop("message_id")) == 32 for m in (lib, nat))
+    # added by the quorum queue on delivery, not sent
+    assert [m["headers"].pop("x-delivery-count") for m in (lib, nat)] == [0, 0]
+    assert lib["headers"] == {"task_id": record.delivery_id, "task_name": "add",
+                              "queue_name": target, **({"delay": str(HELD)} if countdown else {})}
+    for field in ("expiration", "headers"):  # the delay: a float of the native's submit time
+        delays = [m[field].pop("delay", None) if field == "headers" else m.pop(field)
+                  for m in (lib, nat)]
+        assert (delays[0] is None) == (delays[1] is None), (field, delays)
+        if delays[0] is not None:
+            assert _close(float(delays[0]), float(delays[1]), 0.002), (field, delays)
+    taskiq_same(json.loads(lib.pop("body")), json.loads(nat.pop("body")))
+    assert nat == lib
+
+
+@pytest.mark.parametrize("queue", [None, "named"])
+@pytest.mark.parametrize("producer", ["native", "library"])
+async def test_taskiq_amqp_countdown_waits_in_the_delay_queue_then_lands_in_its_own(
+        backend_name: str, request: pytest.FixtureRequest, queue: str | None,
+        producer: str) -> None:
+    """taskiq-aio-pika's delay: the message waits in `taskiq.<queue>.delay` (a quorum
+    queue: per-message TTL needs RabbitMQ 3.10) for its expiration, then is
+    dead-lettered to the taskiq exchange, routed to its own queue, not the first one
+    the broker was made with."""
+    _only(backend_name, "taskiq")
+    from backends.taskiq_impl import Backend
+
+    settings = _taskiq_settings(request, producer=producer)
+    url, queue, countdown = settings.broker, _named(queue), 1.5
+    target = f"taskiq.{queue or 'default'}"
+    backend = Backend(settings)
+    try:
+        sent = time.monotonic()
+        record = await backend.submit("add", [1, 2], options=TaskOptions(
+            queue=queue, countdown=countdown))
+        assert (await _depth(url, f"{target}.delay"), await _depth(url, target)) == (1, 0)
+        deadline = sent + countdown + 30
+        while not await _depth(url, target):
+            assert time.monotonic() < deadline, f"{target} never got its delayed message"
+            await asyncio.sleep(0.02)
+        waited = time.monotonic() - sent
+    finally:
+        await backend.aclose()
+    assert waited >= countdown, waited
+    assert await _depth(url, f"{target}.delay") == 0
+    landed = await _taken(url, target)
+    assert (landed["exchange"], landed["routing_key"]) == ("taskiq", target)
+    [death] = landed["headers"]["x-death"]
+    assert (death["queue"], death["reason"]) == (f"{target}.delay", "expired")
+    assert json.loads(landed["body"])["args"][1]["task_id"] == record.id
+
+
+async def test_taskiq_amqp_retry_due_at_once_is_not_held_behind_a_countdown(
+        backend_name: str, request: pytest.FixtureRequest) -> None:
+    """taskiq's retry middleware labels every retry with its delay, 0 for a backoff of
+    0: such a kick goes straight to its queue. Through the delay queue it would wait
+    behind the longer countdown at its head (RabbitMQ expires the head only)."""
+    _only(backend_name, "taskiq")
+    settings = _taskiq_settings(request)
+    url, queue = settings.broker, _named("retry")
+    backend, record, arguments, options = taskiq_submission(settings, queue, None)
+    target = f"taskiq.{queue}"
+    try:
+        held = backend.prepare("add", [1, 2], None, TaskOptions(queue=queue, countdown=HELD),
+                               time.time())
+        await _native(url, backend.declare, backend.outgoing(*held))
+        await taskiq_kiq(backend, record, arguments, options, target, 0.0)
+        deadline = time.monotonic() + 10
+        while not await _depth(url, target):
+            assert time.monotonic() < deadline, f"the retry is not in {target}"
+            await asyncio.sleep(0.02)
+    finally:
+        await backend.aclose()
+    assert await _depth(url, f"{target}.delay") == 1  # the countdown, still held
+    landed = await _taken(url, target)
+    assert (landed["exchange"], landed["routing_key"]) == ("taskiq", target)
+    assert json.loads(landed["body"])["task_id"] == record.delivery_id
+
+
+@pytest.mark.parametrize(("queue", "countdown"), [(q, c and 1.5) for q, c in TASKIQ_CASES])
+async def test_taskiq_amqp_worker_runs_a_natively_published_task(
+        backend_name: str, request: pytest.FixtureRequest, queue: str | None,
+        countdown: float | None) -> None:
+    """Published by the native producer, run by taskiq's own Receiver on the adapter's
+    worker broker (a quorum queue): not before its countdown."""
+    _only(backend_name, "taskiq")
+    await taskiq_sent_and_run(_taskiq_settings(request), _named(queue), countdown, "amqp")
+
+
+async def test_taskiq_kicks_to_a_new_queue_and_a_known_one_at_once_each_land_in_their_own(
+        backend_name: str, request: pytest.FixtureRequest) -> None:
+    """taskiq's own producer (the client's AioPikaBroker) declares a queue on its first
+    message; a kick meanwhile to a queue it knows is routed by that queue, not by
+    whatever the declaring kick is in the middle of (the client knowing one queue routes
+    every message there, whatever its label)."""
+    _only(backend_name, "taskiq")
+    from backends.taskiq_impl import Backend
+
+    settings = _taskiq_settings(request, producer="library")
+    url, new = settings.broker, _named("new")
+    backend = Backend(settings)
+
+    async def enqueue(queue: str | None) -> None:
+        record, arguments, options = backend.prepare("add", [1, 2], None,
+                                                      TaskOptions(queue=queue), time.time())
+        await backend.enqueue(record, arguments, options)
+
+    try:
+        await enqueue(None)  # the client made, knowing the default queue alone
+        await asyncio.gather(enqueue(new), enqueue(None))
+    finally:
+        await backend.aclose()
+    assert (await _depth(url, "taskiq.default"), await _depth(url, f"taskiq.{new}")) == (2, 1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import taskiq  # noqa: F401
@@ -24,6 +24,9 @@ from core.store.records import Command, TaskRecord, as_str
 from core.tasks.features import Support
 from core.tasks.options import TaskOptions
 from core.worker.reaper import split_concurrency, worker_services
+
+if TYPE_CHECKING:
+    from core.schedule.entries import Schedule
 
 # taskiq's worker CLI defaults: 2 processes (`--workers`), 100 async tasks each.
 WORKERS = 2
@@ -56,6 +59,9 @@ class Backend(TaskBackend):
         "cancel_running": Support.CORE,
         "queues": Support.NATIVE,  # the `queue_name` label: a stream / queue each
         "graceful_shutdown": Support.NATIVE,
+        # taskiq's scheduler from core's schedule (`queuebench scheduler --native`,
+        # scheduler.py); core's scheduler runs on it too.
+        "periodic": Support.NATIVE,
     }
 
     def __init__(self, settings: Settings, redis: Any = None) -> None:
@@ -165,6 +171,16 @@ class Backend(TaskBackend):
                               log_level=settings.log_level,  # type: ignore[arg-type]
                               wait_tasks_timeout=settings.shutdown_timeout)
             raise SystemExit(run_worker(args))
+
+    @classmethod
+    def run_native_scheduler(cls, settings: Settings, schedule: Schedule) -> None:
+        """`queuebench scheduler --native`: taskiq's own scheduler (TaskiqScheduler and
+        its loop, as `taskiq scheduler` runs them) on core's schedule
+        (backends/taskiq_impl/scheduler.py); the tasks it fires run on the ordinary
+        workers."""
+        from backends.taskiq_impl.scheduler import run
+
+        run(cls, settings, schedule)
 
 
 __all__ = ["Backend"]

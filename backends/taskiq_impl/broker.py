@@ -23,6 +23,9 @@ quorum queues, acked after the run; a delayed message waits in the queue's delay
 queue (`taskiq.<queue>.delay`, its `expiration` the delay) and is dead-lettered to
 the queue when it expires. taskiq-aio-pika has one delay queue per broker, routed
 back to one queue: `_AmqpBroker` picks the delay queue of the message's own queue.
+RabbitMQ expires a queue's head message only, so a delay waits behind any longer
+one sent to its queue before it (tests/conformance/test_delay.py marks it); a retry
+due at once skips the delay queue.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from taskiq import AsyncBroker, BrokerMessage, TaskiqEvents, TaskiqState
 from taskiq.middlewares import SmartRetryMiddleware
 from taskiq_redis import RedisStreamBroker
@@ -110,6 +114,22 @@ class _StreamBroker(RedisStreamBroker):
                              {message.message: time.time() + delay})
         return None
 
+    async def listen(self) -> Any:
+        """RedisStreamBroker's listen, read again after a Redis error. taskiq's receiver
+        ends at the first one, and its process with it, taking the tasks it runs
+        (their records see them again only after REDELIVERY_AFTER): the tasks go on
+        meanwhile, and the entries already read stay pending on this consumer. The
+        consumer group is declared again first: a Redis restarted without its data
+        lost it (XREADGROUP: NOGROUP), and the producer's XADD does not make one."""
+        while True:
+            try:
+                await self._declare_consumer_group()
+                async for message in super().listen():
+                    yield message
+            except (RedisError, OSError) as exc:
+                log.warning("taskiq stream %s: %s; reading again in 1 s", self.queue_name, exc)
+                await asyncio.sleep(1)
+
     def _ack_generator(self, id: str, queue_name: str) -> Any:
         async def ack() -> None:
             async with (Redis(connection_pool=self.connection_pool) as redis,
@@ -138,42 +158,47 @@ async def pump(redis: Redis, queues: list[str], stop: asyncio.Event) -> None:
 def _amqp_broker(settings: Settings, queues: list[str], slots: int) -> AsyncBroker:
     from taskiq_aio_pika import AioPikaBroker, Queue
 
+    url = pika_url(settings.broker)
+
     def delay(name: str) -> Queue:
         # No routing key: the delayed message is published to it by its name, and
         # dead-lettered to the first of the task queues it is declared with.
         return Queue(name=f"{name}.delay")
 
+    def of_one(name: str) -> AioPikaBroker:
+        """taskiq-aio-pika's broker of the one queue `name`, whose delay queue
+        dead-letters to it: what a worker of that queue alone declares."""
+        return AioPikaBroker(url=url, task_queues=[Queue(name=name)], delay_queue=delay(name))
+
     class _AmqpBroker(AioPikaBroker):
-        """AioPikaBroker whose delayed messages wait in their own queue's delay queue."""
+        """AioPikaBroker whose delayed messages wait in their own queue's delay queue,
+        declared (with it) before its first message."""
 
         _qb_declared: set[str]
 
         async def kick(self, message: BrokerMessage) -> None:
             name = message.labels.get("queue_name") or self._task_queues[0].name
             if name not in self._qb_declared:
-                await self._qb_declare(name)
+                # Declared by a broker of that one queue, on this channel: the same
+                # arguments as a worker's, and nothing of this broker changes while
+                # it waits (a kick meanwhile routes by this broker's own queues).
+                assert self.write_channel is not None, "startup() first"
+                await of_one(name)._declare_queues(self.write_channel)
+                self._qb_declared.add(name)
+                if all(q.name != name for q in self._task_queues):
+                    # Two queues or more: AioPikaBroker routes by the label.
+                    self._task_queues.append(Queue(name=name))
+            if float(message.labels.get("delay") or 0) <= 0:
+                # A retry at once (its backoff 0; every retry carries the label):
+                # straight to its queue, not behind the delay queue's longer ones.
+                message.labels.pop("delay", None)
             # Read by AioPikaBroker.kick before it first waits: no other kick between.
             self._delay_queue = delay(name)
             return await super().kick(message)
 
-        async def _qb_declare(self, name: str) -> None:
-            """Declare `name` and its delay queue as taskiq-aio-pika's startup does for
-            a broker of that one queue (the same arguments, so a worker's declare
-            agrees), then route messages labelled with it there."""
-            assert self.write_channel is not None, "startup() first"
-            kept = self._task_queues, self._delay_queue
-            self._task_queues, self._delay_queue = [Queue(name=name)], delay(name)
-            try:
-                await self._declare_queues(self.write_channel)
-            finally:
-                self._task_queues, self._delay_queue = kept
-            if all(q.name != name for q in self._task_queues):
-                self._task_queues.append(Queue(name=name))
-            self._qb_declared.add(name)
-
     names = [amqp_queue(q) for q in queues]
-    made = _AmqpBroker(url=pika_url(settings.broker), qos=slots,
-                       task_queues=[Queue(name=n) for n in names], delay_queue=delay(names[0]))
+    made = _AmqpBroker(url=url, qos=slots, task_queues=[Queue(name=n) for n in names],
+                       delay_queue=delay(names[0]))
     made._qb_declared = {names[0]}  # startup declares the first queue and its delay queue
     return made
 

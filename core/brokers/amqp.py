@@ -1,11 +1,12 @@
 """RabbitMQ as the broker (`BROKER_URL=amqp://...`): the native producer's publisher.
 
-With PRODUCER=native, Celery's and Dramatiq's adapters build their library's message
-(body, headers, properties) and publish it here, from the event loop, with aio-pika:
-one connection and one channel per process, publisher confirms on, `mandatory` (a
-message no queue takes is an error, not a silent drop). Task records stay in Redis:
-the record is created first, then the message is published; a publish that fails
-ends the record FAILURE (TaskBackend._enqueue), never PENDING for ever.
+With PRODUCER=native, Celery's, Dramatiq's and taskiq's adapters build their library's
+message (body, headers, properties, the exchange) and publish it here, from the event
+loop, with aio-pika: one connection and one channel per process, publisher confirms
+on, `mandatory` (a message no queue takes is an error, not a silent drop). Task
+records stay in Redis: the record is created first, then the message is published; a
+publish that fails ends the record FAILURE (TaskBackend._enqueue), never PENDING for
+ever.
 
 A queue is declared before its first message, once per process, by the library
 itself (`declare`, run off the event loop): the producer and the library's workers
@@ -85,7 +86,10 @@ class Publisher:
                 if self._connection is None:
                     self._connection = await aio_pika.connect_robust(
                         self.url, timeout=5, connection_class=_closing_connection())
-                self._channel = await self._connection.channel(publisher_confirms=True)
+                # A message returned unroutable (`mandatory`) raises only with
+                # on_return_raises: aio-pika's default confirms it like a taken one.
+                self._channel = await self._connection.channel(publisher_confirms=True,
+                                                              on_return_raises=True)
             if queue not in self._declared:
                 await asyncio.to_thread(self._declare, queue)
                 self._declared.add(queue)

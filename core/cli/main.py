@@ -181,14 +181,16 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--backend", choices=BACKENDS)
     worker.add_argument("--concurrency", type=int, default=None,
                         help="tasks in flight at once in this worker, over all its queues "
-                        "and processes (processes, threads or max_jobs); default: the "
-                        "library's own (Celery one per CPU, Dramatiq 8 per CPU, arq 10)")
+                        "and processes (processes, threads, max_jobs or async tasks); "
+                        "default: the library's own (Celery one per CPU, Dramatiq 8 per "
+                        "CPU, arq 10, taskiq 2 processes x 100)")
     worker.add_argument("--queues", default=DEFAULT_QUEUE, help="comma-separated queue names")
     worker.add_argument("--processes", type=int, default=None,
                         help="OS processes the concurrency is spread over (default: Celery "
                         "prefork, one per slot; Dramatiq the largest divisor of the "
-                        "concurrency not above the CPUs; arq 1); 1 gives Celery's threads "
-                        "pool and one Dramatiq process; it must divide the concurrency")
+                        "concurrency not above the CPUs, taskiq not above 2; arq 1); 1 "
+                        "gives Celery's threads pool and one Dramatiq or taskiq process; "
+                        "it must divide the concurrency")
     worker.set_defaults(run=cmd_worker)
 
     scheduler = sub.add_parser("scheduler", help="fire the periodic schedule (SCHEDULE_FILE), "
@@ -196,7 +198,8 @@ def parser() -> argparse.ArgumentParser:
     scheduler.add_argument("--backend", choices=BACKENDS)
     scheduler.add_argument("--native", action="store_true",
                            help="the library's own scheduler from the same schedule: Celery "
-                           "beat, arq cron jobs (Dramatiq has none)")
+                           "beat, arq cron jobs, taskiq's scheduler (Dramatiq has "
+                           "none)")
     scheduler.set_defaults(run=cmd_scheduler)
 
     db = sub.add_parser("db", help="database migrations (Alembic) for DATABASE_URL")

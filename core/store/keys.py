@@ -4,7 +4,7 @@ write none: their callers pass the keys that depend on the call as KEYS, and the
 names are filled into them at load as `$NAME` (core/store/scripts.py).
 
 `{}` in a name is filled with `.format(...)`. The queue libraries' own keys (arq:*,
-celery, dramatiq:*) are theirs and not here.
+celery, dramatiq:*, taskiq:*) are theirs and not here.
 """
 
 from __future__ import annotations

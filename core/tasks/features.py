@@ -34,7 +34,8 @@ FEATURES: dict[str, str] = {
                        "stores them all once it is back",
     "periodic": "a schedule (`SCHEDULE_FILE`) fires each tick once, however many "
                 "`queuebench scheduler` processes run; **native**: `--native` also runs the "
-                "library's own scheduler (Celery beat, arq cron) from the same schedule",
+                "library's own scheduler (Celery beat, arq cron, taskiq's scheduler) from the "
+                "same schedule",
 }
 
 # option -> the feature it needs

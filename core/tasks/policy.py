@@ -2,7 +2,7 @@
 
 It travels with the task's arguments, so every adapter's worker reads the same thing
 and hands it to its library's own mechanism (Celery's retry, Dramatiq's Retries and
-TimeLimit, arq's Retry)."""
+TimeLimit, arq's Retry, taskiq's SmartRetryMiddleware)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ record leases (core/store/records.py) and the reaper (core/worker/reaper.py).
 
 Every process that runs tasks beats: `queuebench worker`'s own process (role
 `worker`, the one `/health` counts) and, where the library runs tasks in child
-processes (Celery prefork, Dramatiq), each child (role `runner`). A beat is one
+processes (Celery prefork, Dramatiq, taskiq), each child (role `runner`). A beat is one
 pipeline: the process's info in the hash `qb:workers`, and the time in the sorted
 set `qb:workers:seen`, so finding the live ones (or the dead ones) is one range
 query, never a SCAN of the keyspace.

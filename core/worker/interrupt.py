@@ -2,10 +2,11 @@
 limit, where the library cannot.
 
 Celery's threads pool can neither stop a running task nor enforce a time limit (its
-soft and hard limits work in prefork only), and Dramatiq cannot cancel a running
-task at all. Core does both, the same way, for every runner that runs tasks on worker
-threads (core/worker/runner.py ThreadLoops: Celery's pools, Dramatiq's threads), and stops
-the thread of a sync task that arq runs in a thread (OffloadRunner):
+soft and hard limits work in prefork only), and Dramatiq and taskiq (taskiq#305)
+cannot cancel a running task at all. Core does both, the same way, for every runner
+that runs tasks on worker threads (core/worker/runner.py ThreadLoops: Celery's pools,
+Dramatiq's threads), and stops the thread of a sync task that arq or taskiq runs in a
+thread (OffloadRunner):
 
 - `TaskBackend.cancel` (core/backend.py), once a running task's record is REVOKED,
   announces it on CANCEL_CHANNEL. In every worker process one daemon thread, started

@@ -233,7 +233,8 @@ async def test_schedule_native_scheduler_fires_the_shared_tasks(
         client: httpx.AsyncClient, feature: Declare, backend_name: str, tmp_path: Any,
         start_scheduler: Callable[..., Proc], redis_client: redis.Redis,
         redis_url: str) -> None:
-    """Celery beat and arq cron, generated from the same schedule; Dramatiq has none."""
+    """Celery beat, arq cron and taskiq's scheduler, generated from the same schedule;
+    Dramatiq has none."""
     name = entry_name("native")
     path = schedule_toml(tmp_path / "s.toml", **{name: {"task": "noop", "args": [name],
                                                        "every": 1}})
@@ -263,3 +264,76 @@ async def test_schedule_native_scheduler_fires_the_shared_tasks(
           f"largest firing delay {late * 1000:.1f} ms against a 1 s tick"
           f"{'' if ticks else ' (from its first send)'}")
     assert all(0.5 < g < 1.5 for g in gaps), gaps
+
+
+def sends(proc: Proc, name: str) -> dict[float, str]:
+    """tick -> task from a scheduler's log lines `<entry>: tick <t> fired <task> <id>`
+    (core's scheduler writes them, and taskiq's, once per send)."""
+    found = {}
+    for line in proc.output().splitlines():
+        words = line.split(f" {name}: tick ", 1)
+        if len(words) == 2 and " fired " in words[1]:
+            tick, _, _task, task_id = words[1].split()[:4]
+            found[float(tick)] = task_id
+    return found
+
+
+async def test_schedule_two_native_schedulers_fire_each_tick_once(
+        client: httpx.AsyncClient, feature: Declare, backend_name: str, tmp_path: Any,
+        start_scheduler: Callable[..., Proc], redis_client: redis.Redis) -> None:
+    """Two `--native` schedulers at once, the second started late: arq's cron job,
+    unique by its tick, and taskiq's sends, keyed by core's tick, fire each tick once.
+    Celery beat's sends are its own (Celery's rule: run one beat)."""
+    if backend_class(backend_name).support()["periodic"] is not Support.NATIVE:
+        pytest.skip(f"{backend_name} has no scheduler of its own")
+    if backend_name == "celery":
+        pytest.skip("Celery beat sends each due entry unkeyed: run one beat")
+    assert feature("periodic") is Support.NATIVE
+    name = entry_name("native-pair")
+    path = schedule_toml(tmp_path / "s.toml", **{name: {"task": "noop", "every": 1}})
+    first = start_scheduler(path, "--native")
+    await until(lambda: fired(redis_client, name), 60, "the first scheduler's tick")
+    second = start_scheduler(path, "--native")
+    await until(lambda: name in second.output(), 60, "the second scheduler at work")
+    together = len(fired(redis_client, name))
+    await until(lambda: len(fired(redis_client, name)) >= together + 6, 30,
+                "6 ticks with both")
+    assert first.alive() and second.alive()
+    first.stop()
+    second.stop()
+    ids, ticks = fired(redis_client, name), ticks_fired(redis_client, name)
+    bodies = [await finished(client, t) for t in ids]
+    assert {b["state"] for b in bodies} == {"SUCCESS"}
+    assert len(ids) == len(set(ids)) == len(ticks) and set(ticks.values()) == set(ids)
+    assert contiguous(sorted(ticks), 1.0), sorted(ticks)
+    # taskiq: every scheduler sends every tick, and both sends of one are its one task
+    # (arq's second cron job of a tick is refused its id, and runs nothing)
+    a, b = sends(first, name), sends(second, name)
+    both = a.keys() & b.keys()
+    assert all(a[t] == b[t] == ticks[t] for t in both), (a, b)
+    assert len(both) >= 6 or backend_name == "arq", (a, b)
+
+
+# What a library's scheduler cannot say: one line from `scheduler --native`, exit 2.
+REFUSED_NATIVE = {
+    "celery": ({"a": {"task": "noop", "cron": "* * * * *"},
+                "b": {"task": "noop", "cron": "* * * * *", "timezone": "Asia/Tokyo"}},
+               "beat has one time zone"),
+    "arq": ({"x": {"task": "noop", "every": 1.5}}, "not a whole divisor"),
+    "taskiq": ({"x": {"task": "noop", "every": 1.5}}, "whole number of seconds"),
+}
+
+
+def test_schedule_native_refuses_what_its_library_cannot_say_in_one_line(
+        feature: Declare, backend_name: str, redis_url: str, tmp_path: Any) -> None:
+    if backend_name not in REFUSED_NATIVE:
+        pytest.skip(f"{backend_name} has no scheduler of its own")
+    assert feature("periodic") is Support.NATIVE
+    entries, words = REFUSED_NATIVE[backend_name]
+    path = schedule_toml(tmp_path / "s.toml", **entries)
+    done = cli("scheduler", "--native", "--backend", backend_name, REDIS_URL=redis_url,
+               SCHEDULE_FILE=path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], done.stderr
+    assert f"--native on {backend_name}" in lines[0] and "without --native" in lines[0]

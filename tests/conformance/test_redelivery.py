@@ -5,6 +5,7 @@ running on a live worker, is not run twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -101,6 +102,12 @@ def _take_as_a_consumer_that_dies(backend_name: str, broker: redis.Redis, queue:
         [message] = [m for k in broker.scan_iter(match=f"{queue}*") if (m := broker.rpop(k))]
         broker.zadd("unacked_index", {f"dead-{delivery_id}": time.time()})
         broker.hset("unacked", f"dead-{delivery_id}", json.dumps([message.decode(), "", queue]))
+    elif backend_name == "taskiq":  # XREADGROUP: the entry pending on the consumer
+        with contextlib.suppress(redis.ResponseError):  # the group exists already
+            broker.xgroup_create(f"taskiq:{queue}", "taskiq", id="0", mkstream=True)
+        [[_, [entry]]] = broker.xreadgroup("taskiq", "dead-consumer", {f"taskiq:{queue}": ">"},
+                                           count=1)
+        assert entry
     else:  # Dramatiq's fetch: the id from its queue's list into the consumer's acks
         message_id = broker.lpop(f"dramatiq:{queue}")
         assert message_id is not None

@@ -4,11 +4,13 @@ override, all of up to 100 retries run, and core's backoff on every backend."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import httpx
 import pytest
 import redis
 
+from core.cli.procs import Proc
 from core.tasks.features import Support
 from tests.conformance.support import (
     Declare,
@@ -34,6 +36,31 @@ async def test_retries_until_success_with_retry_state_between(
     body = await finished(client, task["id"])
     assert (body["state"], body["result"], body["retries"]) == ("SUCCESS", 3, 2)
     assert flaky_runs(redis_client, key) == 3
+
+
+async def test_a_retry_goes_back_to_its_own_queue_from_a_worker_of_two(
+        client: httpx.AsyncClient, feature: Declare, queue_name: str,
+        start_worker: Callable[..., Proc], redis_client: redis.Redis) -> None:
+    """A worker of two queues sends the retry of its second queue's task back to that
+    queue, delayed by core's backoff (a library may hold a delayed message per queue,
+    or in one place for all, routed by the first queue): once that worker is gone
+    before the retry is due, a worker of the second queue alone runs it."""
+    if feature("retries") is Support.NONE:
+        pytest.skip("unsupported: the 422 is proved by the retries test")
+    first, second = f"{queue_name}-a", f"{queue_name}-b"
+    both = start_worker(concurrency=1, queues=f"{first},{second}")
+    key = uuid.uuid4().hex
+    # core's backoff waits 3-6 s (equal jitter): the worker stops well before.
+    task = await submit(client, "flaky", 1, key, options={
+        "queue": second, "max_retries": 1, "retry_backoff": 6})
+    try:
+        assert await state_seen(client, task["id"], {"RETRY"}) == "RETRY"
+    finally:
+        both.stop()
+    start_worker(concurrency=1, queues=second)
+    body = await finished(client, task["id"], timeout=60)
+    assert (body["state"], body["retries"]) == ("SUCCESS", 1)
+    assert flaky_runs(redis_client, key) == 2
 
 
 async def test_retries_exhausted_is_failure(client: httpx.AsyncClient, feature: Declare,

@@ -103,7 +103,8 @@ class WorkerView:
 
 async def worker_views(redis: Redis, alive_within: float) -> list[WorkerView]:
     """Each live `queuebench worker`, with the tasks run and failed by it and by the
-    processes it runs tasks in (Celery's prefork children, Dramatiq's processes)."""
+    processes it runs tasks in (Celery's prefork children, Dramatiq's and taskiq's
+    processes)."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(WORKERS_KEY)
         pipe.zrangebyscore(WORKERS_SEEN_KEY, time.time() - alive_within, "+inf",
