@@ -41,7 +41,7 @@ from taskiq import AsyncBroker, BrokerMessage, TaskiqEvents, TaskiqState
 from taskiq.middlewares import SmartRetryMiddleware
 from taskiq_redis import RedisStreamBroker
 
-from core.brokers.amqp import is_amqp, pika_url
+from core.brokers.amqp import closing_connection, is_amqp, pika_url
 from core.errors import RetryTask
 from core.settings import Settings
 from core.store.records import connect
@@ -197,8 +197,10 @@ def _amqp_broker(settings: Settings, queues: list[str], slots: int) -> AsyncBrok
             return await super().kick(message)
 
     names = [amqp_queue(q) for q in queues]
+    # A first connect that fails closes its connection (a client or a declare run off
+    # the loop would leave it to aio-pika's __del__, to warn at some random moment).
     made = _AmqpBroker(url=url, qos=slots, task_queues=[Queue(name=n) for n in names],
-                       delay_queue=delay(names[0]))
+                       delay_queue=delay(names[0]), connection_class=closing_connection())
     made._qb_declared = {names[0]}  # startup declares the first queue and its delay queue
     return made
 

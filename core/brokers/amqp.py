@@ -85,7 +85,7 @@ class Publisher:
             if self._channel is None or self._channel.is_closed:
                 if self._connection is None:
                     self._connection = await aio_pika.connect_robust(
-                        self.url, timeout=5, connection_class=_closing_connection())
+                        self.url, timeout=5, connection_class=closing_connection())
                 # A message returned unroutable (`mandatory`) raises only with
                 # on_return_raises: aio-pika's default confirms it like a taken one.
                 self._channel = await self._connection.channel(publisher_confirms=True,
@@ -122,7 +122,7 @@ class Publisher:
 
 
 @functools.cache
-def _closing_connection() -> type:
+def closing_connection() -> type:
     """aio-pika's RobustConnection, closed when its first connect fails. aio-pika leaves
     such a connection to its `__del__`, which makes a close() coroutine and schedules
     it on the loop: collected where no loop runs, that coroutine is never awaited, and
