@@ -39,7 +39,7 @@ from tests.conftest import (
     service_down,
 )
 
-TURNS = ("celery", "dramatiq")
+TURNS = ("celery", "dramatiq", "taskiq")
 TURNS_DB = 15  # flushed by each test that uses it: no session's worker lives there
 
 
@@ -137,9 +137,9 @@ def turns_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[s
     """The environment of Celery's and Dramatiq's workers and servers in turn: one
     fresh vhost, one Redis database, one SQLite file."""
     if request.config.getoption("--broker") != "rabbitmq":
-        pytest.skip("Celery and Dramatiq on one vhost are tested with --broker rabbitmq")
+        pytest.skip("Celery, Dramatiq and taskiq on one vhost are tested with --broker rabbitmq")
     if not set(TURNS) <= set(selected_backends(request.config)):
-        pytest.skip("needs --backend celery and --backend dramatiq")
+        pytest.skip(f"needs --backend {' --backend '.join(TURNS)}")
     for backend in TURNS:
         if not os.path.exists(venv_python(backend)):
             service_down(f"no environment for {backend} at {venv_python(backend)} (./run envs)")
@@ -156,13 +156,13 @@ def turns_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[s
 
 
 @pytest.mark.parametrize("producer", ["native", "library"])
-def test_celery_and_dramatiq_take_turns_on_one_rabbitmq_vhost(
+def test_the_libraries_take_turns_on_one_rabbitmq_vhost(
         turns_env: dict[str, str], producer: str) -> None:
-    """Switching QUEUE_BACKEND on one broker: Celery, then Dramatiq, then Celery again,
-    each a worker and a server on the same vhost and Redis, every submit a 202 that
-    ends SUCCESS. The libraries declare their queues with different arguments, so a
-    queue name they shared would refuse the second one's declare: Celery's keep
-    their names, Dramatiq's are `dramatiq.<queue>`."""
+    """Switching QUEUE_BACKEND on one broker: Celery, Dramatiq, taskiq, then Celery
+    again, each a worker and a server on the same vhost and Redis, every submit a 202
+    that ends SUCCESS. The libraries declare their queues with different arguments, so
+    a queue name they shared would refuse the next one's declare: Celery's keep their
+    names, Dramatiq's are `dramatiq.<queue>`, taskiq's `taskiq.<queue>`."""
     for backend in (*TURNS, TURNS[0]):
         env = {**turns_env, "PRODUCER": producer}
         worker = Proc(["worker", "--backend", backend, "--concurrency", "2"], env,
@@ -181,8 +181,9 @@ def test_celery_and_dramatiq_take_turns_on_one_rabbitmq_vhost(
                 backend, "SUCCESS", 3), (task, worker.output())
         finally:
             worker.stop()
-    assert {"default", "dramatiq.default", "dramatiq.default.DQ",
-            "dramatiq.default.XQ"} <= _queues(turns_env["BROKER_URL"])
+    assert {"default", "dramatiq.default", "dramatiq.default.DQ", "dramatiq.default.XQ",
+            "taskiq.default", "taskiq.default.delay", "taskiq.dead_letter",
+            } <= _queues(turns_env["BROKER_URL"])
 
 
 def _queues(amqp_url: str) -> set[str]:
