@@ -284,7 +284,7 @@ def settings_table(args: argparse.Namespace) -> list[dict[str, str]]:
         for backend, broker in ((b, k) for b in args.backends for k in args.brokers):
             workers, acks, prefetch, other = table[backend]
             if broker == "rabbitmq":
-                held, other = amqp[backend]
+                held, other = amqp.get(backend, ("", other))  # arq: no RabbitMQ sessions
                 prefetch = held or prefetch
             for mode in (m for m in ("raw", "direct") if on_broker(broker, backend, m, config)):
                 shown = workers if mode == "raw" else \

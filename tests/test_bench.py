@@ -188,6 +188,19 @@ def test_the_full_profile_runs_celery_dramatiq_and_taskiq_on_rabbitmq_too_the_qu
         ("ceiling", "redis")}
 
 
+def test_every_profile_has_a_configuration_row_per_backend_broker_mode_and_config() -> None:
+    """The report's configuration table, made before any session runs: the full
+    profile's (every backend on Redis, arq not on RabbitMQ) once failed to build."""
+    from bench.cli import parse, plan, settings_table
+
+    for profile in ("quick", "full", "long"):
+        args = parse(["--profile", profile])
+        rows = {(r["backend"], r["broker"], r["mode"], r["config"]) for r in settings_table(args)}
+        wanted = {(s.backend, s.broker, "raw" if s.mode == "raw" else "direct", s.config)
+                  for s in plan(args, "sqlite://") if s.backend in BACKENDS}
+        assert wanted <= rows, (profile, wanted - rows)
+
+
 def test_a_tiny_run_on_rabbitmq_loses_nothing_and_reports_the_broker(
         request: pytest.FixtureRequest, backend_name: str, bench_redis: str,
         tmp_path: Path) -> None:
