@@ -32,10 +32,8 @@ from kombu.serialization import dumps
 from kombu.transport.redis import Channel
 from pydantic_core import to_json
 
-from core.brokers.amqp import Outgoing
+from core.brokers.amqp import PERSISTENT, Outgoing
 from core.store.records import Command, TaskRecord
-
-PERSISTENT = 2  # kombu's delivery_mode for a durable queue's message
 
 
 @dataclass(frozen=True)

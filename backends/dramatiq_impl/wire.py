@@ -24,10 +24,8 @@ from uuid import uuid4
 from dramatiq import Message
 from dramatiq.common import dq_name
 
-from core.brokers.amqp import Outgoing
+from core.brokers.amqp import PERSISTENT, Outgoing
 from core.store.records import Command
-
-PERSISTENT = 2  # pika's delivery_mode of a message that outlives a broker restart
 
 
 def message_commands(message: Message, *, namespace: str, delay_ms: int | None = None,

@@ -53,7 +53,6 @@ log = logging.getLogger("queuebench.taskiq")
 
 GROUP = "taskiq"  # taskiq-redis's default consumer group
 EXCHANGE = "taskiq"  # taskiq-aio-pika's default exchange
-DEAD_LETTER = "taskiq.dead_letter"  # and its dead-letter queue
 # Seconds between a worker's looks for due delayed messages (a countdown, an eta, a
 # retry's backoff): arq polls its queue every 50 ms in queuebench's adapter.
 PUMP_EVERY = 0.05

@@ -20,10 +20,8 @@ from typing import Any
 from taskiq.labels import prepare_label
 
 from backends.taskiq_impl.broker import EXCHANGE, amqp_queue, delayed, stream
-from core.brokers.amqp import Outgoing
+from core.brokers.amqp import PERSISTENT, Outgoing
 from core.store.records import Command
-
-PERSISTENT = 2  # aio-pika's DeliveryMode.PERSISTENT
 
 
 def labels(label: str, delay: float | None) -> dict[str, Any]:

@@ -32,6 +32,9 @@ from core.errors import Unavailable
 SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 # Seconds a publish (its confirm included) may take before the submit fails.
 PUBLISH_TIMEOUT = 10.0
+# The AMQP delivery mode of a message that outlives a broker restart (on a durable
+# queue): what kombu, pika and aio-pika send for every library's message.
+PERSISTENT = 2
 
 
 def is_amqp(url: str) -> bool:
