@@ -4,6 +4,7 @@ tests/conformance/test_periodic.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import tomllib
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 
 from core.errors import ConfigError
 from core.schedule.entries import MAX_CATCH_UP, Entry, Schedule, parse, schedule_for, tick_key
-from core.schedule.scheduler import EntryState, Scheduler, due
+from core.schedule.scheduler import EntryState, Scheduler, due, fire
 from core.store.records import TaskRecord, new_task_id
 from core.tasks.features import supported_options
 from core.tasks.options import TaskOptions
@@ -296,6 +297,29 @@ async def test_a_failed_submit_is_tried_again_with_the_same_key() -> None:
         await s.run_pending()
     clock.now = 1001.5
     assert len(await s.run_pending()) == 1
+    assert list(backend.keys) == ["sched:e:1001000"]
+
+
+async def test_a_scheduler_stopped_mid_send_still_queues_the_tick_it_began() -> None:
+    """SIGTERM cancels arq's cron job or taskiq's loop mid-submit; a cancelled submit
+    would end the tick's record FAILURE NotQueued (CI saw it on arq's native cron)."""
+    began, release = asyncio.Event(), asyncio.Event()
+
+    class Slow(Submits):
+        async def submit(self, *args: Any, **kwargs: Any) -> TaskRecord:
+            began.set()
+            await release.wait()
+            return await super().submit(*args, **kwargs)
+
+    backend = Slow()
+    [entry] = one(every=1.0).values()
+    sending = asyncio.ensure_future(fire(backend, entry, 1001.0))
+    await began.wait()
+    sending.cancel()
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
     assert list(backend.keys) == ["sched:e:1001000"]
 
 

@@ -91,12 +91,21 @@ class ScheduleState:
 async def fire(backend: Submitter, entry: Entry, tick: float | None) -> TaskRecord:
     """Submit one tick of `entry`: once per tick whoever else fires it (its
     idempotency key); `tick` None fires now, unkeyed (POST /schedules/{name}/run,
-    Celery beat's sends)."""
+    Celery beat's sends).
+
+    A scheduler stopped mid-send (SIGTERM cancels arq's cron job, taskiq's loop) still
+    queues the tick it began: a cancelled submit ends its record FAILURE NotQueued,
+    which is right for a client gone away but would fail a tick nobody abandoned."""
     options = entry.options
     if tick is not None:
         options = options.model_copy(update={"idempotency_key": tick_key(entry, tick)})
-    return await backend.submit(entry.task, entry.args, entry.kwargs, options,
-                                schedule=entry.name)
+    sending = asyncio.ensure_future(backend.submit(entry.task, entry.args, entry.kwargs,
+                                                   options, schedule=entry.name))
+    try:
+        return await asyncio.shield(sending)
+    except asyncio.CancelledError:
+        await asyncio.wait([sending])
+        raise
 
 
 def due(entry: Entry, cursor: float, now: float) -> tuple[list[float], int]:
