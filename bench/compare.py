@@ -161,7 +161,7 @@ def fault_rows(comparison: Comparison, markdown: bool) -> tuple[list[str], list[
 
 
 def _only(comparison: Comparison) -> list[str]:
-    lines = []
+    lines: list[str] = []
     for side, cells in (("A", comparison.only_a), ("B", comparison.only_b),
                         ("A", comparison.faults_only_a), ("B", comparison.faults_only_b)):
         lines.extend(f"only in {side}: {' '.join(t for t in _cell_text(cell) if t)}"

@@ -40,11 +40,11 @@ class Decision:
 
     question: str
     answer: str
-    winner: str | None
-    runner_up: str | None
-    margin: float | None
-    within_noise: bool
     anchors: tuple[str, ...]
+    winner: str | None = None
+    runner_up: str | None = None
+    margin: float | None = None
+    within_noise: bool = False
     mode: str | None = None
     tied: tuple[str, ...] = ()
 
@@ -119,29 +119,30 @@ def _speed(cells: Cells, question: Question, mode: str, view: str) -> Decision |
     ranked = sorted(found, key=lambda c: (sign * c[1].median, c[0]))
     where = f"{question.title}, {view}" + (f", at {rate:,.0f}/s" if rate is not None else "")
     (winner, best), rest = ranked[0], ranked[1:]
-    base = dict(question=question.title, winner=winner, anchors=question.anchors, mode=mode)
+    alone = Decision(question.title, f"{where}: only {winner} ran ({_value(best, figure)}).",
+                     question.anchors, winner, mode=mode)
     if not rest:
-        return Decision(answer=f"{where}: only {winner} ran ({_value(best, figure)}).",
-                        runner_up=None, margin=None, within_noise=False, **base)
+        return alone
     runner, second = rest[0]
     high, low = max(best.median, second.median), min(best.median, second.median)
     margin = high / low if low > 0 else None
     tied = tuple(name for name, spread in rest if best.overlaps(spread))
-    base |= dict(runner_up=runner, margin=margin, tied=tied)
     if best.overlaps(second):
         named = [(winner, best), *((n, s) for n, s in rest if n in tied)]
         answer = (f"{where}: within noise, "
                   f"{_and(f'{n} ({_value(s, figure)})' for n, s in named)}: "
                   "their min-max ranges overlap"
                   + (f" ({winner} leads {runner} by {margin:.2f}x)." if margin else "."))
-        return Decision(answer=answer, within_noise=True, **base)
+        return dataclasses.replace(alone, answer=answer, runner_up=runner, margin=margin,
+                                   within_noise=True, tied=tied)
     lead = "" if margin is None else \
         f"{margin:.2f}x " + ("" if figure.higher_is_better else "lower than ")
     answer = (f"{where}: {winner} wins with {_value(best, figure)}, {lead}the runner-up "
               f"{runner} ({_value(second, figure)})")
     if not (best.ranged and second.ranged):
         answer += " (one run each: no range to judge noise)"
-    return Decision(answer=answer + ".", within_noise=False, **base)
+    return dataclasses.replace(alone, answer=answer + ".", runner_up=runner, margin=margin,
+                               tied=tied)
 
 
 def _count(row: dict[str, Any], field: str) -> int:
@@ -171,24 +172,20 @@ def _delivery(rows: list[dict[str, Any]], mode: str, view: str) -> Decision | No
         lost, twice = score[name]
         return f"{name} lost {lost} and ran {twice} twice"
 
-    base = dict(question=NO_LOSS, winner=winner, anchors=DELIVERY, mode=mode)
     if not rest:
-        return Decision(answer=f"{where}: only {said(winner)}.", runner_up=None, margin=None,
-                        within_noise=False, **base)
+        return Decision(NO_LOSS, f"{where}: only {said(winner)}.", DELIVERY, winner, mode=mode)
     runner = rest[0]
     margin = sum(score[runner]) - sum(score[winner])
     tied = tuple(name for name in rest if sum(score[name]) == sum(score[winner]))
-    base |= dict(runner_up=runner, margin=float(margin), within_noise=bool(tied), tied=tied)
-    if tied:
-        return Decision(answer=f"{where}: tied at {sum(score[winner])} lost or run twice, "
-                        f"{_and([winner, *tied])}.", **base)
-    return Decision(answer=f"{where}: {said(winner)}; the runner-up {said(runner)} "
-                    f"({margin} more).", **base)
+    answer = (f"{where}: tied at {sum(score[winner])} lost or run twice, "
+              f"{_and([winner, *tied])}." if tied else
+              f"{where}: {said(winner)}; the runner-up {said(runner)} ({margin} more).")
+    return Decision(NO_LOSS, answer, DELIVERY, winner, runner, float(margin), bool(tied), mode,
+                    tied)
 
 
 def _not_measured(title: str, anchors: tuple[str, ...]) -> Decision:
-    return Decision(question=title, answer=f"{title}: not measured in this run.", winner=None,
-                    runner_up=None, margin=None, within_noise=False, anchors=anchors)
+    return Decision(title, f"{title}: not measured in this run.", anchors)
 
 
 def decide(results: dict[str, Any]) -> list[Decision]:
