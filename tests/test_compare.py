@@ -35,6 +35,14 @@ def write(tmp_path: Path, name: str, data: dict[str, Any]) -> Path:
     return path
 
 
+def compare_files(tmp_path: Path, a: dict[str, Any], b: dict[str, Any], *extra: str
+                  ) -> subprocess.CompletedProcess[str]:
+    """A and B written to tmp_path (a.json, b.json) and compared, as Markdown unless
+    told otherwise."""
+    return run_compare(write(tmp_path, "a.json", a), write(tmp_path, "b.json", b),
+                       *(extra or ("--markdown",)))
+
+
 BASE = [row("arq", drain=(3000.0, 2900.0, 3100.0), submit=(6000.0, 5900.0, 6100.0)),
         row("celery", drain=(1500.0, 1400.0, 1600.0), submit=(1300.0, 1250.0, 1350.0))]
 
@@ -42,8 +50,7 @@ BASE = [row("arq", drain=(3000.0, 2900.0, 3100.0), submit=(6000.0, 5900.0, 6100.
 def test_an_improvement_exits_0(tmp_path: Path) -> None:
     better = [row("arq", drain=(3600.0, 3500.0, 3700.0), submit=(6000.0, 5900.0, 6100.0)),
               BASE[1]]
-    done = run_compare(write(tmp_path, "a.json", results(BASE)),
-                       write(tmp_path, "b.json", results(better)), "--markdown")
+    done = compare_files(tmp_path, results(BASE), results(better))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "| arq | redis | noop | raw | burst | safe |  | 1.20 (apart) | 1.00 |" in done.stdout
     assert done.stdout.endswith("no regression past 10% with separate ranges.\n")
@@ -52,8 +59,7 @@ def test_an_improvement_exits_0(tmp_path: Path) -> None:
 def test_a_regression_past_the_threshold_with_separate_ranges_exits_1(tmp_path: Path) -> None:
     worse = [row("arq", drain=(2400.0, 2300.0, 2500.0), submit=(6000.0, 5900.0, 6100.0)),
              BASE[1]]
-    done = run_compare(write(tmp_path, "a.json", results(BASE)),
-                       write(tmp_path, "b.json", results(worse)), "--markdown")
+    done = compare_files(tmp_path, results(BASE), results(worse))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "| arq | redis | noop | raw | burst | safe |  | **0.80 regressed** | 1.00 |" \
         in done.stdout
@@ -68,8 +74,7 @@ def test_a_regression_past_the_threshold_with_separate_ranges_exits_1(tmp_path: 
 def test_a_change_within_overlapping_ranges_is_not_flagged(tmp_path: Path) -> None:
     noisy = [row("arq", drain=(2500.0, 2000.0, 3000.0), submit=(6000.0, 5900.0, 6100.0)),
              BASE[1]]
-    done = run_compare(write(tmp_path, "a.json", results(BASE)),
-                       write(tmp_path, "b.json", results(noisy)), "--markdown")
+    done = compare_files(tmp_path, results(BASE), results(noisy))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "| arq | redis | noop | raw | burst | safe |  | 0.83 | 1.00 |" in done.stdout
 
@@ -95,8 +100,7 @@ def test_latency_higher_in_b_is_the_regression(tmp_path: Path) -> None:
 
 def test_cells_in_one_file_only_are_listed_apart(tmp_path: Path) -> None:
     extra = row("dramatiq", broker="rabbitmq", drain=(900.0, 850.0, 950.0))
-    done = run_compare(write(tmp_path, "a.json", results(BASE)),
-                       write(tmp_path, "b.json", results([*BASE, extra])), "--markdown")
+    done = compare_files(tmp_path, results(BASE), results([*BASE, extra]))
     assert done.returncode == 0
     assert "- only in B: dramatiq rabbitmq noop raw burst safe\n" in done.stdout
 
@@ -114,8 +118,7 @@ def test_more_lost_or_run_twice_under_a_fault_is_a_regression(tmp_path: Path) ->
     a = results(BASE, faults=[fault("arq", "worker_kill"), fault("celery", "worker_kill")])
     b = results(BASE, faults=[fault("arq", "worker_kill", run_twice=2),
                               fault("celery", "worker_kill"), fault("celery", "net_cut")])
-    done = run_compare(write(tmp_path, "a.json", a), write(tmp_path, "b.json", b),
-                       "--markdown")
+    done = compare_files(tmp_path, a, b)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "| arq | redis | queuebench | worker_kill | 0 -> 0 | **0 -> 2 regressed** |" \
         in done.stdout
