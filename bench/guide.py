@@ -35,8 +35,10 @@ class Decision:
     ("arq on redis"); `margin` is the winner's lead as a factor >= 1 (speed and
     latency) or as a count of tasks (faults: the runner-up's lost and run twice minus
     the winner's); `tied` the others within noise of the winner (their ranges overlap
-    its range; for faults, the same count). Without data: winner None, the answer
-    "not measured in this run"."""
+    its range; for faults, the same count); `within_noise` whether the runner-up is
+    among them; `mode` the mode answered for (raw, direct; for faults raw-safe,
+    raw-defaults, queuebench). Without data: winner None, the answer "...: not measured
+    in this run"."""
 
     question: str
     answer: str
