@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from bench import report, stats
+from bench import report, schema, stats
 from bench.session import LOG_LEVEL, WARMUP, Spec
 from core.cli.procs import ROOT, venv_python
 from core.db import migrate
@@ -398,7 +398,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     out: Path = args.out or ROOT / "bench" / "results" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     console = Console(width=max(Console().width, 150))
-    results: dict[str, Any] = {"meta": meta(args, argv), "runs": [], "failures": []}
+    results: dict[str, Any] = {"schema_version": schema.VERSION, "meta": meta(args, argv),
+                               "runs": [], "failures": []}
     with tempfile.TemporaryDirectory(prefix="qb-bench-") as scratch:
         specs = plan(args, migrate.scratch_sqlite(Path(scratch) / "bench.db"))
         # The order the sessions ran in, so the interleaving can be checked.

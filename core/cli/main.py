@@ -152,9 +152,14 @@ def _rest(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    rest = _rest(args)
+    if rest[:1] == ["compare"]:  # `queuebench bench compare A B`: exit 1 on a regression
+        from bench.compare import main as compare_main
+
+        sys.exit(compare_main(rest[1:]))
     from bench.cli import main as bench_main
 
-    bench_main(_rest(args))
+    bench_main(rest)
 
 
 def cmd_soak(args: argparse.Namespace) -> None:
