@@ -95,7 +95,9 @@ MODE_SETTINGS = {
     "queuebench": "queuebench worker --concurrency 4; REDELIVERY_AFTER 30 s (default)",
 }
 ETA_SETTINGS = {
-    "celery": f"visibility_timeout {VISIBILITY_S} s (Redis transport option)",
+    "celery": f"visibility_timeout {VISIBILITY_S} s, unacked_restore_interval 1 s and "
+              "unacked_restore_throttle 1 (Redis "
+              "transport options)",
     "dramatiq": f"heartbeat_timeout {VISIBILITY_S} s (Redis broker)",
     "arq": "arq has no visibility timeout (a deferred job waits in Redis)",
     "taskiq": f"idle_timeout {VISIBILITY_S} s (RedisStreamBroker)",

@@ -32,10 +32,13 @@ if os.environ.get("RAW_CONFIG", "safe") == "safe":  # else Celery's defaults: ea
         app.conf.update(broker_transport_options={"priority_steps": list(range(10)),
                                                   "queue_order_strategy": "priority"})
 # RAW_VISIBILITY_TIMEOUT (seconds): kombu's Redis transport hands an unacked message
-# (a countdown held by a worker included) to another worker after it (default 1 h).
+# (a countdown held by a worker included) to another worker after it (default 1 h),
+# looking for such messages every unacked_restore_interval x unacked_restore_throttle
+# (10 x 10 s by default: here 1 x 1).
 if os.environ.get("RAW_VISIBILITY_TIMEOUT") and not BROKER.startswith("amqp"):
     app.conf.broker_transport_options = {
-        **app.conf.broker_transport_options,
+        **app.conf.broker_transport_options, "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
         "visibility_timeout": int(os.environ["RAW_VISIBILITY_TIMEOUT"])}
 
 
