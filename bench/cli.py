@@ -11,6 +11,11 @@ rotates, so a slow minute of the machine does not land on one backend.
                                               # before RabbitMQ's sessions were added)
     queuebench bench --profile long           # full, longer bursts, a worker killed mid-burst
 
+full and long also run the faults dimension (bench/faults.py) after the speed sessions:
+every backend, broker and mode (the library alone with its defaults and its safe
+settings, and queuebench) under each fault, counting what is lost or run twice
+(`--no-faults` to skip it, `--fault-kinds` to choose).
+
 Writes results.json, report.md, report.html and PNG charts to --out
 (default bench/results/<timestamp>/).
 """
@@ -36,7 +41,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from bench import report, schema, stats
+from bench import faults, report, schema, stats
 from bench.session import LOG_LEVEL, WARMUP, Spec
 from core.cli.procs import ROOT, venv_python
 from core.db import migrate
@@ -79,6 +84,7 @@ class Profile:
     # cost shows most
     dimensions: tuple[str, ...] = ("noop",)
     brokers: tuple[str, ...] = ("redis",)
+    faults: bool = False             # the faults dimension (bench/faults.py)
 
 
 PROFILES = {
@@ -88,14 +94,14 @@ PROFILES = {
                     tasks={"noop": 3000, "sleep": 2000, "cpu": 1000},
                     rates={"noop": [250.0, 500.0, 1000.0, 2000.0],
                            "sleep": [200.0], "cpu": [100.0]},
-                    seconds=2.0, configs=CONFIGS, brokers=BROKERS),
+                    seconds=2.0, configs=CONFIGS, brokers=BROKERS, faults=True),
     # full, with bursts long enough that the fastest drain lasts about 5 s here, and a
     # worker killed mid-burst in every backend, mode and config
     "long": Profile(workloads=WORKLOADS, repeats=3,
                     tasks={"noop": 10000, "sleep": 4000, "cpu": 2000},
                     rates={"noop": [250.0, 500.0, 1000.0, 2000.0],
                            "sleep": [200.0], "cpu": [100.0]},
-                    seconds=3.0, configs=CONFIGS, kill=True, brokers=BROKERS),
+                    seconds=3.0, configs=CONFIGS, kill=True, brokers=BROKERS, faults=True),
 }
 
 
@@ -113,6 +119,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--kill", action=argparse.BooleanOptionalAction, default=None,
                    help="also SIGKILL a worker mid-burst per backend, mode and config, and "
                    "count the tasks that never finish (default: the profile's)")
+    p.add_argument("--faults", action=argparse.BooleanOptionalAction, default=None,
+                   help="after the speed sessions, the faults dimension: lost, run twice "
+                   "and recovery per backend, broker, mode and fault (default: the "
+                   "profile's: on in full and long)")
+    p.add_argument("--fault-kinds", default=",".join(faults.FAULTS),
+                   help=f"the faults of that dimension ({', '.join(faults.FAULTS)})")
+    p.add_argument("--fault-tasks", type=int, default=120, help="tasks per fault cell")
+    p.add_argument("--fault-parallel", type=int, default=3,
+                   help="fault cells run at a time (they mostly wait)")
     p.add_argument("--brokers", default=None,
                    help="redis, rabbitmq (Celery, Dramatiq and taskiq in raw, direct and "
                    "http; the rest on Redis): default: the profile's")
@@ -153,6 +168,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.configs = _names(args.configs, CONFIGS, "config", p) if args.configs \
         else list(profile.configs)
     args.kill = profile.kill if args.kill is None else args.kill
+    args.faults = profile.faults if args.faults is None else args.faults
+    args.fault_kinds = _names(args.fault_kinds, faults.FAULTS, "fault", p)
     args.brokers = _names(args.brokers, BROKERS, "broker", p) if args.brokers \
         else list(profile.brokers)
     if "redis" not in args.brokers and not set(args.backends) & set(AMQP_BACKENDS):
@@ -242,6 +259,21 @@ def run_session(spec: Spec) -> list[dict[str, Any]]:
     return list(json.loads(done.stdout))
 
 
+def run_faults(args: argparse.Namespace, console: Console) -> list[dict[str, Any]]:
+    """The faults dimension: its rows, in the plan's order (bench/faults.py)."""
+    cells = faults.plan(args.backends, args.brokers, args.fault_kinds, tasks=args.fault_tasks)
+    rows = []
+    started = time.monotonic()
+    for number, row in enumerate(faults.run_cells(cells, args.fault_parallel), 1):
+        rows.append(row)
+        shown = row.get("error") or f"lost {row['lost']}, run twice {row['run_twice']}, " \
+            f"recovery {row['recovery_s']} s ({row.get('seconds')} s)"
+        console.print(f"[faults {number}/{len(cells)}] {row['backend']} on {row['broker']}, "
+                      f"{row['mode']}, {row['fault']}: {shown}")
+    console.print(f"faults: {len(cells)} cells in {time.monotonic() - started:.0f} s")
+    return rows
+
+
 def settings_table(args: argparse.Namespace) -> list[dict[str, str]]:
     """Every setting that differs between backends, modes and configs, one row each:
     what the report's configuration table shows."""
@@ -323,7 +355,9 @@ def meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
                      "warm_up_excluded": "a burst's completions before every worker process "
                      f"had finished one (readiness barrier; else the first {WARMUP:.0%})",
                      "arrivals": args.arrivals, "log_level": LOG_LEVEL,
-                     "configs": args.configs, "kill": args.kill, "brokers": args.brokers},
+                     "configs": args.configs, "kill": args.kill, "brokers": args.brokers,
+                     "faults": args.fault_kinds if args.faults else [],
+                     "fault_tasks": args.fault_tasks},
         "settings_table": settings_table(args),
         "mapping": {
             "celery": f"{args.processes} x `celery worker --pool threads --concurrency {slots}`"
@@ -425,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         console.print(f"[{number}/{len(specs)}] {name}: "
                                       f"{_headline(runs)} ({time.monotonic() - started:.0f} s)")
                 progress.advance(bar)
+    if args.faults:
+        results["faults"] = run_faults(args, console)
     results["meta"]["finished"] = _now()
     results["summary"] = stats.summarise(results["runs"])
     results["ratios"] = stats.ratios(results["summary"])

@@ -25,6 +25,7 @@ from matplotlib.ticker import FuncFormatter
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from bench.faults import delivery_table
 from bench.stats import (
     E2E_P50_FACTOR,
     E2E_P50_SLACK_MS,
@@ -365,6 +366,7 @@ def report_tables(results: dict[str, Any]) -> list[TableData]:
     if sat:
         tables.append(saturation_table(sat))
     tables.append(kill_table(results.get("runs") or []))
+    tables.append(delivery_table(results.get("faults") or []))
     tables.append(settings_table_data((results.get("meta") or {}).get("settings_table") or []))
     return [t for t in tables if t.rows]
 

@@ -55,33 +55,41 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import secrets
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import redis
 import redis.asyncio
 
-from core.cli.procs import ROOT, Proc, Server, free_port, wait_until
+from bench.inject import (
+    CRASH_LOSES,
+    AofWatch,
+    Container,
+    RabbitNode,
+    RedisServer,
+    kill,
+    rabbit_restart,
+    redis_crash,
+    restarting,
+    spawn,
+    worker_kill,
+    worker_pause,
+)
+from core.cli.procs import Server, free_port, wait_until
 from core.db.migrate import scratch_sqlite
 from core.settings import BACKENDS
 from core.store.keys import FLAKY_KEY, SLEPT_KEY, TASK_KEY, WORKERS_KEY, WORKERS_SEEN_KEY
-from tests.support_faults import RedisServer
 
-T = TypeVar("T")
 FINAL = ("SUCCESS", "FAILURE", "REVOKED", "EXPIRED")
 WORKERS = ("qbw1", "qbw2")
 KINDS = ("worker_kill", "worker_stop", "api_kill", "api_stop", "redis_kill")
@@ -91,15 +99,11 @@ TOUCH_RUNS = ("worker_kill", "worker_stop", "redis_kill", "broker_restart")
 RECOVERY = {"worker_kill": 4.0, "worker_stop": 0.0, "api_kill": 3.0, "api_stop": 0.0,
             "redis_kill": 0.5, "broker_restart": 8.0}
 OVERLAP = 0.25
-# A container's restart policy: a worker or API that exits at start (Redis or the broker
-# away) is started again, for this long at most.
-RESTART_WITHIN = 120.0
 POLL_EVERY = 0.5
 FINALS_PER_POLL = 500  # final records read again per poll, in turn (all at the end)
 MAX_IN_FLIGHT = 64  # submits waiting for an answer; past it a planned one is skipped
 SUBMIT_TIMEOUT = 5.0
 REFUSED_GRACE = 2.0
-CRASH_LOSES = 1.0  # seconds of AOF writes an OS crash loses under everysec, at most
 RECORD_FIELDS = ("state", "submitted_at", "started_at", "finished_at", "worker",
                  "deliveries", "retries", "result", "error")
 
@@ -276,48 +280,6 @@ def submission(rng: random.Random, i: int, at: float) -> Submission:
 
 # -- the processes -------------------------------------------------------------------
 
-def _spawn(argv: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _kill(proc: Proc) -> None:
-    """SIGKILL to the process and everything in its group (a stopped one too)."""
-    proc.signal_group(signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.popen.wait(10)
-
-
-def _restarting(start: Callable[[], T]) -> T:
-    """`start()` again while the process it starts exits at once (as a container's
-    restart policy does), for RESTART_WITHIN seconds at most."""
-    deadline = time.monotonic() + RESTART_WITHIN
-    while True:
-        try:
-            return start()
-        except RuntimeError:  # it exited: Redis or the broker is away
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
-
-
-class Container(Proc):
-    """`queuebench worker` as a container runs it: pid 1 of a fresh PID namespace, with
-    its own /proc and a hostname of its own (UTS namespace). Started again, it has the
-    same hostname and the same pid. Its group is the whole container: SIGKILL,
-    SIGSTOP and SIGCONT reach every process in it."""
-
-    def __init__(self, hostname: str, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.hostname = hostname
-        self.args = args
-        self.env = env
-        self.log = log.open("ab")  # appended to by each incarnation
-        self.popen = _spawn(
-            ["unshare", "--pid", "--fork", "--kill-child", "--uts", "--mount-proc",
-             "sh", "-c", 'hostname "$0" && exec "$@"', hostname,
-             sys.executable, "-m", "core.cli.main", *args], env, self.log)
-
-
 class Api(Server):
     """`queuebench serve` on a given port: started again, it is where clients expect it."""
 
@@ -328,116 +290,12 @@ class Api(Server):
                      "--log-level", "warning"]
         self.env = env
         self.log = log.open("ab")
-        self.popen = _spawn([sys.executable, "-m", "core.cli.main", *self.args], env, self.log)
+        self.popen = spawn([sys.executable, "-m", "core.cli.main", *self.args], env, self.log)
         try:
             wait_until(self._ready, timeout=60, what=f"server {self.url}")
         except BaseException:
-            _kill(self)
+            kill(self)
             raise
-
-
-class RabbitNode:
-    """A RabbitMQ node of the harness's own, to kill and restart without touching the
-    machine's: its own node name, AMQP and distribution ports, Mnesia and log
-    directories, config (no plugins), Erlang cookie ($HOME). It registers with the
-    machine's epmd (port 4369), as any node does. Started from the Debian package's
-    script itself (/usr/lib/rabbitmq/bin): /usr/sbin/rabbitmq-server, run as root, goes
-    through `su rabbitmq`, which drops this environment."""
-
-    def __init__(self, directory: Path) -> None:
-        script = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
-        found = str(script) if script.exists() else shutil.which("rabbitmq-server")
-        if found is None:
-            raise FileNotFoundError("rabbitmq-server is not installed "
-                                    "(./run services rabbitmq installs it)")
-        self.script = found
-        directory.mkdir(parents=True, exist_ok=True)
-        self.port, dist_port = free_port(), free_port()
-        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
-        (directory / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
-        (directory / "rabbitmq-env.conf").write_text("")
-        (directory / "enabled_plugins").write_text("[].\n")
-        self.env = {
-            "HOME": str(directory), "RABBITMQ_CONF_ENV_FILE": str(directory / "rabbitmq-env.conf"),
-            "RABBITMQ_CONFIG_FILE": str(directory / "rabbitmq.conf"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(directory / "enabled_plugins"),
-            "RABBITMQ_NODENAME": f"qbchaos{self.port}@localhost",
-            "RABBITMQ_NODE_PORT": str(self.port), "RABBITMQ_DIST_PORT": str(dist_port),
-            "RABBITMQ_MNESIA_BASE": str(directory / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(directory / "log"), "ERL_EPMD_ADDRESS": "127.0.0.1",
-            "ERL_FLAGS": "-kernel inet_dist_use_interface {127,0,0,1}"}
-        self.log = (directory / "node.log").open("ab")
-        self.popen: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        from core.brokers.amqp import check
-
-        self.popen = subprocess.Popen([self.script], env={**os.environ, **self.env},
-                                      stdout=self.log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-
-        def answers() -> bool:
-            if self.popen is not None and self.popen.poll() is not None:
-                raise RuntimeError(f"rabbitmq-server exited: see {self.log.name}")
-            return check(self.url, timeout=2) is None
-
-        wait_until(answers, timeout=120, every=0.3, what=f"RabbitMQ on port {self.port}")
-
-    def kill(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(10)
-
-    def stop(self) -> None:
-        self.kill()
-        self.log.close()
-
-
-class AofWatch:
-    """An OS crash under `appendfsync everysec`, modelled: Redis has written each reply's
-    commands to its AOF (the kernel's page cache) but fsyncs only once a second, so a
-    crash of the machine, unlike a kill of the process, loses what came since. This
-    samples the size of the AOF's newest file (Redis 7's appendonlydir) every 50 ms;
-    `cut_back(t)` cuts it to its size at `t` (Redis loads a truncated AOF, dropping a
-    partial last command: aof-load-truncated)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.samples: list[tuple[float, Path, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="qb-aof", daemon=True)
-        self._thread.start()
-
-    def newest(self) -> Path | None:
-        manifest = self.directory / "appendonly.aof.manifest"
-        with contextlib.suppress(OSError):
-            names = [line.split()[1] for line in manifest.read_text().splitlines()
-                     if line.endswith("type i")]
-            return self.directory / names[-1] if names else None
-        return None
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.05):
-            path = self.newest()
-            with contextlib.suppress(OSError):
-                if path is not None:
-                    self.samples.append((time.monotonic(), path, path.stat().st_size))
-                    del self.samples[:-400]  # the last 20 s
-
-    def cut_back(self, at: float) -> str:
-        path = self.newest()
-        before = [s for s in self.samples if s[0] <= at and s[1] == path]
-        if path is None or not before:
-            return "AOF not cut (no sample of its file from then)"
-        size, now = before[-1][2], path.stat().st_size
-        os.truncate(path, size)
-        return f"AOF cut back by {now - size} bytes (the OS crash's unsynced writes)"
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 @dataclass
@@ -489,11 +347,11 @@ class Stack:
             self.workers[name] = self.start_worker(name)
 
     def start_api(self) -> Api:
-        return _restarting(lambda: Api(self.config.backend, self.env, self.api_port,
+        return restarting(lambda: Api(self.config.backend, self.env, self.api_port,
                                        self.directory / "api.log"))
 
     def start_worker(self, name: str) -> Container:
-        return _restarting(lambda: self._start_worker(name))
+        return restarting(lambda: self._start_worker(name))
 
     def _start_worker(self, name: str) -> Container:
         args = ["worker", "--backend", self.config.backend,
@@ -518,7 +376,7 @@ class Stack:
             self.incarnation[name] = wait_until(beating, timeout=90, every=0.1,
                                                 what=f"worker {name}'s heartbeat")
         except BaseException:
-            _kill(made)
+            kill(made)
             made.log.close()
             raise
         finally:
@@ -533,8 +391,7 @@ class Stack:
 
     def _worker_kill(self, name: str, hold: float) -> str:
         before = self.incarnation[name]
-        _kill(self.workers[name])
-        self.workers[name].log.close()
+        worker_kill(self.workers[name])
         time.sleep(hold)  # the container's restart delay
         self.workers[name] = self.start_worker(name)
         after = self.incarnation[name]
@@ -545,14 +402,11 @@ class Stack:
                 f"id {before['id']} -> {after['id']}")
 
     def _worker_stop(self, name: str, hold: float) -> str:
-        self.workers[name].signal_group(signal.SIGSTOP)
-        time.sleep(hold)
-        self.workers[name].signal_group(signal.SIGCONT)
-        return f"stopped {hold:g} s"
+        return worker_pause(self.workers[name], hold)
 
     def _api_kill(self, _: str, hold: float) -> str:
         assert self.api is not None
-        _kill(self.api)
+        kill(self.api)
         self.api.log.close()
         time.sleep(hold)
         self.api = self.start_api()
@@ -567,28 +421,17 @@ class Stack:
 
     def _redis_kill(self, _: str, hold: float) -> str:
         assert self.redis is not None
-        killed = time.monotonic()
-        self.redis.kill()
-        crash = ""
-        if self.aof is not None:
-            crash = f", {self.aof.cut_back(killed - CRASH_LOSES)}"
-        time.sleep(hold)
-        self.redis.start()
-        return (f"down {hold:g} s{crash}, restarted from its AOF "
-                f"(appendfsync {self.config.appendfsync})")
+        return redis_crash(self.redis, hold, self.aof)
 
     def _broker_restart(self, _: str, hold: float) -> str:
         assert self.rabbit is not None
-        self.rabbit.kill()
-        time.sleep(hold)
-        self.rabbit.start()
-        return f"down {hold:g} s, restarted"
+        return rabbit_restart(self.rabbit, hold)
 
     def close(self) -> None:
         if self.aof is not None:
             self.aof.stop()
         for proc in [*self.workers.values(), *([self.api] if self.api else [])]:
-            _kill(proc)
+            kill(proc)
             proc.log.close()
         if self.rabbit is not None:
             self.rabbit.stop()

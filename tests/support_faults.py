@@ -1,5 +1,6 @@
 """Faults the outage tests cause: a redis-server of their own (killed, frozen, started
-again on the same port and directory) and a TCP proxy in front of PostgreSQL that
+again on the same port and directory: bench/inject.py's RedisServer, shared with the
+fault harness and the benchmark) and a TCP proxy in front of PostgreSQL that
 cuts every connection and refuses new ones until it is restored.
 
 The proxy, not a private PostgreSQL cluster: it puts the fault exactly between the
@@ -13,79 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import signal
-import subprocess
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import psutil
-import redis
 
-from core.cli.procs import free_port, wait_until
+from bench.inject import RedisServer
+from core.cli.procs import free_port
 
-
-class RedisServer:
-    """A redis-server on a free port, owned by the test. `appendfsync` None: nothing on
-    disk (no RDB, no AOF), as the tests' shared Redis; else AOF with that fsync policy."""
-
-    def __init__(self, directory: Path, appendfsync: str | None = None) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise FileNotFoundError("redis-server is not on PATH (./run services redis)")
-        self.binary = binary
-        self.directory = directory
-        self.appendfsync = appendfsync
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in stop)
-            prefix="qb-redis-", suffix=".log", delete=False)
-        self.popen: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        persistence = (["--appendonly", "yes", "--appendfsync", self.appendfsync]
-                       if self.appendfsync else ["--appendonly", "no"])
-        self.popen = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--dir", str(self.directory), *persistence],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=1)
-        try:
-            wait_until(lambda: self._answers(client), timeout=20, what=f"redis {self.url}")
-        finally:
-            client.close()
-
-    def _answers(self, client: redis.Redis) -> bool:
-        if self.popen is not None and self.popen.poll() is not None:
-            raise RuntimeError(f"redis-server exited:\n{Path(self.log.name).read_text()}")
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL: what was not on disk is gone."""
-        if self.popen is not None:
-            self.popen.kill()
-            self.popen.wait(10)
-
-    def freeze(self) -> None:
-        """SIGSTOP: connections open (the kernel accepts them), nothing answers."""
-        if self.popen is not None:
-            self.popen.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        if self.popen is not None:
-            self.popen.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.thaw()
-            self.kill()
-        self.log.close()
+__all__ = ["CuttableProxy", "RedisServer", "cpu_share", "descendants"]
 
 
 class CuttableProxy:

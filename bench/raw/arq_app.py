@@ -39,12 +39,16 @@ async def cpu(ctx: dict[str, Any], n: int) -> list[float]:
     return [started, time.time(), os.getpid()]
 
 
+async def counted(ctx: dict[str, Any], key: str, seconds: float) -> float:
+    return await workloads.counted_async(key, seconds)
+
+
 async def peer_job(ctx: dict[str, Any], num: int) -> None:
     print(f"Job {num} finished at {time.time()}")
 
 
 class WorkerSettings:
-    functions = [noop, sleep, cpu, peer_job]
+    functions = [noop, sleep, cpu, counted, peer_job]
     redis_settings = RedisSettings.from_dsn(URL)
     if os.environ.get("RAW_CONFIG", "safe") == "safe":  # else arq's defaults (10, 0.5 s)
         max_jobs = int(os.environ.get("RAW_MAX_JOBS", "8"))
@@ -65,9 +69,16 @@ class Client:
         self._pool: asyncio.Task[ArqRedis] | None = None
 
     async def submit(self, workload: str, arg: Any) -> Job:
+        return await self._enqueue(workload, arg)
+
+    async def counted(self, key: str, seconds: float, countdown: float = 0) -> Job:
+        """`counted` (bench/workloads.py), to run `countdown` seconds from now."""
+        return await self._enqueue("counted", key, seconds, _defer_by=countdown or None)
+
+    async def _enqueue(self, name: str, *args: Any, **options: Any) -> Job:
         if self._pool is None:  # one pool, however many submit calls wait on it
             self._pool = asyncio.ensure_future(create_pool(RedisSettings.from_dsn(URL)))
-        job = await (await self._pool).enqueue_job(workload, arg)
+        job = await (await self._pool).enqueue_job(name, *args, **options)
         assert job is not None  # None only for a duplicate job id, which we never give
         return job
 

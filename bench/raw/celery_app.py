@@ -31,6 +31,15 @@ if os.environ.get("RAW_CONFIG", "safe") == "safe":  # else Celery's defaults: ea
     else:
         app.conf.update(broker_transport_options={"priority_steps": list(range(10)),
                                                   "queue_order_strategy": "priority"})
+# RAW_VISIBILITY_TIMEOUT (seconds): kombu's Redis transport hands an unacked message
+# (a countdown held by a worker included) to another worker after it (default 1 h),
+# looking for such messages every unacked_restore_interval x unacked_restore_throttle
+# (10 x 10 s by default: here 1 x 1).
+if os.environ.get("RAW_VISIBILITY_TIMEOUT") and not BROKER.startswith("amqp"):
+    app.conf.broker_transport_options = {
+        **app.conf.broker_transport_options, "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+        "visibility_timeout": int(os.environ["RAW_VISIBILITY_TIMEOUT"])}
 
 
 @app.task(name="noop")
@@ -52,6 +61,11 @@ def cpu(n: int) -> list[float]:
     started = time.time()
     workloads.cpu(n)
     return [started, time.time(), os.getpid()]
+
+
+@app.task(name="counted")
+def counted(key: str, seconds: float) -> float:
+    return workloads.counted_sync(key, seconds)
 
 
 @app.task(name="peer_job", acks_late=False)
@@ -76,6 +90,10 @@ class Client:
     def submit(self, workload: str, arg: Any) -> AsyncResult:
         """Blocking: the benchmark calls it on a thread pool, off its event loop."""
         return app.tasks[workload].apply_async((arg,))
+
+    def counted(self, key: str, seconds: float, countdown: float = 0) -> AsyncResult:
+        """`counted` (bench/workloads.py), to run `countdown` seconds from now."""
+        return counted.apply_async((key, seconds), countdown=countdown or None)
 
     def done(self, handle: AsyncResult) -> bool:
         return bool(handle.ready())

@@ -21,8 +21,12 @@ from bench import workloads
 
 URL = os.environ.get("RAW_REDIS_URL", "redis://127.0.0.1:6379/9")
 BROKER = os.environ.get("RAW_BROKER_URL") or URL
+# RAW_VISIBILITY_TIMEOUT (seconds): the Redis broker's heartbeat_timeout, after which a
+# worker that has not beaten is taken for dead and its messages requeued (default 60 s).
+_timeout = {"heartbeat_timeout": int(os.environ["RAW_VISIBILITY_TIMEOUT"]) * 1000} \
+    if os.environ.get("RAW_VISIBILITY_TIMEOUT") else {}
 broker: dramatiq.Broker = RabbitmqBroker(url=BROKER, confirm_delivery=True) \
-    if BROKER.startswith("amqp") else RedisBroker(url=BROKER)
+    if BROKER.startswith("amqp") else RedisBroker(url=BROKER, **_timeout)
 broker.add_middleware(Results(backend=RedisBackend(url=URL)))
 dramatiq.set_broker(broker)
 
@@ -46,6 +50,11 @@ def cpu(n: int) -> list[float]:
     started = time.time()
     workloads.cpu(n)
     return [started, time.time(), os.getpid()]
+
+
+@dramatiq.actor(actor_name="counted", max_retries=0)
+def counted(key: str, seconds: float) -> float:
+    return workloads.counted_sync(key, seconds)
 
 
 @dramatiq.actor(actor_name="peer_job")
@@ -73,6 +82,12 @@ class Client:
     def submit(self, workload: str, arg: Any) -> dramatiq.Message[Any]:
         """Blocking: the benchmark calls it on a thread pool, off its event loop."""
         return ACTORS[workload].send(arg)
+
+    def counted(self, key: str, seconds: float, countdown: float = 0
+                ) -> dramatiq.Message[Any]:
+        """`counted` (bench/workloads.py), to run `countdown` seconds from now."""
+        return counted.send_with_options(args=(key, seconds),
+                                         delay=int(countdown * 1000) or None)
 
     def done(self, handle: dramatiq.Message[Any]) -> bool:
         try:
