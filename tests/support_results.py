@@ -47,7 +47,8 @@ def fault(backend: str, fault_name: str, *, lost: int = 0, run_twice: int = 0,
     out: dict[str, Any] = {
         "backend": backend, "broker": broker, "mode": mode, "fault": fault_name,
         "tasks": tasks, "finished": tasks - lost, "lost": lost, "run_twice": run_twice,
-        "recovery_s": 1.5, "deadline_s": 60.0, "note": ""}
+        "recovery_s": 1.5, "deadline_s": 60.0, "note": "", "settings": "",
+        "seconds": 30.0}
     if error is not None:
         out["error"] = error
     return out

@@ -13,9 +13,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import jsonschema
 import pytest
 
-from bench import faults
+from bench import faults, schema
 from tests.conftest import service_down
 
 pytestmark = pytest.mark.faults
@@ -41,6 +42,8 @@ def test_a_worker_killed_mid_burst_gives_a_row_that_adds_up(backend_name: str,
     assert 0 <= row["run_twice"] <= row["finished"], row
     assert (row["recovery_s"] is None) == (row["lost"] > 0), row
     assert "qbw1 SIGKILLed" in row["note"], row
+    row_schema = {"$defs": schema.json_schema()["$defs"], "$ref": "#/$defs/fault_row"}
+    jsonschema.validate(row, row_schema, cls=jsonschema.Draft202012Validator)
     if mode == "queuebench":
         assert row["lost"] == 0, row
 
