@@ -41,12 +41,18 @@ from bench.chartdata import (
 )
 
 MODE_COLORS = {"raw": "#4c72b0", "direct": "#dd8452", "http": "#55a868"}
-LEGEND = {"loc": "outside right upper", "fontsize": "small", "frameon": False}
 
 
 def _figure(rows: int, cols: int, width: float, height: float) -> tuple[Figure, Any]:
     return plt.subplots(rows, cols, figsize=(width, height), squeeze=False,
                         layout="constrained")
+
+
+def _legend(fig: Figure, handles: Sequence[Any], labels: Sequence[str],
+            title: str | None = None) -> None:
+    # Outside every plot area, on the right: constrained layout shrinks the panels for it.
+    fig.legend(handles, labels, loc="outside right upper", fontsize="small", frameon=False,
+               title=title)
 
 
 def no_data(question: str) -> Figure:
@@ -99,7 +105,8 @@ def _bar_panels(records: Sequence[Any], question: str, unit: str,
         _mode_bars(ax, [r for r in records if r.workload == workload], value, error, rank)
         ax.set_title(title(workload), fontsize="medium")
         ax.set_xlabel(unit)
-    fig.legend(*axes[0][0].get_legend_handles_labels(), title="mode", **LEGEND)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    _legend(fig, handles, labels, title="mode")
     fig.suptitle(question)
     return fig
 
@@ -158,7 +165,7 @@ def saturation_chart(points: list[Point]) -> Figure:
             ax.set_axis_off()
     handles = [Line2D([], [], color=c, marker="o", markersize=3) for c in colors.values()]
     handles += [Line2D([], [], color="black"), Line2D([], [], color="black", linestyle="--")]
-    fig.legend(handles, [*colors, "p50", "p99"], **LEGEND)
+    _legend(fig, handles, [*colors, "p50", "p99"])
     fig.suptitle(question)
     return fig
 
@@ -184,7 +191,7 @@ def cdf_chart(curves: list[Curve]) -> Figure:
         ax.set_ylim(0, 1.01)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("share of tasks")
-    fig.legend([Line2D([], [], color=c) for c in colors.values()], list(colors), **LEGEND)
+    _legend(fig, [Line2D([], [], color=c) for c in colors.values()], list(colors))
     fig.suptitle(question)
     return fig
 
@@ -199,8 +206,7 @@ def delivery_chart(grid: DeliveryGrid | None) -> Figure:
               for row in grid.rows]
     fig, axes = _figure(1, 1, 1.25 * len(grid.faults) + 5.5, 0.42 * len(grid.rows) + 1.8)
     ax = axes[0][0]
-    cmap = ListedColormap([color for _, color, _ in VERDICTS.values()])
-    cmap.set_bad("white")
+    cmap = ListedColormap([color for _, color, _ in VERDICTS.values()], bad="white")
     ax.imshow(matrix, cmap=cmap, vmin=-0.5, vmax=len(VERDICTS) - 0.5, aspect="auto")
     for y, row in enumerate(grid.rows):
         for x, fault in enumerate(grid.faults):
@@ -212,7 +218,7 @@ def delivery_chart(grid: DeliveryGrid | None) -> Figure:
     ax.xaxis.tick_top()
     ax.set_yticks(range(len(grid.rows)), [row_label(r) for r in grid.rows], fontsize="small")
     ax.tick_params(length=0)
-    fig.legend([Patch(color=color) for _, color, _ in VERDICTS.values()],
-               [text for text, _, _ in VERDICTS.values()], **LEGEND)
+    _legend(fig, [Patch(color=color) for _, color, _ in VERDICTS.values()],
+            [text for text, _, _ in VERDICTS.values()])
     fig.suptitle(question)
     return fig

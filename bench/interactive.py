@@ -22,8 +22,8 @@ from plotly.subplots import make_subplots
 from bench.chartdata import (
     DELIVERY_MODES,
     FAULT_LABELS,
-    PRIMARY_MODES,
     QUESTIONS,
+    SATURATION_MODES,
     VERDICTS,
     Bar,
     DeliveryGrid,
@@ -140,8 +140,9 @@ def saturation(points: list[Point]) -> Chart:
                               f"%{{customdata:,.0f}}/s<br>{name} %{{y:.1f}} ms<extra></extra>",
                 row=1, col=col)
     _layout(fig, 460)
-    fig.update_yaxes(type="log", title_text="ms end to end", col=1)
-    fig.update_yaxes(type="log", col=2)
+    # dtick 1: a label at each power of ten only, none squeezed in between
+    fig.update_yaxes(type="log", dtick=1, title_text="ms end to end", col=1)
+    fig.update_yaxes(type="log", dtick=1, col=2)
     fig.update_xaxes(title_text="offered tasks/s")
     return Chart("saturation", _plain(fig), "Solid: the library alone (raw); dashed: "
                  "through queuebench (direct); dotted: over HTTP.")
@@ -155,26 +156,27 @@ def _colorscale() -> list[list[Any]]:
 
 
 def delivery(grid: DeliveryGrid | None) -> Chart:
-    """A heat-map row per backend, broker and mode (a trace each, so that the broker and
-    mode filters can hide rows), a column per fault, the counts written in the cells."""
+    """One heat map: a row per backend, broker and mode (the first on top), a column per
+    fault, the counts written in the cells. Its `meta.rows` names each row's broker and
+    mode, so that the filters can drop rows."""
     fig = go.Figure()
     if grid is None or not grid.rows:
         return Chart("delivery", _plain(fig), "No faults in these results.")
-    columns = [FAULT_LABELS.get(f, f).replace("\n", "<br>") for f in grid.faults]
-    for row in reversed(grid.rows):  # the first row on top
-        cells = [grid.cells.get((row, fault)) for fault in grid.faults]
-        fig.add_heatmap(
-            x=columns, y=[row_label(row)], z=[[verdict(c) for c in cells]],
-            text=[[cell_text(c).replace("\n", "<br>") for c in cells]],
-            texttemplate="%{text}", zmin=-0.5, zmax=len(VERDICTS) - 0.5,
-            colorscale=_colorscale(), showscale=False, hoverongaps=False, xgap=2, ygap=2,
-            meta={"broker": row[1], "mode": row[2]},
-            customdata=[[[(c or {}).get(k) for k in ("tasks", "finished", "recovery_s", "note")]
-                         for c in cells]],
-            hovertemplate="%{y}, %{x}<br>%{text}<br>tasks %{customdata[0]}, finished "
-                          "%{customdata[1]}<br>recovered in %{customdata[2]} s<br>"
-                          "%{customdata[3]}<extra></extra>")
-    _layout(fig, 140 + 40 * len(grid.rows), xaxis={"side": "top", "tickangle": 0})
+    rows = list(reversed(grid.rows))  # plotly draws the first row at the bottom
+    cells = [[grid.cells.get((row, fault)) for fault in grid.faults] for row in rows]
+    fig.add_heatmap(
+        x=[FAULT_LABELS.get(f, f).replace("\n", "<br>") for f in grid.faults],
+        y=[row_label(row) for row in rows], z=[[verdict(c) for c in line] for line in cells],
+        text=[[cell_text(c).replace("\n", "<br>") for c in line] for line in cells],
+        texttemplate="%{text}", zmin=-0.5, zmax=len(VERDICTS) - 0.5,
+        colorscale=_colorscale(), showscale=False, hoverongaps=False, xgap=2, ygap=2,
+        meta={"rows": [{"broker": row[1], "mode": row[2]} for row in rows]},
+        customdata=[[[(c or {}).get(k) for k in ("tasks", "finished", "recovery_s", "note")]
+                     for c in line] for line in cells],
+        hovertemplate="%{y}, %{x}<br>%{text}<br>tasks %{customdata[0]}, finished "
+                      "%{customdata[1]}<br>recovered in %{customdata[2]} s<br>"
+                      "%{customdata[3]}<extra></extra>")
+    _layout(fig, 140 + 40 * len(rows), xaxis={"side": "top", "tickangle": 0})
     key = "; ".join(f"{name}: {text}" for text, _, name in VERDICTS.values())
     return Chart("delivery", _plain(fig), f"{key}; blank: not run. Hover for the "
                  "recovery time and the note.")
@@ -189,14 +191,16 @@ def _options(values: list[str]) -> str:
 
 
 def filters_html(charts: list[Chart]) -> str:
-    """Select boxes for workload and broker, a checkbox per mode (the charts' comparison
-    modes and the delivery modes ticked), built from what the traces carry."""
-    metas = [t.get("meta") or {} for c in charts for t in c.figure["data"]]
+    """Select boxes for workload and broker, a checkbox per mode, built from what the
+    traces carry. At first: the first workload and broker, raw against direct and the
+    delivery modes, so that no chart starts with more than about six series."""
+    metas = [m for c in charts for t in c.figure["data"]
+             for m in (t.get("meta") or {}).get("rows") or [t.get("meta") or {}]]
 
     def present(key: str) -> list[str]:
         return list(dict.fromkeys(str(m[key]) for m in metas if m.get(key) is not None))
 
-    ticked = {*PRIMARY_MODES, *DELIVERY_MODES}
+    ticked = {*SATURATION_MODES, *DELIVERY_MODES}
     modes = "".join(
         f'<label><input type="checkbox" name="mode" value="{html.escape(m)}"'
         f'{" checked" if m in ticked else ""}> {html.escape(m)}</label> '
@@ -204,8 +208,8 @@ def filters_html(charts: list[Chart]) -> str:
     return ('<form id="filters" class="filters" onsubmit="return false">\n'
             f'<label>workload <select id="f-workload">{_options(present("workload"))}'
             '</select></label>\n'
-            '<label>broker <select id="f-broker"><option value="">all</option>'
-            f'{_options(present("broker"))}</select></label>\n'
+            f'<label>broker <select id="f-broker">{_options(present("broker"))}'
+            '<option value="">all</option></select></label>\n'
             f'<fieldset><legend>mode</legend>{modes}</fieldset>\n</form>\n')
 
 
@@ -229,14 +233,26 @@ function chosen() {
 function matches(trace, f) {
   const m = trace.meta || {};
   return (m.workload === undefined || m.workload === f.workload)
-      && (f.broker === "" || m.broker === f.broker)
+      && (m.broker === undefined || f.broker === "" || m.broker === f.broker)
       && (m.mode === undefined || f.modes.has(m.mode));
+}
+function rowsOf(trace, f) {
+  // A heat map keeps the rows whose broker and mode are chosen; null when none is.
+  const rows = trace.meta && trace.meta.rows;
+  if (!rows) return trace;
+  const keep = rows.map(r => (f.broker === "" || r.broker === f.broker) && f.modes.has(r.mode));
+  if (!keep.some(Boolean)) return null;
+  const pick = a => a.filter((_, i) => keep[i]);
+  return {...trace, y: pick(trace.y), z: pick(trace.z), text: pick(trace.text),
+          customdata: pick(trace.customdata),
+          meta: {...trace.meta, rows: pick(rows)}};
 }
 function draw() {
   const f = chosen();
   for (const [id, fig] of Object.entries(FIGURES)) {
     const seen = new Set();
-    const data = fig.data.filter(t => matches(t, f)).map(t => {
+    const shown = fig.data.filter(t => matches(t, f)).map(t => rowsOf(t, f));
+    const data = shown.filter(t => t !== null).map(t => {
       // One legend entry per group among the traces shown, whichever broker they are of.
       const first = Boolean(t.meta && t.meta.legend) && !seen.has(t.legendgroup);
       if (first) seen.add(t.legendgroup);

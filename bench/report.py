@@ -434,9 +434,8 @@ th { background: #f4f4f4; }
 dl { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; }
 dt { font-weight: bold; } dd { margin: 0; }
 img { max-width: 100%; margin: .5em 0; }
-.filters { position: sticky; top: 0; z-index: 10; background: #fff; padding: .4em 0;
-           border-bottom: 1px solid #ddd; display: flex; flex-wrap: wrap; gap: .5em 1.5em;
-           align-items: center; }
+.filters { padding: .4em 0; border-bottom: 1px solid #ddd; display: flex; flex-wrap: wrap;
+           gap: .5em 1.5em; align-items: center; }
 .filters fieldset { border: 0; margin: 0; padding: 0; }
 .filters legend { float: left; margin-right: .5em; font-weight: bold; }
 .chart .plot { width: 100%; }
