@@ -416,7 +416,9 @@ def html_table(table: TableData) -> str:
     body = "\n".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>"
                      for row in table.rows)
     note = f'<p class="note">{html.escape(table.note)}</p>' if table.note else ""
-    return (f"<h2>{html.escape(table.title)}</h2>\n<table>\n<thead><tr>{head}</tr></thead>\n"
+    anchor = f' id="{table.id}-table"' if table.id else ""
+    return (f"<h2{anchor}>{html.escape(table.title)}</h2>\n<table>\n"
+            f"<thead><tr>{head}</tr></thead>\n"
             f"<tbody>\n{body}\n</tbody>\n</table>\n{note}")
 
 

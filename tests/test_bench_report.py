@@ -352,6 +352,9 @@ def test_render_html_is_self_contained(rendered: list[Path]) -> None:
     assert page.count('<img alt="cdf" src="data:image/png;base64,') == 1
     for chart in ("throughput", "latency", "saturation", "delivery"):
         assert f'id="{chart}-chart"' in page and f'id="{chart}-plot"' in page
+    # The anchors the decision guide links to (no faults here: no delivery table).
+    for table in ("throughput", "latency", "saturation", "overhead", "ratios"):
+        assert f'<h2 id="{table}-table">' in page
     assert "2 worker processes x threads pool of 4" in page
     assert 'class="num bad">⚠ 3 lost<' in page
 
@@ -362,6 +365,7 @@ def test_render_markdown_highlights_lost_and_shows_the_meta(rendered: list[Path]
     assert "2 worker processes x max_jobs 8" in text
     assert "kombu 5.7.0" in text and "profile" in text
     assert "![throughput](throughput.png)" in text
+    assert '<a id="throughput-chart"></a>' in text and '<a id="overhead-table"></a>' in text
     assert "direct/raw ok" in text
     assert "ok, generator not the bottleneck" in text
     assert "sustained @ 400/s" in text
@@ -375,7 +379,7 @@ def test_render_markdown_highlights_lost_and_shows_the_meta(rendered: list[Path]
 
 def test_render_html_marks_a_missed_target(rendered: list[Path]) -> None:
     page = rendered[0].with_name("report.html").read_text(encoding="utf-8")
-    assert "<h2>Overhead against the library alone (noop)</h2>" in page
+    assert '<h2 id="overhead-table">Overhead against the library alone (noop)</h2>' in page
     assert '<td class="bad">❌ missed</td>' in page and "<td>✅ met</td>" in page
 
 
