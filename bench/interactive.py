@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,41 +83,41 @@ def _groups(records: list[Any]) -> dict[tuple[str, str, str], list[Any]]:
     return groups
 
 
-def throughput(bars: list[Bar]) -> Chart:
-    """Horizontal bars per queue, a trace per workload, broker and mode; the fastest on
-    top; the whisker and the hover give the repeats' min-max."""
+def _bars(records: list[Any], value: Callable[[Any], float],
+          whisker: Callable[[Any], tuple[float, float]], custom: Callable[[Any], list[Any]],
+          hover: str, **layout: Any) -> go.Figure:
+    """Horizontal bars per queue, a trace per workload, broker and mode (`hover` follows
+    "queue, mode"), whiskers below and above the bar."""
     fig = go.Figure()
-    for (_, _, mode), mine in _groups(bars).items():
-        fig.add_bar(orientation="h", y=[b.queue for b in mine], x=[b.median for b in mine],
+    for (_, _, mode), mine in _groups(records).items():
+        fig.add_bar(orientation="h", y=[r.queue for r in mine], x=[value(r) for r in mine],
                     name=mode, legendgroup=mode, offsetgroup=mode,
                     marker_color=_mode_color(mode), meta=_meta(mine[0]),
-                    error_x={"type": "data", "array": [b.high - b.median for b in mine],
-                             "arrayminus": [b.median - b.low for b in mine], "thickness": 1},
-                    customdata=[[b.low, b.high] for b in mine],
-                    hovertemplate=f"%{{y}}, {mode}<br>median %{{x:,.0f}} tasks/s<br>"
-                                  "min\u2013max %{customdata[0]:,.0f}\u2013"
-                                  "%{customdata[1]:,.0f}<extra></extra>")
-    queues = len({b.queue for b in bars})
-    _layout(fig, 160 + 60 * queues, barmode="group", xaxis_title="tasks/s",
-            yaxis={"categoryorder": "total ascending"})
+                    error_x={"type": "data", "array": [whisker(r)[1] for r in mine],
+                             "arrayminus": [whisker(r)[0] for r in mine], "thickness": 1},
+                    customdata=[custom(r) for r in mine],
+                    hovertemplate=f"%{{y}}, {mode}{hover}<extra></extra>")
+    _layout(fig, 160 + 60 * len({r.queue for r in records}), barmode="group", **layout)
+    return fig
+
+
+def throughput(bars: list[Bar]) -> Chart:
+    """The fastest queue on top; the whisker and the hover give the repeats' min-max."""
+    fig = _bars(bars, lambda b: b.median, lambda b: (b.median - b.low, b.high - b.median),
+                lambda b: [b.low, b.high],
+                "<br>median %{x:,.0f} tasks/s<br>min\u2013max %{customdata[0]:,.0f}\u2013"
+                "%{customdata[1]:,.0f}",
+                xaxis_title="tasks/s", yaxis={"categoryorder": "total ascending"})
     return Chart("throughput", _plain(fig))
 
 
 def latency(bars: list[LatencyBar]) -> Chart:
-    """End-to-end p50 as the bar, p99 as the whisker, at each workload's compared load."""
-    fig = go.Figure()
-    for (_, _, mode), mine in _groups(bars).items():
-        fig.add_bar(orientation="h", y=[b.queue for b in mine], x=[b.p50 for b in mine],
-                    name=mode, legendgroup=mode, offsetgroup=mode,
-                    marker_color=_mode_color(mode), meta=_meta(mine[0]),
-                    error_x={"type": "data", "array": [b.p99 - b.p50 for b in mine],
-                             "arrayminus": [0] * len(mine), "thickness": 1},
-                    customdata=[[b.p99, b.load] for b in mine],
-                    hovertemplate=f"%{{y}}, {mode}, %{{customdata[1]}}<br>p50 %{{x:.1f}} ms"
-                                  "<br>p99 %{customdata[0]:.1f} ms<extra></extra>")
-    queues = len({b.queue for b in bars})
-    _layout(fig, 160 + 60 * queues, barmode="group", xaxis_title="ms end to end",
-            yaxis={"categoryorder": "total descending"})
+    """End-to-end p50 as the bar, p99 as the whisker, at each workload's compared load;
+    the quickest queue on top."""
+    fig = _bars(bars, lambda b: b.p50, lambda b: (0.0, b.p99 - b.p50),
+                lambda b: [b.p99, b.load],
+                ", %{customdata[1]}<br>p50 %{x:.1f} ms<br>p99 %{customdata[0]:.1f} ms",
+                xaxis_title="ms end to end", yaxis={"categoryorder": "total descending"})
     return Chart("latency", _plain(fig), "Each workload at the highest offered rate that "
                  "every queue and mode kept up with.")
 

@@ -17,13 +17,11 @@ import pytest_asyncio
 
 from bench import report
 from tests.bench_results import docs_results
-from tests.conftest import IN_CI
 
-CHROMIUM = os.environ.get("QB_CHROMIUM", "/usr/bin/chromium")
-TIMEOUT_MS = 20_000
+# The dashboard's tests launch the browser (or skip, or fail in CI, without one).
+from tests.test_dashboard_browser import TIMEOUT_MS, browser  # noqa: F401
+
 CHARTS = ("throughput", "latency", "saturation", "delivery")
-
-playwright_api = pytest.importorskip("playwright.async_api")
 
 # Boxes in page pixels, from the drawn SVG: each plot area (plotly's drag rectangle of a
 # subplot), the legend, and every tick label, per chart.
@@ -66,22 +64,8 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return dirs
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def browser() -> AsyncIterator[Any]:
-    if not Path(CHROMIUM).exists():
-        message = f"no chromium at {CHROMIUM}: run scripts/browser.sh"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    async with playwright_api.async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                           args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield launched
-        await launched.close()
-
-
 @pytest_asyncio.fixture(loop_scope="session")
-async def page(browser: Any, page_url: str) -> AsyncIterator[Any]:
+async def page(browser: Any, page_url: str) -> AsyncIterator[Any]:  # noqa: F811
     """The report, offline: any request but the file itself is aborted and recorded."""
     context = await browser.new_context(viewport={"width": 1400, "height": 900})
     refused: list[str] = []
