@@ -411,42 +411,6 @@ def run_cells(cells: Sequence[Cell], parallel: int = 3) -> Iterator[dict[str, An
         yield from pool.map(run_cell, cells)
 
 
-# -- the report --------------------------------------------------------------------
-
-def delivery_text(row: dict[str, Any]) -> Any:
-    """One cell of the delivery table: "lost / run twice / recovery s", marked "bad"
-    when a task was lost (or the cell failed), "warn" when one ran twice."""
-    if row.get("error"):
-        return ("error", "bad")
-    recovery = "-" if row.get("recovery_s") is None else f"{row['recovery_s']:.1f} s"
-    text = f"{row['lost']} / {row['run_twice']} / {recovery}"
-    if row["lost"]:
-        return (text, "bad")
-    return (text, "warn") if row["run_twice"] else text
-
-
-def delivery_table(rows: Sequence[dict[str, Any]]) -> Any:
-    """The faults dimension as a report table (bench/report.py's TableData): a row per
-    backend, broker and mode, a column per fault."""
-    from bench.report import TableData
-
-    faults = [f for f in FAULTS if any(r.get("fault") == f for r in rows)]
-    by_cell = {(r["backend"], r["broker"], r["mode"], r["fault"]): r for r in rows}
-    lines = sorted({(r["backend"], r["broker"], r["mode"]) for r in rows},
-                   key=lambda k: (k[0], BROKERS.index(k[1]) if k[1] in BROKERS else 9,
-                                  MODES.index(k[2]) if k[2] in MODES else 9))
-    body = [[b, k, m, *(delivery_text(by_cell[(b, k, m, f)]) if (b, k, m, f) in by_cell
-                        else "" for f in faults)] for b, k, m in lines]
-    deadline = max((r.get("deadline_s") or 0 for r in rows), default=0)
-    return TableData(
-        "Delivery under faults: lost / run twice / recovery",
-        ["backend", "broker", "mode", *faults], body, align="lll" + "r" * len(faults),
-        note=f"Per cell: tasks lost (not done {deadline:g} s after the fault ended), tasks "
-             "run to their end twice, seconds from the fault's start until the last task "
-             "finished (- when some never did). A library that redelivers later than "
-             "that (Celery's 1 h visibility timeout) shows as lost.")
-
-
 def main() -> None:
     cell = Cell(**json.loads(sys.argv[1]))
     keep = os.environ.get("QB_FAULTS_KEEP")  # a directory to keep the logs in

@@ -8,24 +8,18 @@ from __future__ import annotations
 
 import base64
 import html
-import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display, and no GUI toolkit to import
-
 import matplotlib.pyplot as plt
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from bench.faults import delivery_table
+from bench import chartdata, charts, guide, interactive
+from bench.chartdata import QUESTIONS
 from bench.stats import (
     E2E_P50_FACTOR,
     E2E_P50_SLACK_MS,
@@ -43,10 +37,6 @@ from bench.stats import (
 
 DASH = "\u2013"  # an en dash: "no figure"
 MODES = ("raw", "direct", "batch", "http", "direct+history", "http+history")
-MODE_COLORS = {"raw": "#4c72b0", "direct": "#dd8452", "batch": "#c44e52", "http": "#55a868",
-               "direct+history": "#f0b27a", "http+history": "#a9d18e", "ceiling": "#8c8c8c"}
-MODE_LINES = {"raw": "-", "direct": "--", "http": ":", "direct+history": "-.",
-              "http+history": (0, (1, 3))}
 KIND_TITLES = {"submit": "submit", "queue_wait": "queue wait", "end_to_end": "end to end"}
 DIRECT_OK = OVERHEAD_TARGETS["direct_vs_raw"]
 OVERHEAD_LABELS = {
@@ -71,6 +61,7 @@ class TableData:
     rows: list[list[Cell]]
     align: str  # a letter per column: "l" for labels, "r" for numbers
     note: str = ""
+    id: str = ""  # its anchor, "<id>-table": the decision guide links to it
 
 
 # ---------------------------------------------------------------- figures and text
@@ -164,46 +155,15 @@ def _modes(rows: Iterable[dict[str, Any]]) -> list[str]:
     return [m for m in MODES if m in present] + [m for m in present if m not in MODES]
 
 
-def _queues(rows: Iterable[dict[str, Any]]) -> list[str]:
-    return [b for b in _unique(r.get("backend") for r in rows) if b != "ceiling"]
-
-
-def _by_queue(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{**r, "backend": queue_label(r)} for r in rows]
-
-
 def _burst(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in summary if r.get("phase") == "burst"]
-
-
-def _level(rows: list[dict[str, Any]], sat: list[dict[str, Any]], workload: Any) -> Any:
-    """The offered rate at which to compare sustained latency: the highest one that every
-    queue and mode kept up with, else the lowest (a sweep tried several)."""
-    rates = sorted(_unique(r.get("offered_rate") for r in rows))
-    if not rates:
-        return None
-    limits = [s.get("max_sustained_rate") for s in sat if s.get("workload") == workload]
-    common = [r for r in rates
-              if limits and all(lim is not None and r <= lim for lim in limits)]
-    return common[-1] if common else rates[0]
-
-
-def _compared(rows: list[dict[str, Any]], sat: list[dict[str, Any]],
-              workload: Any) -> tuple[list[dict[str, Any]], str]:
-    """A workload's rows to compare latency on: sustained if there are any, else burst."""
-    mine = [r for r in rows if r.get("workload") == workload and r.get("backend") != "ceiling"]
-    sustained = [r for r in mine if r.get("phase") == "sustained"]
-    if not sustained:
-        return [r for r in mine if r.get("phase") == "burst"], "burst"
-    level = _level(sustained, sat, workload)
-    label = "sustained" if level is None else f"sustained @ {_num(level)}/s"
-    return [r for r in sustained if r.get("offered_rate") == level], label
 
 
 # ---------------------------------------------------------------- tables
 
 
-def _pivot(rows: list[dict[str, Any]], figure: str, title: str, note: str) -> TableData:
+def _pivot(rows: list[dict[str, Any]], figure: str, title: str, note: str,
+           id: str) -> TableData:
     """Rows per workload and backend, one column per mode: 'median [min-max]'."""
     modes = _modes(rows)
     cells: dict[tuple[Any, Any], dict[Any, str]] = {}
@@ -216,21 +176,21 @@ def _pivot(rows: list[dict[str, Any]], figure: str, title: str, note: str) -> Ta
     body: list[list[Cell]] = [[str(w), str(b), k, *(line.get(m, DASH) for m in modes)]
                               for (w, b, k), line in ordered]
     return TableData(title, ["workload", "backend", "broker", *modes], body,
-                     align="lll" + "r" * len(modes), note=note)
+                     align="lll" + "r" * len(modes), note=note, id=id)
 
 
 def throughput_table(summary: list[dict[str, Any]]) -> TableData:
     rows = [r for r in _burst(summary) if r.get("backend") != "ceiling"]
     return _pivot(rows, "throughput_tasks_per_s", "Throughput, burst (tasks/s)",
                   f"Median over repeats [min{DASH}max]. Burst: a preloaded queue drained by "
-                  "the workers, from the first 5% of completions to the last.")
+                  "the workers, from the first 5% of completions to the last.", id="throughput")
 
 
 def submit_table(summary: list[dict[str, Any]]) -> TableData:
     return _pivot(_burst(summary), "submit_rps", "Submit rate, burst (tasks/s)",
                   "Burst submissions with no worker running; batch: the direct burst through "
                   "Backend.submit_many. The ceiling: the same Locust load on a bare FastAPI "
-                  "endpoint doing one Redis LPUSH.")
+                  "endpoint doing one Redis LPUSH.", id="submit")
 
 
 def latency_table(summary: list[dict[str, Any]]) -> TableData:
@@ -247,7 +207,7 @@ def latency_table(summary: list[dict[str, Any]]) -> TableData:
                *(f"{KIND_TITLES.get(k, k)} p50 / p95 / p99" for k in kinds)]
     return TableData("Latency (ms)", headers, body, align="lllll" + "r" * len(kinds),
                      note="Each percentile is the median of the repeats' own percentiles. "
-                          "batch: a submit is a whole submit_many call.")
+                          "batch: a submit is a whole submit_many call.", id="latency")
 
 
 def errors_table(summary: list[dict[str, Any]]) -> TableData:
@@ -261,7 +221,8 @@ def errors_table(summary: list[dict[str, Any]]) -> TableData:
     return TableData("Errors and lost tasks",
                      ["backend", "broker", "workload", "mode", "phase", "tasks", "errors",
                       "lost"], body, align="lllllrrr",
-                     note="Lost: submitted but never reached a final state. Sums over repeats.")
+                     note="Lost: submitted but never reached a final state. Sums over repeats.",
+                     id="errors")
 
 
 def ratios_table_data(rows: list[dict[str, Any]]) -> TableData:
@@ -276,7 +237,7 @@ def ratios_table_data(rows: list[dict[str, Any]]) -> TableData:
                      ["backend", "broker", "workload", "direct / raw", "http / raw",
                       "http submit / ceiling", "verdict"], body, align="lllrrrl",
                      note="Median throughput of each mode over the queue's own raw client; "
-                          "http submit rate over the load generator's ceiling.")
+                          "http submit rate over the load generator's ceiling.", id="ratios")
 
 
 def _ms(value: Any) -> str:
@@ -311,7 +272,7 @@ def overhead_table_data(rows: list[dict[str, Any]]) -> TableData:
                      note="Submit: burst rate with no worker running (raw: the library's own "
                           "client; batch: Backend.submit_many). Drain: burst tasks/s. Latency: "
                           "the lowest sustained rate both raw and direct ran. "
-                          f"{DASH}: not measured.")
+                          f"{DASH}: not measured.", id="overhead")
 
 
 def saturation_table(sat: list[dict[str, Any]]) -> TableData:
@@ -326,7 +287,8 @@ def saturation_table(sat: list[dict[str, Any]]) -> TableData:
     return TableData("Saturation, sustained",
                      ["backend", "broker", "workload", "mode", "kept up to (tasks/s)",
                       "offered → achieved (p95 end to end)"], body, align="llllrl",
-                     note="Kept up: achieved at least 95% of the offered rate, nothing lost.")
+                     note="Kept up: achieved at least 95% of the offered rate, nothing lost.",
+                     id="saturation")
 
 
 def kill_table(runs: list[dict[str, Any]]) -> TableData:
@@ -345,7 +307,69 @@ def kill_table(runs: list[dict[str, Any]]) -> TableData:
                      note="One worker SIGKILLed a few seconds into the drain and a new one "
                           "started; never finished: not done a minute later (queuebench's "
                           "reaper redelivers after REDELIVERY_AFTER, 30 s; the libraries' "
-                          "own redelivery waits for a visibility timeout, or never comes).")
+                          "own redelivery waits for a visibility timeout, or never comes).",
+                     id="kill")
+
+
+def _delivery_text(cell: dict[str, Any] | None) -> Cell:
+    """One cell of the delivery table: "lost / run twice / recovery s", marked "bad"
+    when a task was lost (or the cell failed), "warn" when one ran twice."""
+    if cell is None:
+        return ""
+    if cell.get("error"):
+        return ("error", "bad")
+    recovery = cell.get("recovery_s")
+    text = f"{cell['lost']} / {cell['run_twice']} / " + \
+        (DASH if recovery is None else f"{recovery:.1f} s")
+    if cell["lost"]:
+        return (text, "bad")
+    return (text, "warn") if cell["run_twice"] else text
+
+
+def delivery_table(faults: list[dict[str, Any]]) -> TableData:
+    """results["faults"] at a glance: a row per backend, broker and mode, a column per
+    fault (the heat map's grid), each cell "lost / run twice / recovery"."""
+    grid = chartdata.delivery_grid(faults)
+    body: list[list[Cell]] = [[*row, *(_delivery_text(grid.cells.get((row, f)))
+                                       for f in grid.faults)] for row in grid.rows]
+    deadline = max((f.get("deadline_s") or 0 for f in faults), default=0)
+    return TableData("Delivery under faults: lost / run twice / recovery",
+                     ["backend", "broker", "mode", *grid.faults], body,
+                     align="lll" + "r" * len(grid.faults),
+                     note="raw-defaults: the library as its users run it out of the box; "
+                          "raw-safe: with its safe settings; queuebench: through queuebench. "
+                          f"Per cell: tasks lost (not done {deadline:g} s after the fault "
+                          "ended), tasks run to their end twice, seconds from the fault's "
+                          f"start until the last task finished ({DASH}: some never did). A "
+                          "library that redelivers later than that (Celery's 1 h visibility "
+                          "timeout) shows as lost. What happened in each cell: the "
+                          "[cell by cell](#delivery-cells-table) table.",
+                     id="delivery")
+
+
+def delivery_cells_table(faults: list[dict[str, Any]]) -> TableData:
+    """results["faults"] cell by cell, with what happened (the fault's own line) and
+    what differed from defaults."""
+    grid = chartdata.delivery_grid(faults)
+    body: list[list[Cell]] = []
+    for row in grid.rows:
+        for fault in grid.faults:
+            cell = grid.cells.get((row, fault))
+            if cell is None:
+                continue
+            lost, twice = cell.get("lost"), cell.get("run_twice")
+            recovery = cell.get("recovery_s")
+            body.append([*row, fault, _count(cell.get("tasks")), _count(cell.get("finished")),
+                         (str(lost), "bad") if lost else _count(lost),
+                         (str(twice), "warn") if twice else _count(twice),
+                         DASH if recovery is None else f"{recovery:.1f}",
+                         (f"error: {cell['error']}", "bad") if cell.get("error")
+                         else "; ".join(str(part) for part in (cell.get("note"),
+                                                               cell.get("settings")) if part)])
+    return TableData("Delivery under faults, cell by cell",
+                     ["backend", "broker", "mode", "fault", "tasks", "finished", "lost",
+                      "run twice", "recovered in (s)", "what happened; settings"], body,
+                     align="llllrrrrrl", id="delivery-cells")
 
 
 def settings_table_data(rows: list[dict[str, str]]) -> TableData:
@@ -354,7 +378,7 @@ def settings_table_data(rows: list[dict[str, str]]) -> TableData:
     return TableData("Configuration per backend, mode and config",
                      headers, [[str(r.get(h, "")) for h in headers] for r in rows],
                      align="l" * len(headers),
-                     note="http runs direct's workers behind `queuebench serve`.")
+                     note="http runs direct's workers behind `queuebench serve`.", id="settings")
 
 
 def report_tables(results: dict[str, Any]) -> list[TableData]:
@@ -365,9 +389,10 @@ def report_tables(results: dict[str, Any]) -> list[TableData]:
     sat = _saturation(results)
     if sat:
         tables.append(saturation_table(sat))
-    tables.append(kill_table(results.get("runs") or []))
     tables.append(delivery_table(results.get("faults") or []))
+    tables.append(kill_table(results.get("runs") or []))
     tables.append(settings_table_data((results.get("meta") or {}).get("settings_table") or []))
+    tables.append(delivery_cells_table(results.get("faults") or []))
     return [t for t in tables if t.rows]
 
 
@@ -392,203 +417,6 @@ def meta_items(meta: dict[str, Any]) -> list[tuple[str, str]]:
     if settings:
         items.append(("settings", ", ".join(f"{k}={v}" for k, v in settings.items())))
     return items
-
-
-# ---------------------------------------------------------------- charts
-
-
-def _no_data(ax: Axes, title: str) -> None:
-    ax.set_title(title)
-    ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _maybe_log(ax: Axes, values: Iterable[float | None], axis: str = "y") -> None:
-    """Log scale when the values span more than 30x, so the small ones stay visible."""
-    present = [v for v in values if v is not None]
-    if present and min(present) > 0 and max(present) / min(present) > 30:
-        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
-        # Plain numbers (0.5, 20) read better than powers of ten for milliseconds.
-        (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(
-            FuncFormatter(lambda value, _: f"{value:g}"))
-
-
-def _legend(ax: Axes, **kwargs: Any) -> None:
-    # matplotlib warns about an empty legend, and warnings are errors in the tests.
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(**kwargs)
-
-
-def _grouped_bars(ax: Axes, rows: list[dict[str, Any]], figure: str) -> None:
-    """x = queue, one bar per mode at its median, min-max as the error bar."""
-    queues, modes = _queues(rows), _modes(rows)
-    width = 0.8 / max(len(modes), 1)
-    for i, mode in enumerate(modes):
-        xs, heights, below, above = [], [], [], []
-        for x, queue in enumerate(queues):
-            row = next((r for r in rows if r.get("backend") == queue and r.get("mode") == mode),
-                       None)
-            spread = (row or {}).get(figure) or {}
-            if spread.get("median") is None:
-                continue
-            median = spread["median"]
-            xs.append(x - 0.4 + width * (i + 0.5))
-            heights.append(median)
-            below.append(median - (spread.get("min") if spread.get("min") is not None
-                                   else median))
-            above.append((spread.get("max") if spread.get("max") is not None
-                          else median) - median)
-        if xs:
-            ax.bar(xs, heights, width, yerr=[below, above], capsize=3, label=mode,
-                   color=MODE_COLORS.get(mode, "#999999"))
-    ax.set_xticks(range(len(queues)), queues)
-
-
-def throughput_chart(summary: list[dict[str, Any]]) -> Figure:
-    """A panel per workload of burst throughput, and a panel of submit rates with the
-    load generator's ceiling as a dashed line."""
-    burst = _burst(summary)
-    queue_rows = [r for r in burst if r.get("backend") != "ceiling"]
-    workloads = _unique(r.get("workload") for r in queue_rows)
-    ceilings = [r for r in burst if r.get("backend") == "ceiling"]
-    submit_workload = next((c.get("workload") for c in ceilings if c.get("workload")
-                            in workloads), workloads[0] if workloads else None)
-    fig, axes = plt.subplots(1, len(workloads) + 1, figsize=(4.5 * (len(workloads) + 1), 4.2),
-                             squeeze=False)
-    for ax, workload in zip(axes[0], workloads, strict=False):
-        _grouped_bars(ax, [r for r in queue_rows if r.get("workload") == workload],
-                      "throughput_tasks_per_s")
-        ax.set_title(f"{workload}: tasks/s (burst)")
-        ax.set_ylabel("tasks/s")
-        _legend(ax, title="mode", fontsize="small")
-    ax = axes[0][-1]
-    submit_rows = [r for r in queue_rows if r.get("workload") == submit_workload]
-    if not submit_rows:
-        _no_data(ax, "submit rate")
-        return fig
-    _grouped_bars(ax, submit_rows, "submit_rps")
-    ceiling = next((c for c in ceilings if c.get("workload") == submit_workload),
-                   ceilings[0] if ceilings else None)
-    if ceiling and _median_of(ceiling, "submit_rps") is not None:
-        ax.axhline(_median_of(ceiling, "submit_rps"), color="black", linestyle="--",
-                   linewidth=1, label="ceiling (Locust on bare FastAPI + LPUSH)")
-    ax.set_title(f"{submit_workload}: submit rate (burst)")
-    ax.set_ylabel("requests/s")
-    _legend(ax, fontsize="small")
-    return fig
-
-
-def latency_chart(summary: list[dict[str, Any]], sat: list[dict[str, Any]]) -> Figure:
-    """A panel per workload: one bar per queue and mode, dark to p50, mid to p95 and
-    light to p99 of end-to-end latency."""
-    workloads = _unique(r.get("workload") for r in summary if r.get("backend") != "ceiling")
-    fig, axes = plt.subplots(1, max(len(workloads), 1), figsize=(5 * max(len(workloads), 1), 4.2),
-                             squeeze=False)
-    if not workloads:
-        _no_data(axes[0][0], "end-to-end latency")
-    for ax, workload in zip(axes[0], workloads, strict=False):
-        rows, label = _compared(summary, sat, workload)
-        rows = [r for r in rows if _latency(r, "end_to_end", "p50") is not None]
-        if not rows:
-            _no_data(ax, f"{workload}: end-to-end latency")
-            continue
-        queues, modes = _queues(rows), _modes(rows)
-        width = 0.8 / max(len(modes), 1)
-        for i, mode in enumerate(modes):
-            mine = {r.get("backend"): r for r in rows if r.get("mode") == mode}
-            xs = [x - 0.4 + width * (i + 0.5) for x, q in enumerate(queues) if q in mine]
-            for name, alpha in (("p99", 0.3), ("p95", 0.6), ("p50", 1.0)):
-                heights = [_latency(mine[q], "end_to_end", name) for q in queues if q in mine]
-                ax.bar(xs, [h if h is not None else 0 for h in heights], width, alpha=alpha,
-                       color=MODE_COLORS.get(mode, "#999999"),
-                       label=mode if name == "p50" else None)
-        ax.set_xticks(range(len(queues)), queues)
-        _maybe_log(ax, [_latency(r, "end_to_end", p) for r in rows for p in ("p50", "p99")])
-        ax.set_title(f"{workload}: end to end, {label}")
-        ax.set_ylabel("ms (dark p50, mid p95, light p99)")
-        _legend(ax, title="mode", fontsize="small")
-    return fig
-
-
-def _median_curve(curves: list[list[float]]) -> list[float]:
-    # Repeats' CDFs combined point by point: the median of each quantile.
-    length = len(curves[0])
-    same = [c for c in curves if len(c) == length]
-    return [statistics.median(c[i] for c in same) for i in range(length)]
-
-
-def cdf_chart(runs: list[dict[str, Any]], sat: list[dict[str, Any]]) -> Figure:
-    """End-to-end latency CDF per queue and mode, for noop (else the first workload)."""
-    def curve(run: dict[str, Any]) -> list[float]:
-        return list((run.get("latency_cdf_ms") or {}).get("end_to_end") or [])
-
-    usable = [r for r in runs if len(curve(r)) >= 2 and r.get("backend") != "ceiling"]
-    workloads = _unique(r.get("workload") for r in usable)
-    workload = "noop" if "noop" in workloads else workloads[0] if workloads else None
-    rows, label = _compared(usable, sat, workload)
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    if not rows:
-        _no_data(ax, "end-to-end latency CDF")
-        return fig
-    queues = _queues(rows)
-    all_values: list[float] = []
-    for q_index, queue in enumerate(queues):
-        for mode in _modes(rows):
-            curves = [curve(r) for r in rows if r.get("backend") == queue
-                      and r.get("mode") == mode]
-            if not curves:
-                continue
-            values = _median_curve(curves)
-            all_values += values
-            ax.plot(values, [i / (len(values) - 1) for i in range(len(values))],
-                    color=f"C{q_index}", linestyle=MODE_LINES.get(mode, "-."), linewidth=1.8,
-                    label=f"{queue} {mode}")
-    _maybe_log(ax, all_values, axis="x")
-    ax.set_xlabel("end-to-end latency (ms)")
-    ax.set_ylabel("share of tasks")
-    ax.set_ylim(0, 1.01)
-    ax.grid(alpha=0.3)
-    ax.set_title(f"{workload}: end-to-end latency CDF, {label}")
-    _legend(ax, fontsize="small")
-    return fig
-
-
-def saturation_chart(sat: list[dict[str, Any]]) -> Figure:
-    """A panel per workload: achieved against offered rate, the diagonal being 'kept up'."""
-    workloads = _unique(s.get("workload") for s in sat)
-    queues = _queues(sat)
-    fig, axes = plt.subplots(1, len(workloads), figsize=(5.5 * len(workloads), 4.5),
-                             squeeze=False)
-    for ax, workload in zip(axes[0], workloads, strict=False):
-        top = 0.0
-        for group in (s for s in sat if s.get("workload") == workload):
-            points = [(p[0], p[1]) for p in group.get("points") or [] if p[1] is not None]
-            if not points:
-                continue
-            top = max(top, *(max(p) for p in points))
-            queue, mode = group.get("backend"), group.get("mode")
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                    color=f"C{queues.index(queue) if queue in queues else 9}",
-                    linestyle=MODE_LINES.get(str(mode), "-."), label=f"{queue} {mode}")
-        if top:
-            ax.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=1,
-                    label="achieved = offered")
-        ax.set_title(f"{workload}: sustained rate")
-        ax.set_xlabel("offered (tasks/s)")
-        ax.set_ylabel("achieved (tasks/s)")
-        ax.grid(alpha=0.3)
-        _legend(ax, fontsize="small")
-    return fig
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    try:
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-    finally:
-        plt.close(fig)
-    return path
 
 
 # ---------------------------------------------------------------- Markdown and HTML
@@ -624,7 +452,9 @@ def html_table(table: TableData) -> str:
     body = "\n".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>"
                      for row in table.rows)
     note = f'<p class="note">{html.escape(table.note)}</p>' if table.note else ""
-    return (f"<h2>{html.escape(table.title)}</h2>\n<table>\n<thead><tr>{head}</tr></thead>\n"
+    anchor = f' id="{table.id}-table"' if table.id else ""
+    return (f"<h2{anchor}>{html.escape(table.title)}</h2>\n<table>\n"
+            f"<thead><tr>{head}</tr></thead>\n"
             f"<tbody>\n{body}\n</tbody>\n</table>\n{note}")
 
 
@@ -642,57 +472,115 @@ th { background: #f4f4f4; }
 dl { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; }
 dt { font-weight: bold; } dd { margin: 0; }
 img { max-width: 100%; margin: .5em 0; }
+.filters { padding: .4em 0; border-bottom: 1px solid #ddd; display: flex; flex-wrap: wrap;
+           gap: .5em 1.5em; align-items: center; }
+.filters fieldset { border: 0; margin: 0; padding: 0; }
+.filters legend { float: left; margin-right: .5em; font-weight: bold; }
+.chart .plot { width: 100%; }
 """
 
-TITLE = "queuebench: Celery, arq and Dramatiq side by side"
+NAMES = {"celery": "Celery", "arq": "arq", "dramatiq": "Dramatiq", "taskiq": "taskiq"}
 
 
-def _markdown(meta: dict[str, Any], tables: list[TableData], charts: list[Path],
-              found: list[str]) -> str:
-    parts = [f"# {TITLE}", ""]
+def title(results: dict[str, Any]) -> str:
+    """The report's title: the queues this run compared."""
+    names = [NAMES.get(b, b) for b in ((results.get("meta") or {}).get("versions") or {})]
+    queues = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
+    return f"queuebench: {queues or 'the queues'} side by side"
+
+# A block of the report's opening, as (Markdown, HTML).
+Block = tuple[str, str]
+
+
+def preamble(results: dict[str, Any]) -> list[Block]:
+    """What opens the report, above the charts: the decision guide (bench/guide.py),
+    computed from the run, each line linking to the chart and table behind it."""
+    return [(guide.markdown(results) + "\n", guide.html(results) + "\n")]
+
+
+def _charts(results: dict[str, Any]) -> dict[str, Figure]:
+    """The PNG charts by anchor id, each drawn whether or not it has data (a 'no data'
+    note), so that a partial run still has every picture the report links to."""
+    summary, sat = _summary(results), _saturation(results)
+    faults = results.get("faults")
+    return {"throughput": charts.throughput_chart(chartdata.drain_bars(summary)),
+            "latency": charts.latency_chart(chartdata.latency_bars(summary, sat)),
+            "saturation": charts.saturation_chart(chartdata.saturation_points(summary)),
+            "delivery": charts.delivery_chart(chartdata.delivery_grid(faults)
+                                              if faults else None),
+            "cdf": charts.cdf_chart(chartdata.cdf_curves(results.get("runs") or [], sat))}
+
+
+def _interactive(results: dict[str, Any]) -> list[interactive.Chart]:
+    summary, sat = _summary(results), _saturation(results)
+    faults = results.get("faults")
+    return [interactive.throughput(chartdata.drain_bars(summary)),
+            interactive.latency(chartdata.latency_bars(summary, sat)),
+            interactive.saturation(chartdata.saturation_points(summary)),
+            interactive.delivery(chartdata.delivery_grid(faults) if faults else None)]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    try:
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _anchor(ident: str) -> str:
+    return f'<a id="{ident}"></a>\n\n'
+
+
+def _markdown(results: dict[str, Any], blocks: list[Block], tables: list[TableData],
+              pngs: dict[str, Path]) -> str:
+    parts = [f"# {title(results)}", "", *(md for md, _ in blocks)]
+    parts += [f"- **{label}**: {_md_escape(text)}"
+              for label, text in meta_items(results.get("meta") or {})]
+    parts += ["", *(f"{_anchor(f'{ident}-chart')}## {QUESTIONS[ident]}\n\n"
+                    f"![{ident}]({path.name})\n" for ident, path in pngs.items())]
+    found = findings(results)
     if found:
-        parts += ["## In short", "", *(f"- {_md_escape(f)}" for f in found), ""]
-    parts += [f"- **{label}**: {_md_escape(text)}" for label, text in meta_items(meta)]
-    parts += ["", *(markdown_table(t) + "\n" for t in tables)]
-    parts += [f"![{p.stem}]({p.name})\n" for p in charts]
+        parts += ["## Findings", "", *(f"- {_md_escape(f)}" for f in found), ""]
+    parts += [(_anchor(f"{t.id}-table") if t.id else "") + markdown_table(t) + "\n"
+              for t in tables]
     return "\n".join(parts)
 
 
-def _html(meta: dict[str, Any], tables: list[TableData], charts: list[Path],
-          found: list[str]) -> str:
-    short = ("<h2>In short</h2>\n<ul>\n" + "\n".join(f"<li>{html.escape(f)}</li>"
+def _html(results: dict[str, Any], blocks: list[Block], tables: list[TableData],
+          cdf: Path) -> str:
+    found = findings(results)
+    short = ("<h2>Findings</h2>\n<ul>\n" + "\n".join(f"<li>{html.escape(f)}</li>"
                                                     for f in found) + "\n</ul>\n") if found else ""
     items = "\n".join(f"<dt>{html.escape(label)}</dt><dd>{html.escape(text)}</dd>"
-                      for label, text in meta_items(meta))
-    images = "\n".join(
-        f'<h2>{html.escape(p.stem)}</h2>\n<img alt="{html.escape(p.stem)}" '
-        f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode("ascii")}">'
-        for p in charts)
+                      for label, text in meta_items(results.get("meta") or {}))
+    plots = _interactive(results)
+    # The CDF has no interactive twin: its picture, inlined.
+    spread = (f'<section id="cdf-chart" class="chart">\n<h2>{html.escape(QUESTIONS["cdf"])}'
+              f'</h2>\n<img alt="cdf" src="data:image/png;base64,'
+              f'{base64.b64encode(cdf.read_bytes()).decode("ascii")}">\n</section>\n')
     body = "\n".join(html_table(t) for t in tables)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>{html.escape(TITLE)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-            f"<h1>{html.escape(TITLE)}</h1>\n{short}<dl>\n{items}\n</dl>\n{body}\n{images}\n"
-            f"</body>\n</html>\n")
+            f"<title>{html.escape(title(results))}</title>\n<style>{CSS}</style>\n</head>\n"
+            f"<body>\n<h1>{html.escape(title(results))}</h1>\n{''.join(h for _, h in blocks)}"
+            f"<dl>\n{items}\n</dl>\n{interactive.filters_html(plots)}"
+            f"{''.join(interactive.chart_html(c) for c in plots)}{spread}{short}{body}\n"
+            f"{interactive.script_html(plots)}</body>\n</html>\n")
 
 
-def render(results: dict[str, Any], out: Path) -> list[Path]:
-    """Write report.md, report.html (self-contained) and the PNG charts into `out`;
-    return the written paths."""
+def render(results: dict[str, Any], out: Path, blocks: list[Block] | None = None) -> list[Path]:
+    """Write report.md (with the PNGs), report.html (one file, interactive, offline) and
+    the PNG charts into `out`; return the written paths. `blocks` open both reports;
+    by default `preamble(results)`."""
     out.mkdir(parents=True, exist_ok=True)
-    # A queue in the charts is a backend on a broker: "celery on rabbitmq" apart.
-    summary, sat = _by_queue(_summary(results)), _by_queue(_saturation(results))
-    charts = [_save(throughput_chart(summary), out / "throughput.png"),
-              _save(latency_chart(summary, sat), out / "latency.png"),
-              _save(cdf_chart(_by_queue(results.get("runs") or []), sat), out / "cdf.png")]
-    if sat:
-        charts.append(_save(saturation_chart(sat), out / "saturation.png"))
-    meta, tables = results.get("meta") or {}, report_tables(results)
+    pngs = {ident: _save(fig, out / f"{ident}.png") for ident, fig in _charts(results).items()}
+    blocks = preamble(results) if blocks is None else blocks
+    tables = report_tables(results)
     md = out / "report.md"
-    found = findings(results)
-    md.write_text(_markdown(meta, tables, charts, found), encoding="utf-8")
+    md.write_text(_markdown(results, blocks, tables, pngs), encoding="utf-8")
     page = out / "report.html"
-    page.write_text(_html(meta, tables, charts, found), encoding="utf-8")
-    return [*charts, md, page]
+    page.write_text(_html(results, blocks, tables, pngs["cdf"]), encoding="utf-8")
+    return [*pngs.values(), md, page]
 
 
 # ---------------------------------------------------------------- terminal

@@ -98,10 +98,12 @@ def test_the_report_folder_is_written(results: tuple[dict, Path]) -> None:
         assert (out / name).stat().st_size > 0, name
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html
-    # the answers come first, computed from the run
+    # the answers come first, computed from the run: the decision guide, then the charts
     md = (out / "report.md").read_text()
-    assert md.index("## In short") < md.index("| ") and "drain, the library alone" in md
-    assert html.index("In short") < html.index("<table>")
+    assert md.index("## Decision guide") < md.index("![throughput]") < md.index("| ")
+    assert "Short tasks at a high rate (noop, drain), the library alone (raw): " in md
+    assert html.index('id="decision-guide"') < html.index("<table")
+    assert "drain, the library alone" in md  # the findings, below the charts
     assert "## Configuration per backend, mode and config" in md
 
 

@@ -16,7 +16,7 @@ import subprocess
 import jsonschema
 import pytest
 
-from bench import faults, schema
+from bench import faults, report, schema
 from tests.conftest import service_down
 
 pytestmark = pytest.mark.faults
@@ -82,11 +82,17 @@ def test_the_delivery_table_has_a_line_per_backend_broker_and_mode() -> None:
          "fault": "worker_kill", "finished": None, "lost": None, "run_twice": None,
          "recovery_s": None, "error": "boom"},
     ]
-    table = faults.delivery_table(rows)
+    table = report.delivery_table(rows)
     assert table.headers == ["backend", "broker", "mode", "worker_kill", "broker_restart"]
     assert [r[:3] for r in table.rows] == [["arq", "redis", "raw-safe"],
                                            ["celery", "redis", "raw-defaults"],
                                            ["celery", "redis", "queuebench"]]
     assert table.rows[0][3] == ("error", "bad")
-    assert table.rows[1][3:] == [("3 / 0 / -", "bad"), ""]
+    assert table.rows[1][3:] == [(f"3 / 0 / {report.DASH}", "bad"), ""]
     assert table.rows[2][3:] == [("0 / 2 / 31.0 s", "warn"), "0 / 0 / 2.0 s"]
+    cells = report.delivery_cells_table(rows)  # and cell by cell, each with its error or note
+    assert [r[:4] for r in cells.rows] == [["arq", "redis", "raw-safe", "worker_kill"],
+                                           ["celery", "redis", "raw-defaults", "worker_kill"],
+                                           ["celery", "redis", "queuebench", "worker_kill"],
+                                           ["celery", "redis", "queuebench", "broker_restart"]]
+    assert cells.rows[0][-1] == ("error: boom", "bad")

@@ -29,6 +29,7 @@ from bench.stats import (
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CHART_FILES = {"throughput.png", "latency.png", "saturation.png", "delivery.png", "cdf.png"}
 
 
 # ---------------------------------------------------------------- percentiles
@@ -335,8 +336,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def test_render_writes_every_file(rendered: list[Path]) -> None:
     written = rendered
     names = {p.name for p in written}
-    assert names == {"report.md", "report.html", "throughput.png", "latency.png", "cdf.png",
-                     "saturation.png"}
+    assert names == {"report.md", "report.html", *CHART_FILES}
     for path in written:
         assert path.exists() and path.stat().st_size > 0
         if path.suffix == ".png":
@@ -344,9 +344,17 @@ def test_render_writes_every_file(rendered: list[Path]) -> None:
 
 
 def test_render_html_is_self_contained(rendered: list[Path]) -> None:
+    # plotly.js inlined, nothing loaded from elsewhere (tests/test_report_browser.py opens
+    # the page with the network cut); the CDF, which has no interactive twin, as a PNG.
     page = rendered[0].with_name("report.html").read_text(encoding="utf-8")
-    assert 'src="http' not in page and "<link" not in page
-    assert page.count("data:image/png;base64,") == 4
+    assert "<script src" not in page and "<link" not in page
+    assert "plotly.js v" in page
+    assert page.count('<img alt="cdf" src="data:image/png;base64,') == 1
+    for chart in ("throughput", "latency", "saturation", "delivery"):
+        assert f'id="{chart}-chart"' in page and f'id="{chart}-plot"' in page
+    # The anchors the decision guide links to (no faults here: no delivery table).
+    for table in ("throughput", "latency", "saturation", "overhead", "ratios"):
+        assert f'<h2 id="{table}-table">' in page
     assert "2 worker processes x threads pool of 4" in page
     assert 'class="num bad">⚠ 3 lost<' in page
 
@@ -357,6 +365,7 @@ def test_render_markdown_highlights_lost_and_shows_the_meta(rendered: list[Path]
     assert "2 worker processes x max_jobs 8" in text
     assert "kombu 5.7.0" in text and "profile" in text
     assert "![throughput](throughput.png)" in text
+    assert '<a id="throughput-chart"></a>' in text and '<a id="overhead-table"></a>' in text
     assert "direct/raw ok" in text
     assert "ok, generator not the bottleneck" in text
     assert "sustained @ 400/s" in text
@@ -370,7 +379,7 @@ def test_render_markdown_highlights_lost_and_shows_the_meta(rendered: list[Path]
 
 def test_render_html_marks_a_missed_target(rendered: list[Path]) -> None:
     page = rendered[0].with_name("report.html").read_text(encoding="utf-8")
-    assert "<h2>Overhead against the library alone (noop)</h2>" in page
+    assert '<h2 id="overhead-table">Overhead against the library alone (noop)</h2>' in page
     assert '<td class="bad">❌ missed</td>' in page and "<td>✅ met</td>" in page
 
 
@@ -379,16 +388,16 @@ def test_render_survives_a_json_round_trip_and_nulls(tmp_path: Path) -> None:
     results = json.loads(json.dumps(synthetic_results()))
     results["summary"][0]["throughput_tasks_per_s"] = None
     results["ratios"][0]["direct_vs_raw"] = None
-    assert len(render(results, tmp_path)) == 6
+    assert len(render(results, tmp_path)) == 7
 
 
 def test_render_of_runs_alone_and_of_nothing(tmp_path: Path) -> None:
     results = synthetic_results()
     only_runs = {"meta": results["meta"], "runs": results["runs"]}
-    assert len(render(only_runs, tmp_path / "runs")) == 6
+    assert len(render(only_runs, tmp_path / "runs")) == 7
+    # Nothing to draw: every chart is still there, saying so.
     empty = render({}, tmp_path / "empty")
-    assert {p.name for p in empty} == {"report.md", "report.html", "throughput.png",
-                                       "latency.png", "cdf.png"}
+    assert {p.name for p in empty} == {"report.md", "report.html", *CHART_FILES}
 
 
 def test_verdicts() -> None:
