@@ -17,6 +17,7 @@ from typing import Any
 from bench.schema import FIGURES, Cells, Figure, Spread, faults
 
 THROUGHPUT = ("#throughput-chart", "#throughput-table")
+SUBMIT = ("#submit-table",)  # submit rates have a table, no chart
 LATENCY = ("#latency-chart", "#latency-table", "#saturation-chart", "#saturation-table")
 DELIVERY = ("#delivery-chart", "#delivery-table")
 #: The modes an answer is given for: the library alone and queuebench's own path; both
@@ -64,7 +65,7 @@ QUESTIONS = (
     Question("Short tasks at a high rate (noop, drain)", "noop", "burst",
              FIGURES["throughput"], THROUGHPUT),
     Question("Short tasks at a high rate (noop, submit)", "noop", "burst",
-             FIGURES["submit"], THROUGHPUT),
+             FIGURES["submit"], SUBMIT),
     Question("I/O-bound tasks (sleep, drain)", "sleep", "burst", FIGURES["throughput"],
              THROUGHPUT),
     Question("CPU-bound tasks (cpu, drain)", "cpu", "burst", FIGURES["throughput"],
@@ -208,11 +209,12 @@ def _anchor_label(anchor: str) -> str:
     return anchor.lstrip("#").replace("-", " ")
 
 
-def markdown(results: dict[str, Any]) -> str:
-    """The guide as a Markdown section: a heading and a bullet per decision."""
+def markdown(results: dict[str, Any], base: str = "") -> str:
+    """The guide as a Markdown section: a heading and a bullet per decision; `base`
+    prefixes its links (the README links into docs/bench/report.md)."""
     lines = ["## Decision guide", ""]
     for d in decide(results):
-        links = " · ".join(f"[{_anchor_label(a)}]({a})" for a in d.anchors)
+        links = " · ".join(f"[{_anchor_label(a)}]({base}{a})" for a in d.anchors)
         lines.append(f"- {d.answer} ({links})")
     return "\n".join(lines) + "\n"
 
@@ -227,3 +229,21 @@ def html(results: dict[str, Any]) -> str:
         items.append(f"<li{noise}>{html_lib.escape(d.answer)} ({links})</li>")
     return ('<section id="decision-guide">\n<h2>Decision guide</h2>\n<ul>\n'
             + "\n".join(items) + "\n</ul>\n</section>\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bench.guide RESULTS [--base PATH]`: the guide of a results.json as
+    Markdown (what the README's "Which queue?" section holds, for docs/bench)."""
+    import argparse
+
+    from bench.schema import load
+
+    p = argparse.ArgumentParser(prog="python -m bench.guide", description=main.__doc__)
+    p.add_argument("results")
+    p.add_argument("--base", default="", help="prefix of the links (default: none)")
+    args = p.parse_args(argv)
+    print(markdown(load(args.results), args.base), end="")
+
+
+if __name__ == "__main__":
+    main()
