@@ -68,6 +68,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -78,6 +79,7 @@ import redis.asyncio
 from bench import inject
 from bench.workloads import COUNTED_KEY
 from core.cli.procs import ROOT, venv_python
+from core.store.keys import TASK_KEY
 
 FAULTS = ("worker_kill", "worker_restart", "broker_restart", "broker_crash_everysec",
           "eta_past_visibility", "net_cut")
@@ -263,8 +265,9 @@ class Stack:
 # -- submitting ----------------------------------------------------------------------
 
 async def submit_all(cell: Cell, env: dict[str, str], keys: list[str], countdown: float
-                     ) -> None:
-    """Every task through the mode's own client: the library's, or core's Backend."""
+                     ) -> list[str]:
+    """Every task through the mode's own client: the library's, or core's Backend;
+    queuebench's task ids (the raw clients' handles are not kept)."""
     if cell.mode == "queuebench":
         from core.backend import backend_class
         from core.settings import Settings
@@ -278,12 +281,11 @@ async def submit_all(cell: Cell, env: dict[str, str], keys: list[str], countdown
         backend = backend_class(cell.backend)(settings, client)
         options = TaskOptions(countdown=countdown) if countdown else None
         try:
-            for key in keys:
-                await backend.submit("sleep", [cell.seconds], {"key": key}, options)
+            return [(await backend.submit("sleep", [cell.seconds], {"key": key}, options)).id
+                    for key in keys]
         finally:
             await backend.aclose()
             await client.aclose()
-        return
     raw = importlib.import_module(f"bench.raw.{cell.backend}_app").Client()
     try:
         for key in keys:
@@ -292,6 +294,7 @@ async def submit_all(cell: Cell, env: dict[str, str], keys: list[str], countdown
                 await made
     finally:
         await raw.aclose()
+    return []
 
 
 # -- the cell ------------------------------------------------------------------------
@@ -335,7 +338,7 @@ async def _run(cell: Cell, stack: Stack, started: float) -> dict[str, Any]:
         return seen
 
     try:
-        await submit_all(cell, stack.env, keys, COUNTDOWN_S if eta else 0)
+        ids = await submit_all(cell, stack.env, keys, COUNTDOWN_S if eta else 0)
         if eta:
             since, note = time.time(), f"countdown {COUNTDOWN_S:g} s, visibility {VISIBILITY_S} s"
             fault_end = since + COUNTDOWN_S
@@ -357,6 +360,9 @@ async def _run(cell: Cell, stack: Stack, started: float) -> dict[str, Any]:
                      f"{sum(t is not None for t in first_done)}")
         await poll_until(lambda seen: all(seen), fault_end + cell.deadline)
         final = await _final_counts(counts)
+        if ids and not all(final):  # what queuebench's records say of the lost ones
+            note += "; lost ones' records: " + await _states(
+                client, [i for i, n in zip(ids, final, strict=True) if not n])
     finally:
         await client.aclose()
     restarts = f"; worker containers restarted by the policy: {stack.restarts}" \
@@ -366,6 +372,14 @@ async def _run(cell: Cell, stack: Stack, started: float) -> dict[str, Any]:
             "deadline_s": cell.deadline, "note": note + restarts,
             "settings": settings_of(cell),
             "seconds": round(time.time() - started, 1)}
+
+
+async def _states(client: Any, ids: list[str]) -> str:
+    """How many of `ids` are in each state, with their errors: "FAILURE 4 (...)"."""
+    rows = [await client.hmget(TASK_KEY.format(i), "state", "error") for i in ids]
+    seen = Counter((s.decode() if s else "gone", (e or b"").decode()[:80]) for s, e in rows)
+    return ", ".join(f"{state} {n}" + (f" ({error})" if error else "")
+                     for (state, error), n in seen.most_common())
 
 
 async def _final_counts(counts: Any) -> list[int]:

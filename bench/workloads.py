@@ -14,9 +14,21 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.retry
+import redis.retry
+from redis.backoff import ExponentialBackoff
 
 WORKLOADS = ("noop", "sleep", "cpu")
 COUNTED_KEY = "qb:counted:{}"
+# As core's shared `sleep` (COUNT_RETRY): a run that reached its end is counted though
+# Redis be away for up to about a minute (the connect included), so a count measures
+# delivery, not the outage.
+SYNC_RETRY = redis.retry.Retry(ExponentialBackoff(cap=2.0, base=0.1), 40)
+ASYNC_RETRY = redis.asyncio.retry.Retry(ExponentialBackoff(cap=2.0, base=0.1), 40)
+
+
+async def _ignore(*_: object) -> None:
+    pass
 
 
 def results_url() -> str:
@@ -54,17 +66,20 @@ def counted_sync(key: str, seconds: float) -> float:
     global _sync_client
     time.sleep(seconds)
     if _sync_client is None:
-        _sync_client = redis.Redis.from_url(results_url())
-    _sync_client.incr(COUNTED_KEY.format(key))
+        _sync_client = redis.Redis.from_url(results_url(), socket_timeout=5)
+    client = _sync_client
+    SYNC_RETRY.call_with_retry(lambda: client.incr(COUNTED_KEY.format(key)),
+                               lambda _: None)
     return seconds
 
 
 async def counted_async(key: str, seconds: float) -> float:
     """counted_sync on an event loop (a client per call: a worker may run several loops)."""
     await asyncio.sleep(seconds)
-    client = redis.asyncio.Redis.from_url(results_url())
+    client = redis.asyncio.Redis.from_url(results_url(), socket_timeout=5)
     try:
-        await client.incr(COUNTED_KEY.format(key))
+        await ASYNC_RETRY.call_with_retry(lambda: client.incr(COUNTED_KEY.format(key)),
+                                          _ignore)
     finally:
         await client.aclose()
     return seconds
