@@ -188,7 +188,10 @@ def _delivery(rows: list[dict[str, Any]], mode: str, view: str) -> Decision | No
 
 
 def _not_measured(title: str, anchors: tuple[str, ...]) -> Decision:
-    return Decision(title, f"{title}: not measured in this run.", anchors)
+    """A question the run has no data for links to its chart alone: the report draws
+    every chart (a "no data" note), but leaves out an empty table."""
+    return Decision(title, f"{title}: not measured in this run.",
+                    tuple(a for a in anchors if a.endswith("-chart")))
 
 
 def decide(results: dict[str, Any]) -> list[Decision]:
