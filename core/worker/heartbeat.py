@@ -62,6 +62,7 @@ class Heartbeat:
                      "host": socket.gethostname(), "pid": os.getpid(),
                      "parent": os.getppid(), "started_at": time.time(), **info}
         self._deferred: collections.deque[Callable[[], Any]] = collections.deque()
+        self._checks: dict[str, Callable[[], Any]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="qb-heartbeat", daemon=True)
 
@@ -77,6 +78,12 @@ class Heartbeat:
         """Run `write` (blocking Redis calls) from the heartbeat thread until it works."""
         self._deferred.append(write)
 
+    def every_beat(self, name: str, check: Callable[[], Any]) -> None:
+        """Run `check` (blocking Redis calls) from the heartbeat thread after each beat
+        that reached Redis, once the deferred writes are done. One check by `name`: the
+        first one given stays."""
+        self._checks.setdefault(name, check)
+
     def _beat_once(self) -> None:
         while self._deferred:
             self._deferred[0]()
@@ -85,6 +92,8 @@ class Heartbeat:
             pipe.hset(WORKERS_KEY, self.id, json.dumps({**self.info, "seen_at": time.time()}))
             pipe.zadd(WORKERS_SEEN_KEY, {self.id: time.time()})
             pipe.execute()
+        for check in list(self._checks.values()):
+            check()
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):

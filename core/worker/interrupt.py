@@ -123,6 +123,11 @@ class Stopper:
             with self._lock:
                 self._runs.discard(run)
 
+    def running(self) -> set[str]:
+        """The ids of the tasks this process runs now (from any thread)."""
+        with self._lock:
+            return {run.task_id for run in self._runs}
+
     @contextlib.contextmanager
     def awaiting(self, run: Run) -> Iterator[None]:
         """The run's async task is awaited now, on its loop (call it on that loop)."""

@@ -40,6 +40,7 @@ from core.tasks import get_task
 from core.tasks.context import TaskContext, reset_current, set_current
 from core.tasks.policy import Policy
 from core.tasks.registry import TaskSpec
+from core.worker.audit import OwnedAudit
 from core.worker.heartbeat import process_heartbeat
 from core.worker.interrupt import OverTime, Revoked, Run, Stopper, process_stopper
 from core.worker.lane import DRAIN_AFTER, FINAL, Lane, Sent, new_lane, thread_drain
@@ -275,6 +276,9 @@ class StoppableRunner(Runner):
     def __init__(self, *args: Any, stopper: Stopper, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stopper = stopper
+        # The process's tasks that Redis says it runs and it does not (core/worker/audit.py).
+        self.heartbeat.every_beat("owned", OwnedAudit(
+            self.heartbeat.client, self.worker, stopper, self.heartbeat.interval).check)
 
     async def run(self, library_id: str, name: str, arguments: dict[str, Any],
                   meta: dict[str, Any] | None = None) -> Any:

@@ -19,7 +19,7 @@ import redis
 from core.backend import backend_class
 from core.cli.procs import Proc, wait_until
 from core.settings import Settings
-from core.store.keys import DUE_KEY, TASK_KEY, WORKERS_KEY
+from core.store.keys import DUE_KEY, OWNED_KEY, TASK_KEY, WORKERS_KEY, WORKERS_SEEN_KEY
 from core.tasks.features import Support
 from tests.conformance.support import (
     Declare,
@@ -138,8 +138,9 @@ async def test_a_task_whose_message_was_lost_or_taken_by_a_dead_consumer_runs_on
         assert lost and broker.delete(*lost)
     else:
         _take_as_a_consumer_that_dies(backend_name, broker, queue_name, task["id"])
-    start_worker(concurrency=1, queues=queue_name, REDELIVERY_AFTER="2")
+    hasty = start_worker(concurrency=1, queues=queue_name, REDELIVERY_AFTER="2")
     body = await finished(client, task["id"])
+    hasty.stop()  # its reaper would judge the session's later workers dead (a 2 s beat)
     assert (body["state"], flaky_runs(redis_client, key)) == ("SUCCESS", 1)
     assert redis_client.hget(TASK_KEY.format(task['id']), "deliveries") == "1"
 
@@ -151,9 +152,10 @@ async def test_a_task_whose_message_waits_in_the_broker_is_not_sent_again(
     yet): the reaper looks (its due time moves on a lease) and leaves it alone."""
     task = await submit(client, "add", 1, 2, options={"queue": queue_name})
     submitted = float(redis_client.zscore(DUE_KEY, task["id"]) or 0)
-    start_worker(concurrency=1, queues=f"{queue_name}-other", REDELIVERY_AFTER="1")
+    hasty = start_worker(concurrency=1, queues=f"{queue_name}-other", REDELIVERY_AFTER="1")
     wait_until(lambda: float(redis_client.zscore(DUE_KEY, task["id"]) or 0) > submitted + 1,
                timeout=30, what="the reaper's look at the overdue task")
+    hasty.stop()  # its reaper would judge the session's later workers dead (a 2 s beat)
     assert redis_client.hget(TASK_KEY.format(task['id']), "deliveries") in (None, "0")
     start_worker(concurrency=1, queues=queue_name)
     assert (await finished(client, task["id"]))["result"] == 3
@@ -184,3 +186,52 @@ async def test_a_second_delivery_of_a_running_task_is_refused(
     assert (body["state"], body["started_at"]) == ("SUCCESS", (await client.get(
         f"/tasks/{task['id']}")).json()["started_at"])
     assert sleep_runs(redis_client, key) == 1
+
+
+def _roll_back_to_started(redis_client: redis.Redis, task_id: str) -> str:
+    """What an AOF cut back by its last second does to a task that finished in that
+    second: its record STARTED again, in its worker's owned set. Its worker id."""
+    key = TASK_KEY.format(task_id)
+    worker = redis_client.hget(key, "worker")
+    assert worker
+    redis_client.hset(key, "state", "STARTED")
+    redis_client.hdel(key, "finished_at", "result")
+    redis_client.sadd(OWNED_KEY.format(worker), task_id)
+    return worker
+
+
+async def test_a_task_rolled_back_to_started_under_its_live_worker_runs_again(
+        client: httpx.AsyncClient, queue_name: str, start_worker: Callable[..., Proc],
+        redis_client: redis.Redis) -> None:
+    """Redis lost a task's end (a crash with `appendfsync everysec`): its record says
+    STARTED, owned by a worker that is alive but does not run it, and no message of it
+    is left. The worker's owned audit sends it again: it runs once more and ends SUCCESS,
+    its worker alive, with the default REDELIVERY_AFTER (30 s: nobody is judged dead)."""
+    worker_proc = start_worker(concurrency=1, queues=queue_name, WORKER_HEARTBEAT="2")
+    key = uuid.uuid4().hex
+    task = await submit(client, "flaky", 0, key, options={"queue": queue_name})
+    assert (await finished(client, task["id"]))["state"] == "SUCCESS"
+    worker = _roll_back_to_started(redis_client, task["id"])
+    # 3 beats of grace, twice (the first look, the one that sends), a reaper pass, a run.
+    wait_until(lambda: flaky_runs(redis_client, key) == 2, timeout=30,
+               what="the rolled-back task's second run")
+    body = await finished(client, task["id"])
+    assert (body["state"], body["result"]) == ("SUCCESS", 2)
+    assert redis_client.hget(TASK_KEY.format(task["id"]), "deliveries") == "1"
+    assert not redis_client.sismember(OWNED_KEY.format(worker), task["id"])
+    assert worker_proc.alive()  # and not judged dead by anyone's reaper: its audit sent it
+    assert time.time() - float(redis_client.zscore(WORKERS_SEEN_KEY, worker) or 0) < 30
+
+
+async def test_a_long_running_task_is_not_sent_again_by_its_workers_audit(
+        client: httpx.AsyncClient, queue_name: str, start_worker: Callable[..., Proc],
+        redis_client: redis.Redis) -> None:
+    """Owned and STARTED for many times the audit's grace, but running: never sent
+    again (two slots, so a second delivery would run beside it). Sent again, it would
+    be after two graces and a reaper pass: about 16 s."""
+    start_worker(concurrency=2, queues=queue_name)  # heartbeat 0.5 s: a 5 s grace
+    key = uuid.uuid4().hex
+    task = await submit(client, "sleep", 20, key, options={"queue": queue_name})
+    body = await finished(client, task["id"], timeout=40)
+    assert (body["state"], sleep_runs(redis_client, key)) == ("SUCCESS", 1)
+    assert redis_client.hget(TASK_KEY.format(task["id"]), "deliveries") in (None, "0")
