@@ -1,7 +1,7 @@
 """The documentation says what the code does: docs/api.md has a heading for every
 operation of the app's /openapi.json and for nothing else, docs/configuration.md a row
-for every field of `Settings` with its default, the README's links resolve, and its
-decision guide is the one computed from docs/bench/results.json.
+for every field of `Settings` with its default, the README's links resolve, and the
+decision guide in it and in docs/benchmark.md is computed from docs/bench/results.json.
 No Redis and no worker: the app's schema is built without starting it."""
 
 from __future__ import annotations
@@ -85,14 +85,19 @@ def test_relative_links_resolve(page: str) -> None:
     assert not broken
 
 
-def test_the_readme_guide_is_computed_from_the_committed_results() -> None:
-    """No sentence about the results by hand: the README's guide is bench/guide.py's
-    on docs/bench/results.json (regenerate it with the command in its marker)."""
+@pytest.mark.parametrize(("page", "base"), [("README.md", "docs/bench/report.md"),
+                                          ("docs/benchmark.md", "bench/report.md")])
+def test_the_decision_guide_is_computed_from_the_committed_results(page: str,
+                                                                   base: str) -> None:
+    """No sentence about the results by hand: the guide in the README and in
+    docs/benchmark.md is bench/guide.py's on docs/bench/results.json (regenerate it with
+    the command in its marker)."""
     from bench import guide, schema
 
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / page).read_text()
     block = re.search(r"^<!-- guide: ([^>]*) -->\n(.*?)^<!-- /guide -->$", text,
                       re.MULTILINE | re.DOTALL)
-    assert block, "README.md has no <!-- guide: ... --> block"
+    assert block, f"{page} has no <!-- guide: ... --> block"
+    assert f"--base {base}" in block.group(1)
     results = schema.load(ROOT / "docs" / "bench" / "results.json")
-    assert block.group(2) == guide.markdown(results, "docs/bench/report.md")
+    assert block.group(2) == guide.markdown(results, base)
