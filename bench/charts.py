@@ -24,6 +24,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from bench.chartdata import (
     FAULT_LABELS,
+    MAX_SERIES,
     PRIMARY_MODES,
     QUESTIONS,
     VERDICTS,
@@ -171,22 +172,31 @@ def saturation_chart(points: list[Point]) -> Figure:
 
 
 def cdf_chart(curves: list[Curve]) -> Figure:
-    """The share of tasks done within x ms: a panel per mode, a curve per queue."""
+    """The share of tasks done within x ms: a panel per mode, a curve per queue; a mode
+    with more than MAX_SERIES queues gets a panel per broker."""
     question = QUESTIONS["cdf"]
     modes = [m for m in PRIMARY_MODES if any(c.mode == m for c in curves)]
     if not modes:
         return no_data(question)
+    panels: list[tuple[str, str | None]] = []
+    for mode in modes:
+        brokers = list(dict.fromkeys(c.broker for c in curves if c.mode == mode))
+        many = len({c.queue for c in curves if c.mode == mode}) > MAX_SERIES
+        panels += [(mode, b) for b in brokers] if many else [(mode, None)]
     colors = queue_colors(c.queue for c in curves)
-    fig, axes = _figure(1, len(modes), 3.8 * len(modes) + 2.2, 3.4)
+    fig, axes = _figure(1, len(panels), 3.8 * len(panels) + 2.2, 3.4)
     everything = [v for c in curves for v in c.values if v > 0]
-    for ax, mode in zip(axes[0], modes, strict=True):
-        for curve in (c for c in curves if c.mode == mode):
+    for ax, (mode, broker) in zip(axes[0], panels, strict=True):
+        for curve in (c for c in curves
+                      if c.mode == mode and broker in (None, c.broker)):
             steps = len(curve.values) - 1
             ax.plot(curve.values, [i / steps for i in range(steps + 1)],
                     color=colors[curve.queue], linewidth=1.6)
         if everything and max(everything) / min(everything) > 30:
             _log_ms(ax, "x")
-        ax.set_title(f"{curves[0].workload}, {mode} ({curves[0].load})", fontsize="medium")
+        where = f" on {broker}" if broker else ""
+        ax.set_title(f"{curves[0].workload}, {mode}{where} ({curves[0].load})",
+                     fontsize="medium")
         ax.set_xlabel("ms end to end")
         ax.set_ylim(0, 1.01)
         ax.grid(alpha=0.3)

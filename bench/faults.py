@@ -64,6 +64,7 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -360,18 +361,43 @@ async def _run(cell: Cell, stack: Stack, started: float) -> dict[str, Any]:
                      f"{sum(t is not None for t in first_done)}")
         await poll_until(lambda seen: all(seen), fault_end + cell.deadline)
         final = await _final_counts(counts)
-        if ids and not all(final):  # what queuebench's records say of the lost ones
-            note += "; lost ones' records: " + await _states(
-                client, [i for i, n in zip(ids, final, strict=True) if not n])
+        if ids:  # where queuebench's records say the tasks ran; what of the lost ones
+            note += "; ran on " + await _hosts(client, ids)
+            if not all(final):
+                note += "; lost ones' records: " + await _states(
+                    client, [i for i, n in zip(ids, final, strict=True) if not n])
     finally:
         await client.aclose()
     restarts = f"; worker containers restarted by the policy: {stack.restarts}" \
         if stack.restarts else ""
-    return {"backend": cell.backend, "broker": cell.broker, "mode": cell.mode,
-            "fault": cell.fault, **tally(first_done, final, since),
-            "deadline_s": cell.deadline, "note": note + restarts,
-            "settings": settings_of(cell),
-            "seconds": round(time.time() - started, 1)}
+    return judged({"backend": cell.backend, "broker": cell.broker, "mode": cell.mode,
+                   "fault": cell.fault, **tally(first_done, final, since),
+                   "deadline_s": cell.deadline, "note": note + restarts,
+                   "settings": settings_of(cell),
+                   "seconds": round(time.time() - started, 1)})
+
+
+DONE_AT_FAULT = re.compile(r"done when it began (\d+),")
+
+
+def judged(row: dict[str, Any]) -> dict[str, Any]:
+    """`row`, with an `error` when its fault met no task: every one had finished when the
+    fault began (a worker with more slots than the cell has tasks, as taskiq's defaults,
+    2 processes x 100, runs the whole burst at once). Its counts then measure nothing
+    about the fault (an OS crash still rolls back finished tasks' counts), so no reader
+    may take them for a queue that survived it."""
+    found = DONE_AT_FAULT.search(row.get("note") or "")
+    if found and int(found.group(1)) >= (row.get("tasks") or 0) and "error" not in row:
+        return {**row, "error": f"nothing left to fault: all {found.group(1)} tasks were "
+                                "done when it began (more slots than tasks)"}
+    return row
+
+
+async def _hosts(client: Any, ids: list[str]) -> str:
+    """How many of `ids` each worker host ran last: "qbw1 40, qbw2 80"."""
+    owners = [await client.hget(TASK_KEY.format(i), "worker") for i in ids]
+    seen = Counter((w or b"none").decode().split(":")[0] for w in owners)
+    return ", ".join(f"{host} {n}" for host, n in sorted(seen.items()))
 
 
 async def _states(client: Any, ids: list[str]) -> str:

@@ -96,3 +96,13 @@ def test_the_delivery_table_has_a_line_per_backend_broker_and_mode() -> None:
                                            ["celery", "redis", "queuebench", "worker_kill"],
                                            ["celery", "redis", "queuebench", "broker_restart"]]
     assert cells.rows[0][-1] == ("error: boom", "bad")
+
+
+def test_a_cell_whose_fault_met_no_task_is_an_error_not_a_survivor() -> None:
+    row = {"backend": "taskiq", "broker": "redis", "mode": "raw-defaults",
+           "fault": "net_cut", "tasks": 120, "finished": 120, "lost": 0, "run_twice": 0,
+           "recovery_s": 0.0, "deadline_s": 45.0,
+           "note": "qbw1 cut off 35 s; done when it began 120, when it ended 120"}
+    assert faults.judged(row)["error"].startswith("nothing left to fault: all 120 tasks")
+    touched = {**row, "note": "qbw1 cut off 35 s; done when it began 40, when it ended 120"}
+    assert "error" not in faults.judged(touched)
