@@ -65,6 +65,8 @@ def test_arq_has_no_rabbitmq_cell_and_taskiq_alone_no_countdown() -> None:
     assert ("taskiq", "redis", "raw-safe", "eta_past_visibility") not in keys
     assert ("taskiq", "redis", "queuebench", "eta_past_visibility") in keys
     assert ("taskiq", "rabbitmq", "raw-defaults", "broker_restart") in keys
+    assert ("taskiq", "rabbitmq", "queuebench", "net_cut") not in keys  # NET_CUT_AMQP
+    assert ("taskiq", "redis", "queuebench", "net_cut") in keys
     assert len({c.index for c in cells}) == len(cells)
 
 
