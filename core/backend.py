@@ -167,15 +167,23 @@ class TaskBackend(ABC):
         at once, or holds it only until its countdown, which the due time includes; one
         not started a lease after that was taken by a consumer that died.
 
-        By queue, from `waiting_in`; a queue it cannot tell about counts as holding
-        all of its tasks."""
+        By queue, from `waiting_in`. A queue it cannot tell about (RabbitMQ) counts as
+        holding its PENDING tasks, whose messages the broker confirmed and keeps; not its
+        RETRY ones. A retry's message is published by the worker as the task fails, and
+        one published while the broker restarts may never have gone (the library's retry
+        logs it and moves on: the chaos harness lost such a task on Celery and taskiq).
+        Sent again, a retry costs at worst a spare message, which the start script
+        refuses once either copy has run."""
         queues: dict[str, list[TaskRecord]] = {}
         for record in records:
             queues.setdefault(record.queue or DEFAULT_QUEUE, []).append(record)
         found: set[str] = set()
         for queue, group in queues.items():
             there = await self.waiting_in(queue)
-            found.update(r.id for r in group if there is None or r.id in there)
+            if there is None:
+                found.update(r.id for r in group if r.state is not TaskState.RETRY)
+            else:
+                found.update(r.id for r in group if r.id in there)
         return found
 
     async def waiting_in(self, queue: str) -> set[str] | None:

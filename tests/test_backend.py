@@ -75,3 +75,25 @@ def test_backend_class_refuses_in_one_line(backend_name: str) -> None:
         pytest.skip("every backend's library is installed here")
     with pytest.raises(ConfigError, match=rf"not installed here .*queuebench\[{missing[0]}\]"):
         backend_class(missing[0])
+
+
+async def test_a_broker_core_cannot_look_into_holds_pending_tasks_not_retries() -> None:
+    """RabbitMQ keeps a confirmed message; a retry's may never have gone (published as
+    the broker restarted), so the reaper sends an overdue RETRY task again (seen lost on
+    Celery and taskiq by the chaos harness, which this rule keeps from happening)."""
+    from core.states import TaskState
+    from core.store.records import TaskRecord, new_task_id
+
+    class Opaque:
+        async def waiting_in(self, queue: str) -> set[str] | None:
+            return None
+
+    class Redis:
+        async def waiting_in(self, queue: str) -> set[str] | None:
+            return {retry.id}
+
+    pending, retry = (TaskRecord(id=new_task_id(), name="add", backend="x", args=[1, 2],
+                                 kwargs={}, state=state)
+                      for state in (TaskState.PENDING, TaskState.RETRY))
+    assert await TaskBackend.waiting(Opaque(), [pending, retry]) == {pending.id}  # type: ignore[arg-type]
+    assert await TaskBackend.waiting(Redis(), [pending, retry]) == {retry.id}  # type: ignore[arg-type]
