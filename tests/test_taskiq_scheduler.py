@@ -6,8 +6,10 @@ tests/conformance/test_periodic.py; the schedule's translation in tests/test_sch
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 import redis
@@ -87,3 +89,43 @@ async def test_a_paused_entry_is_not_fired(
     clock.now += 1
     await scheduler.on_ready(scheduler.source, task)
     assert spare.zcard(SCHEDULE_TASKS_KEY.format(name)) == 1
+
+
+async def test_shutdown_waits_for_a_send_under_way(
+        schedulers: Start, spare_redis_url: str) -> None:
+    """taskiq's loop runs each send in a task of its own, which cancelling the loop
+    leaves running: the scheduler's shutdown closes its backend only after the send,
+    whose tick is queued (closed under it, on RabbitMQ, the tick's record ended
+    FAILURE: a conformance run saw it)."""
+    name = f"stop-{uuid.uuid4().hex[:8]}"
+    scheduler = await schedulers(Schedule([Entry(name=name, task="noop", every=1)]),
+                                 Clock(T0 + 0.002))
+    [task] = scheduler.source.tasks
+    backend, entered, release = scheduler.backend, asyncio.Event(), asyncio.Event()
+    submit, aclose = backend.submit, backend.aclose
+    closed_after_send: list[bool] = []
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        await release.wait()
+        return await submit(*args, **kwargs)
+
+    async def closing() -> None:
+        closed_after_send.append(sending.done())
+        await aclose()
+
+    backend.submit, backend.aclose = held, closing
+    sending = asyncio.create_task(scheduler.on_ready(scheduler.source, task))
+    await asyncio.wait_for(entered.wait(), 10)
+    stopping = asyncio.create_task(scheduler.shutdown())
+    for _ in range(20):  # the shutdown runs as far as it goes while the send is held
+        await asyncio.sleep(0)
+    release.set()
+    await asyncio.wait_for(stopping, 30)
+    assert closed_after_send == [True]
+    [task_id] = redis.Redis.from_url(spare_redis_url).zrange(SCHEDULE_TASKS_KEY.format(name), 0, -1)
+    reader = Backend(Settings(redis_url=spare_redis_url, history_enabled=False))
+    try:
+        assert (await reader.get(task_id.decode())).state == "PENDING"  # queued, no worker
+    finally:
+        await reader.aclose()
