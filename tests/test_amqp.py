@@ -182,7 +182,7 @@ def test_the_libraries_take_turns_on_one_rabbitmq_vhost(
         finally:
             worker.stop()
     assert {"default", "dramatiq.default", "dramatiq.default.DQ", "dramatiq.default.XQ",
-            "taskiq.default", "taskiq.default.delay", "taskiq.dead_letter",
+            "taskiq.default", "taskiq.dead_letter", "qb.delay.0", "qb.delay.34.15",
             } <= _queues(turns_env["BROKER_URL"])
 
 

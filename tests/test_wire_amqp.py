@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from core.brokers import delays
 from core.brokers.amqp import Outgoing, Publisher, pika_url, scratch_vhost
 from core.settings import Settings
 from core.tasks.options import TaskOptions
@@ -227,8 +228,15 @@ async def _depth(url: str, queue: str) -> int:
         await connection.close()
 
 
-# Long enough that the delayed message is still in its delay queue when taken.
+# Long enough that the delayed message is still on the ladder's first rung when taken.
 HELD = 30.0
+
+
+def _delay_of(routing_key: str, queue: str) -> float:
+    """The delay in seconds a ladder routing key for `queue` says (its bits)."""
+    *bits, rest = routing_key.split(".", delays.LEVELS)
+    assert rest == queue and set(bits) <= {"0", "1"}, routing_key
+    return int("".join(bits), 2) / 1000
 
 
 @pytest.mark.parametrize(("queue", "countdown"),
@@ -237,13 +245,13 @@ async def test_taskiq_amqp_message_matches_kiq(backend_name: str, request: pytes
                                                queue: str | None, countdown: float | None,
                                                ) -> None:
     """The taskiq exchange with the queue's name as routing key, or, delayed, the
-    queue's delay queue through the default exchange with the delay as expiration."""
+    delay ladder's entry with the delay's bits before the queue's name."""
     _only(backend_name, "taskiq")
     settings = _taskiq_settings(request)
     url, queue = settings.broker, _named(queue)
     backend, record, arguments, options = taskiq_submission(settings, queue, countdown)
     target = f"taskiq.{queue or 'default'}"
-    lands = f"{target}.delay" if countdown else target
+    lands = delays.first_queue(countdown) if countdown else target
     try:
         await taskiq_kiq(backend, record, arguments, options, target, countdown)
         lib = await _taken(url, lands)
@@ -251,34 +259,36 @@ async def test_taskiq_amqp_message_matches_kiq(backend_name: str, request: pytes
         nat = await _taken(url, lands)
     finally:
         await backend.aclose()
-    assert (lib["exchange"], lib["routing_key"]) == (("", lands) if countdown
-                                                     else ("taskiq", target))
-    assert lib["delivery_mode"] == 2
+    if countdown:  # the native's delay: a float of its submit time
+        keys = [m.pop("routing_key") for m in (lib, nat)]
+        assert _delay_of(keys[0], target) == HELD
+        assert _close(_delay_of(keys[1], target), HELD, 0.002), keys
+        assert lib["exchange"] == delays.ENTRY
+    else:
+        assert (lib["exchange"], lib["routing_key"]) == ("taskiq", target)
+    assert (lib["delivery_mode"], lib["expiration"]) == (2, None)
     # aio-pika gives each message a random AMQP message id, taskiq-aio-pika's and ours
     assert all(len(m.pop("message_id")) == 32 for m in (lib, nat))
     # added by the quorum queue on delivery, not sent
     assert [m["headers"].pop("x-delivery-count") for m in (lib, nat)] == [0, 0]
     assert lib["headers"] == {"task_id": record.delivery_id, "task_name": "add",
                               "queue_name": target, **({"delay": str(HELD)} if countdown else {})}
-    for field in ("expiration", "headers"):  # the delay: a float of the native's submit time
-        delays = [m[field].pop("delay", None) if field == "headers" else m.pop(field)
-                  for m in (lib, nat)]
-        assert (delays[0] is None) == (delays[1] is None), (field, delays)
-        if delays[0] is not None:
-            assert _close(float(delays[0]), float(delays[1]), 0.002), (field, delays)
+    header_delays = [m["headers"].pop("delay", None) for m in (lib, nat)]
+    assert (header_delays[0] is None) == (header_delays[1] is None), header_delays
+    if countdown:
+        assert _close(float(header_delays[0]), float(header_delays[1]), 0.002), header_delays
     taskiq_same(json.loads(lib.pop("body")), json.loads(nat.pop("body")))
     assert nat == lib
 
 
 @pytest.mark.parametrize("queue", [None, "named"])
 @pytest.mark.parametrize("producer", ["native", "library"])
-async def test_taskiq_amqp_countdown_waits_in_the_delay_queue_then_lands_in_its_own(
+async def test_taskiq_amqp_countdown_climbs_down_the_ladder_then_lands_in_its_own_queue(
         backend_name: str, request: pytest.FixtureRequest, queue: str | None,
         producer: str) -> None:
-    """taskiq-aio-pika's delay: the message waits in `taskiq.<queue>.delay` (a quorum
-    queue: per-message TTL needs RabbitMQ 3.10) for its expiration, then is
-    dead-lettered to the taskiq exchange, routed to its own queue, not the first one
-    the broker was made with."""
+    """A countdown waits on the delay ladder, once on each rung of a bit set in its
+    milliseconds (1.5 s: the rungs of 1,024, 256, 128, 64, 16, 8 and 4 ms), then lands
+    in its own queue, not the first one the broker was made with, not before it is due."""
     _only(backend_name, "taskiq")
     from backends.taskiq_impl import Backend
 
@@ -290,7 +300,8 @@ async def test_taskiq_amqp_countdown_waits_in_the_delay_queue_then_lands_in_its_
         sent = time.monotonic()
         record = await backend.submit("add", [1, 2], options=TaskOptions(
             queue=queue, countdown=countdown))
-        assert (await _depth(url, f"{target}.delay"), await _depth(url, target)) == (1, 0)
+        assert (await _depth(url, delays.first_queue(countdown)), await _depth(url, target)
+                ) == (1, 0)
         deadline = sent + countdown + 30
         while not await _depth(url, target):
             assert time.monotonic() < deadline, f"{target} never got its delayed message"
@@ -299,19 +310,44 @@ async def test_taskiq_amqp_countdown_waits_in_the_delay_queue_then_lands_in_its_
     finally:
         await backend.aclose()
     assert waited >= countdown, waited
-    assert await _depth(url, f"{target}.delay") == 0
     landed = await _taken(url, target)
-    assert (landed["exchange"], landed["routing_key"]) == ("taskiq", target)
-    [death] = landed["headers"]["x-death"]
-    assert (death["queue"], death["reason"]) == (f"{target}.delay", "expired")
+    assert _close(_delay_of(landed["routing_key"], target), countdown, 0.002)
+    ms = delays.millis(_delay_of(landed["routing_key"], target))
+    deaths = {death["queue"]: death["count"] for death in landed["headers"]["x-death"]}
+    assert deaths == {delays.rung(k)[0][0]: 1 for k in range(delays.LEVELS) if ms >> k & 1}
     assert json.loads(landed["body"])["args"][1]["task_id"] == record.id
+
+
+async def test_taskiq_amqp_short_countdown_is_not_held_behind_a_longer_one(
+        backend_name: str, request: pytest.FixtureRequest) -> None:
+    """A countdown of 0.5 s sent after one of 30 s on the same queue lands first, in
+    about 0.5 s: taskiq-aio-pika's delay queue would hold it behind the longer one at
+    its head (RabbitMQ expires a queue's head only)."""
+    _only(backend_name, "taskiq")
+    settings = _taskiq_settings(request)
+    url, queue = settings.broker, _named("order")
+    backend, record, arguments, options = taskiq_submission(settings, queue, 0.5)
+    target = f"taskiq.{queue}"
+    try:
+        held = backend.prepare("add", [1, 2], None, TaskOptions(queue=queue, countdown=HELD),
+                               time.time())
+        await _native(url, backend.declare, backend.outgoing(*held))
+        sent = time.monotonic()
+        await _native(url, backend.declare, backend.outgoing(record, arguments, options))
+        deadline = sent + 10
+        while not await _depth(url, target):
+            assert time.monotonic() < deadline, f"the short countdown is not in {target}"
+            await asyncio.sleep(0.02)
+    finally:
+        await backend.aclose()
+    landed = await _taken(url, target)  # the one message there: the longer is not
+    assert json.loads(landed["body"])["task_id"] == record.delivery_id
 
 
 async def test_taskiq_amqp_retry_due_at_once_is_not_held_behind_a_countdown(
         backend_name: str, request: pytest.FixtureRequest) -> None:
     """taskiq's retry middleware labels every retry with its delay, 0 for a backoff of
-    0: such a kick goes straight to its queue. Through the delay queue it would wait
-    behind the longer countdown at its head (RabbitMQ expires the head only)."""
+    0: such a kick goes straight to its queue, at once."""
     _only(backend_name, "taskiq")
     settings = _taskiq_settings(request)
     url, queue = settings.broker, _named("retry")
@@ -328,8 +364,7 @@ async def test_taskiq_amqp_retry_due_at_once_is_not_held_behind_a_countdown(
             await asyncio.sleep(0.02)
     finally:
         await backend.aclose()
-    assert await _depth(url, f"{target}.delay") == 1  # the countdown, still held
-    landed = await _taken(url, target)
+    landed = await _taken(url, target)  # the one message there: the countdown is not
     assert (landed["exchange"], landed["routing_key"]) == ("taskiq", target)
     assert json.loads(landed["body"])["task_id"] == record.delivery_id
 

@@ -52,8 +52,10 @@ class Backend(TaskBackend):
         "retries": Support.NATIVE,
         # taskiq's `timeout` label cannot stop a sync task: core enforces every limit.
         "time_limit": Support.CORE,
-        # taskiq's `delay` label: taskiq-aio-pika's delay queue on RabbitMQ; on Redis,
-        # where taskiq-redis ignores it, the adapter's stream broker holds the message.
+        # taskiq's `delay` label, which a stock taskiq worker's queue receives when due.
+        # taskiq-redis ignores it: the adapter's stream broker holds the message. On
+        # RabbitMQ it goes up core's delay ladder, not taskiq-aio-pika's delay queue
+        # (where a countdown waits behind every longer one: core/brokers/delays.py).
         "delay": Support.NATIVE,
         # taskiq cannot stop a running task (taskiq#305): core does.
         "cancel_running": Support.CORE,
@@ -111,8 +113,8 @@ class Backend(TaskBackend):
                                 options.queue or DEFAULT_QUEUE, labelled)
 
     def declare(self, queue: str) -> None:
-        """`queue` (`taskiq.<name>`) and its delay queue, declared by taskiq-aio-pika's
-        own startup, as a worker of that queue declares them."""
+        """`queue` (`taskiq.<name>`), declared by taskiq-aio-pika's own startup as a
+        worker of that queue declares it, and bound at the foot of the delay ladder."""
         async def run() -> None:
             made = make_broker(self.settings, [queue.removeprefix("taskiq.")])
             await made.startup()

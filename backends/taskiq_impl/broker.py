@@ -19,13 +19,12 @@ delayed message waits in a sorted set per queue, scored by its due time, and eve
 worker moves the due ones onto their streams (`pump`, one script: each moves once).
 
 On RabbitMQ, taskiq-aio-pika's `AioPikaBroker`: persistent messages on durable
-quorum queues, acked after the run; a delayed message waits in the queue's delay
-queue (`taskiq.<queue>.delay`, its `expiration` the delay) and is dead-lettered to
-the queue when it expires. taskiq-aio-pika has one delay queue per broker, routed
-back to one queue: `_AmqpBroker` picks the delay queue of the message's own queue.
-RabbitMQ expires a queue's head message only, so a delay waits behind any longer
-one sent to its queue before it (tests/conformance/test_delay.py marks it); a retry
-due at once skips the delay queue.
+quorum queues, acked after the run. Its delay does not do: a message waits in one
+delay queue with its `expiration` the delay, and RabbitMQ expires a queue's head
+only, so a countdown would wait behind every longer one sent before it. A delayed
+message goes up core's delay ladder instead (core/brokers/delays.py: TTL queues, one
+per bit of the delay, no consumer), which lets it into its queue when due; a retry
+due at once goes straight to its queue.
 """
 
 from __future__ import annotations
@@ -41,7 +40,8 @@ from taskiq import AsyncBroker, BrokerMessage, TaskiqEvents, TaskiqState
 from taskiq.middlewares import SmartRetryMiddleware
 from taskiq_redis import RedisStreamBroker
 
-from core.brokers.amqp import closing_connection, is_amqp, pika_url
+from core.brokers import delays
+from core.brokers.amqp import PERSISTENT, closing_connection, is_amqp, pika_url
 from core.errors import RetryTask
 from core.settings import Settings
 from core.store.records import connect
@@ -155,52 +155,63 @@ async def pump(redis: Redis, queues: list[str], stop: asyncio.Event) -> None:
 
 # -- RabbitMQ ------------------------------------------------------------------------
 def _amqp_broker(settings: Settings, queues: list[str], slots: int) -> AsyncBroker:
+    from aio_pika import Message
     from taskiq_aio_pika import AioPikaBroker, Queue
 
-    url = pika_url(settings.broker)
-
-    def delay(name: str) -> Queue:
-        # No routing key: the delayed message is published to it by its name, and
-        # dead-lettered to the first of the task queues it is declared with.
-        return Queue(name=f"{name}.delay")
-
-    def of_one(name: str) -> AioPikaBroker:
-        """taskiq-aio-pika's broker of the one queue `name`, whose delay queue
-        dead-letters to it: what a worker of that queue alone declares."""
-        return AioPikaBroker(url=url, task_queues=[Queue(name=name)], delay_queue=delay(name))
-
     class _AmqpBroker(AioPikaBroker):
-        """AioPikaBroker whose delayed messages wait in their own queue's delay queue,
-        declared (with it) before its first message."""
+        """AioPikaBroker whose delayed messages go up core's delay ladder, and whose
+        queues are declared before their first message and bound at the ladder's foot."""
 
         _qb_declared: set[str]
+        _qb_ladder = False  # the ladder declared in the vhost (by this broker, or the one asking)
+
+        async def _declare_queues(self, channel: Any) -> Any:
+            declared = await super()._declare_queues(channel)
+            if not self._qb_ladder:
+                await delays.declare(channel)
+                self._qb_ladder = True
+            for queue in self._task_queues:
+                await delays.bind(channel, queue.name)
+                self._qb_declared.add(queue.name)
+            return declared
 
         async def kick(self, message: BrokerMessage) -> None:
             name = message.labels.get("queue_name") or self._task_queues[0].name
+            assert self.write_channel is not None, "startup() first"
             if name not in self._qb_declared:
                 # Declared by a broker of that one queue, on this channel: the same
                 # arguments as a worker's, and nothing of this broker changes while
                 # it waits (a kick meanwhile routes by this broker's own queues).
-                assert self.write_channel is not None, "startup() first"
                 await of_one(name)._declare_queues(self.write_channel)
                 self._qb_declared.add(name)
                 if all(q.name != name for q in self._task_queues):
                     # Two queues or more: AioPikaBroker routes by the label.
                     self._task_queues.append(Queue(name=name))
-            if float(message.labels.get("delay") or 0) <= 0:
-                # A retry at once (its backoff 0; every retry carries the label):
-                # straight to its queue, not behind the delay queue's longer ones.
+            delay = float(message.labels.get("delay") or 0)
+            if delay <= 0:
+                # Not delayed, or a retry at once (taskiq's retry middleware labels
+                # every retry with its delay): AioPikaBroker's own kick.
                 message.labels.pop("delay", None)
-            # Read by AioPikaBroker.kick before it first waits: no other kick between.
-            self._delay_queue = delay(name)
-            return await super().kick(message)
+                return await super().kick(message)
+            # AioPikaBroker's message (kick), up the ladder instead of its delay queue.
+            exchange = await self.write_channel.get_exchange(delays.ENTRY, ensure=False)
+            await exchange.publish(Message(
+                body=message.message, delivery_mode=PERSISTENT,
+                headers={"task_id": message.task_id, "task_name": message.task_name,
+                         **message.labels}), routing_key=delays.routing_key(delay, name))
 
-    names = [amqp_queue(q) for q in queues]
+    def of_one(name: str) -> _AmqpBroker:
+        """The broker of the one queue `name`: what a worker of that queue declares."""
+        made = _AmqpBroker(url=url, task_queues=[Queue(name=name)])
+        made._qb_declared, made._qb_ladder = set(), True
+        return made
+
+    url = pika_url(settings.broker)
     # A first connect that fails closes its connection (a client or a declare run off
     # the loop would leave it to aio-pika's __del__, to warn at some random moment).
-    made = _AmqpBroker(url=url, qos=slots, task_queues=[Queue(name=n) for n in names],
-                       delay_queue=delay(names[0]), connection_class=closing_connection())
-    made._qb_declared = {names[0]}  # startup declares the first queue and its delay queue
+    made = _AmqpBroker(url=url, qos=slots, task_queues=[Queue(name=amqp_queue(q)) for q in queues],
+                       connection_class=closing_connection())
+    made._qb_declared = set()
     return made
 
 

@@ -5,8 +5,8 @@ serializer: a `TaskiqMessage` (task id, task name, labels as strings with their
 types, args, kwargs) as JSON. On Redis, `_StreamBroker.kick` (backends/taskiq_impl/broker.py):
 XADD of `data` to the queue's stream, or ZADD to its delayed set at the due time. On
 RabbitMQ, `AioPikaBroker.kick`: published persistent to the `taskiq` exchange with the
-queue's name as routing key, headers task_id, task_name and the labels; delayed, to
-the queue's delay queue through the default exchange, its expiration the delay.
+queue's name as routing key, headers task_id, task_name and the labels; delayed, up
+core's delay ladder (core/brokers/delays.py), the delay's bits in the routing key.
 tests/test_wire.py and tests/test_wire_amqp.py compare each with `kiq()`, field by field.
 """
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
 from typing import Any
 
 from taskiq.labels import prepare_label
 
 from backends.taskiq_impl.broker import EXCHANGE, amqp_queue, delayed, stream
+from core.brokers import delays
 from core.brokers.amqp import PERSISTENT, Outgoing
 from core.store.records import Command
 
@@ -49,12 +49,11 @@ def message_outgoing(body: bytes, name: str, task_id: str, queue: str,
     headers = {"task_id": task_id, "task_name": name,
                **{k: prepare_label(v)[0] for k, v in labelled.items()}}
     target = amqp_queue(queue)
+    properties = {"delivery_mode": PERSISTENT, "priority": None}
     delay = labelled.get("delay")
     if delay:
-        return Outgoing(queue=target, routing_key=f"{target}.delay", body=body,
-                        headers=headers,
-                        properties={"delivery_mode": PERSISTENT, "priority": None,
-                                    "expiration": timedelta(seconds=float(delay))})
+        return Outgoing(queue=target, routing_key=delays.routing_key(float(delay), target),
+                        body=body, headers=headers, properties=properties,
+                        exchange=delays.ENTRY)
     return Outgoing(queue=target, routing_key=target, body=body, headers=headers,
-                    properties={"delivery_mode": PERSISTENT, "priority": None},
-                    exchange=EXCHANGE)
+                    properties=properties, exchange=EXCHANGE)

@@ -53,19 +53,13 @@ async def test_countdown_with_eta_is_422_naming_both(client: httpx.AsyncClient) 
 
 
 async def test_a_short_delay_is_not_held_back_by_a_longer_one_sent_before_it(
-        client: httpx.AsyncClient, feature: Declare, backend_name: str,
-        request: pytest.FixtureRequest) -> None:
+        client: httpx.AsyncClient, feature: Declare) -> None:
     """Two countdowns on one queue, the longer sent first: the shorter starts before
     the longer is due, not when it is."""
     from datetime import datetime, timedelta
 
     if feature("delay") is Support.NONE:
         pytest.skip("unsupported: the 422 is proved by the delay test")
-    if backend_name == "taskiq" and request.config.getoption("--broker") == "rabbitmq":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="taskiq-aio-pika delays a message by its expiration in "
-            "the queue's delay queue, and RabbitMQ expires only the message at a queue's "
-            "head: a countdown waits behind every longer one sent to its queue before it"))
     longer = await submit(client, "add", 1, 2, options={"countdown": 8.0})
     shorter = await submit(client, "add", 3, 4, options={"countdown": 0.5})
     body = await finished(client, shorter["id"])
