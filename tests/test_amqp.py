@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from core.backend import backend_class
+from core.brokers import delays
 from core.brokers.amqp import scratch_vhost
 from core.cli.procs import Proc, Server, free_port, venv_python
 from core.errors import Unavailable
@@ -182,7 +183,8 @@ def test_the_libraries_take_turns_on_one_rabbitmq_vhost(
         finally:
             worker.stop()
     assert {"default", "dramatiq.default", "dramatiq.default.DQ", "dramatiq.default.XQ",
-            "taskiq.default", "taskiq.dead_letter", "qb.delay.0", "qb.delay.34.15",
+            "taskiq.default", "taskiq.dead_letter", delays.rung(0)[0][0],
+            delays.rung(delays.LEVELS - 1)[-1][0],
             } <= _queues(turns_env["BROKER_URL"])
 
 
