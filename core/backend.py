@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.brokers.amqp import Outgoing
+from core.brokers.amqp import Depths, Outgoing, is_amqp
 from core.brokers.producer import choose
 from core.db import ping
 from core.errors import (
@@ -82,6 +82,7 @@ class TaskBackend(ABC):
         # Where finished tasks are found after Redis has let them go (core/history/store.py).
         self.history = HistoryStore(settings.database_url) if settings.history_enabled else None
         self._broker_redis: Redis | None = None
+        self._depths: Depths | None = None  # RabbitMQ's queue depths, at the first read
         # How submits are sent, decided here once (core/brokers/producer.py).
         self.producer = choose(self)
         self._defaults: dict[str, TaskOptions] = {}
@@ -159,6 +160,11 @@ class TaskBackend(ABC):
         `queue`, read from the library's own structures (none: depth unknown)."""
         return []
 
+    def amqp_queues(self, queue: str) -> list[str]:
+        """On RabbitMQ, the library's queues where `queue`'s messages wait (their ready
+        messages, summed, are its depth; none: depth unknown)."""
+        return []
+
     async def waiting(self, records: Sequence[TaskRecord]) -> set[str]:
         """The ids, among `records` (tasks nobody runs, overdue by REDELIVERY_AFTER),
         of those whose message waits in the broker for a consumer: queued or delayed,
@@ -215,6 +221,8 @@ class TaskBackend(ABC):
         await self.redis.aclose()
         if self._broker_redis is not None:
             await self._broker_redis.aclose()
+        if self._depths is not None:
+            await self._depths.aclose()
         await self.producer.aclose()
 
     # -- the same for every backend ---------------------------------------------------
@@ -411,7 +419,9 @@ class TaskBackend(ABC):
 
     async def queue_depths(self) -> dict[str, int]:
         """Messages waiting per queue, as the library keeps them in its broker (empty
-        when the broker is not Redis, or the adapter cannot tell)."""
+        when the adapter cannot tell)."""
+        if is_amqp(self.settings.broker):
+            return await self._amqp_depths()
         broker = self._broker()
         if broker is None:
             return {}
@@ -425,6 +435,15 @@ class TaskBackend(ABC):
                     pipe.execute_command(*command)
             replies = iter(await pipe.execute())
         return {queue: sum(int(next(replies)) for _ in commands[queue]) for queue in queues}
+
+    async def _amqp_depths(self) -> dict[str, int]:
+        queues = await self.queues()
+        names = {queue: self.amqp_queues(queue) for queue in queues}
+        if not any(names.values()):
+            return {}
+        if self._depths is None:
+            self._depths = Depths(self.settings.broker)
+        return {queue: await self._depths.ready(names[queue]) for queue in queues}
 
     def _broker(self) -> Redis | None:
         if self.settings.broker == self.settings.redis_url:

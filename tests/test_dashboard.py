@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from prometheus_client.parser import text_string_to_metric_families
 
 from core.api.dashboard import data
 from core.api.dashboard.live import Activity, percentile
@@ -26,7 +25,7 @@ from core.cli.procs import Proc, free_port, venv_python, wait_until
 from core.states import TaskState
 from core.store.keys import METRIC_BOUNDS, WORKER_TASKS_KEY, WORKERS_KEY, WORKERS_SEEN_KEY
 from core.store.records import RecordStore, TaskRecord, connect
-from tests.conformance.support import finished, submit
+from tests.conformance.support import finished, sample, scrape, submit
 from tests.conftest import redis_database
 
 DATA_DB = 15  # the data functions' own database, flushed by each test
@@ -180,35 +179,16 @@ def test_activity_rates_and_latency_percentiles() -> None:
 
 # -- against real processes ------------------------------------------------------------
 
-def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return out
-
-
-async def _scrape(client: httpx.AsyncClient) -> dict[Any, float]:
-    answer = await client.get("/metrics")
-    assert answer.status_code == 200
-    assert answer.headers["content-type"].startswith("text/plain")
-    return _samples(answer.text)
-
-
-def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
 async def test_metrics_after_a_known_burst(client: httpx.AsyncClient,
                                            backend_name: str) -> None:
-    before = await _scrape(client)
+    before = await scrape(client)
     tasks = [await submit(client, "divide", 1, y) for y in (1, 2, 0, 4, 0, 8, 1, 2)]
     await asyncio.gather(*(finished(client, t["id"]) for t in tasks))
-    after = await _scrape(client)
+    after = await scrape(client)
     task = {"task": "divide", "backend": backend_name}
 
     def grew(name: str, **labels: str) -> float:
-        return _value(after, name, **labels) - _value(before, name, **labels)
+        return sample(after, name, **labels) - sample(before, name, **labels)
 
     assert grew("queuebench_tasks_submitted_total", **task) == 8
     assert grew("queuebench_tasks_finished_total", **task, state="SUCCESS") == 6
@@ -216,22 +196,10 @@ async def test_metrics_after_a_known_burst(client: httpx.AsyncClient,
     for histogram in ("queuebench_task_runtime_seconds", "queuebench_task_queue_wait_seconds"):
         assert grew(f"{histogram}_count", **task) == 8
         assert grew(f"{histogram}_bucket", **task, le="+Inf") == 8
-        assert _value(after, f"{histogram}_sum", **task) > 0
-    assert _value(after, "queuebench_workers", backend=backend_name) >= 1
+        assert sample(after, f"{histogram}_sum", **task) > 0
+    assert sample(after, "queuebench_workers", backend=backend_name) >= 1
     assert ("queuebench_queue_depth", frozenset({"queue": "default", "backend": backend_name}
                                                 .items())) in after
-
-
-async def test_queue_depth_is_read_from_the_librarys_own_queue(
-        client: httpx.AsyncClient, backend_name: str, queue_name: str) -> None:
-    # No worker consumes queue_name: its three messages wait in the library's structures.
-    for i in range(3):
-        await submit(client, "add", i, 1, options={"queue": queue_name})
-    depth = _value(await _scrape(client), "queuebench_queue_depth", queue=queue_name,
-                   backend=backend_name)
-    assert depth == 3
-    page = (await client.get("/dashboard/queues")).text
-    assert queue_name in page
 
 
 async def test_pages_answer_and_name_their_backend(client: httpx.AsyncClient,

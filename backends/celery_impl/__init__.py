@@ -90,6 +90,9 @@ class Backend(TaskBackend):
     def depth_commands(self, queue: str) -> list[Command]:
         return [("LLEN", key) for key in _step_lists(queue)]
 
+    def amqp_queues(self, queue: str) -> list[str]:
+        return [queue]  # Celery's queue on RabbitMQ has queuebench's name
+
     async def waiting_in(self, queue: str) -> set[str] | None:
         # A message a worker took is in kombu's unacked hash, no longer in the lists.
         messages = await self.listed(_step_lists(queue))

@@ -83,6 +83,10 @@ class Backend(TaskBackend):
         namespace = broker(self.settings).namespace
         return [("LLEN", f"{namespace}:{name}") for name in (queue, dq_name(queue))]
 
+    def amqp_queues(self, queue: str) -> list[str]:
+        name = broker_queue(self.settings, queue)  # `dramatiq.<queue>`, and its delay queue
+        return [name, dq_name(name)]
+
     async def waiting_in(self, queue: str) -> set[str] | None:
         # The lists hold the broker's own message ids (a fetched one has left them);
         # the messages are in a hash beside each list.

@@ -15,7 +15,7 @@ except ModuleNotFoundError as exc:  # the loader turns this into one clear line
 
 from taskiq import AsyncBroker
 
-from backends.taskiq_impl.broker import GROUP, delayed, make_broker, queue_label, stream
+from backends.taskiq_impl.broker import GROUP, amqp_queue, delayed, make_broker, queue_label, stream
 from backends.taskiq_impl.wire import labels, message_body, message_commands, message_outgoing
 from core.backend import DEFAULT_QUEUE, WAITING_SCAN_MAX, TaskBackend, delay_of
 from core.brokers.amqp import Outgoing
@@ -124,6 +124,11 @@ class Backend(TaskBackend):
 
     def depth_commands(self, queue: str) -> list[Command]:
         return [("EVAL", DEPTH, 2, stream(queue), delayed(queue), GROUP)]
+
+    def amqp_queues(self, queue: str) -> list[str]:
+        # A delayed message waits on core's delay ladder, shared by every queue:
+        # counted once it lands in its queue.
+        return [amqp_queue(queue)]
 
     async def waiting_in(self, queue: str) -> set[str] | None:
         # Entries past the group's last delivered one (none read yet), and the delayed

@@ -124,6 +124,45 @@ class Publisher:
             self._connection = self._channel = None
 
 
+class Depths:
+    """How many messages are ready in RabbitMQ queues: a passive declare of each, the
+    `messages_ready` of `rabbitmqctl list_queues` (not those a consumer holds unacked).
+    One connection of its own, opened at the first read; a queue never declared
+    counts 0 (its 404 closes the channel, which the next read opens again)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = pika_url(url)
+        self._connection: Any = None
+        self._channel: Any = None
+        self._lock = asyncio.Lock()
+
+    async def ready(self, queues: list[str]) -> int:
+        import aio_pika
+        from aiormq.exceptions import ChannelNotFoundEntity
+
+        total = 0
+        async with self._lock:
+            for queue in queues:
+                if self._connection is None:
+                    self._connection = await aio_pika.connect_robust(
+                        self.url, timeout=5, connection_class=closing_connection())
+                if self._channel is None or self._channel.is_closed:
+                    self._channel = await self._connection.channel()
+                try:
+                    declared = await self._channel.declare_queue(queue, passive=True,
+                                                                 timeout=PUBLISH_TIMEOUT)
+                except ChannelNotFoundEntity:
+                    self._channel = None
+                    continue
+                total += declared.declaration_result.message_count
+        return total
+
+    async def aclose(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = self._channel = None
+
+
 @functools.cache
 def closing_connection() -> type:
     """aio-pika's RobustConnection, closed when its first connect fails. aio-pika leaves

@@ -159,3 +159,18 @@ class Timeline:
                 gaps.append(at - retried_at)
                 retried_at = None
         return gaps
+
+
+async def scrape(client: httpx.AsyncClient) -> dict[Any, float]:
+    """GET /metrics, parsed: (name, labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = await client.get("/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(answer.text) for s in family.samples}
+
+
+def sample(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)

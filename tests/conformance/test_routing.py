@@ -9,7 +9,15 @@ import httpx
 
 from core.cli.procs import Proc
 from core.tasks.features import Support
-from tests.conformance.support import Declare, expect_unsupported, finished, run, submit
+from tests.conformance.support import (
+    Declare,
+    expect_unsupported,
+    finished,
+    run,
+    sample,
+    scrape,
+    submit,
+)
 
 
 async def test_queue_routes_to_its_own_worker(client: httpx.AsyncClient, feature: Declare,
@@ -26,6 +34,20 @@ async def test_queue_routes_to_its_own_worker(client: httpx.AsyncClient, feature
     body = await finished(client, routed["id"])
     assert (body["state"], body["result"]) == ("SUCCESS", 3)
     own.stop()
+
+
+async def test_queue_depth_is_read_from_the_librarys_own_queue(
+        client: httpx.AsyncClient, backend_name: str, queue_name: str) -> None:
+    """/metrics and the dashboard give the messages waiting in the library's own queue,
+    on its broker (Redis's lists and streams; RabbitMQ's queues, ready messages)."""
+    # No worker consumes queue_name: its three messages wait in the library's structures.
+    for i in range(3):
+        await submit(client, "add", i, 1, options={"queue": queue_name})
+    depth = sample(await scrape(client), "queuebench_queue_depth", queue=queue_name,
+                   backend=backend_name)
+    assert depth == 3
+    page = (await client.get("/dashboard/queues")).text
+    assert queue_name in page
 
 
 async def test_priority_serves_higher_first(client: httpx.AsyncClient, feature: Declare,
