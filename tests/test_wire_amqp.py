@@ -19,7 +19,7 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -318,6 +318,25 @@ async def test_taskiq_amqp_countdown_climbs_down_the_ladder_then_lands_in_its_ow
     assert json.loads(landed["body"])["args"][1]["task_id"] == record.id
 
 
+async def _after_a_longer_countdown(url: str, backend: Any, queue: str,
+                                    send: Callable[[], Awaitable[None]]) -> dict[str, Any]:
+    """The message `send` puts in `taskiq.<queue>`, sent just after a countdown of HELD
+    to the same queue, taken once it lands (within 10 s): the only one there."""
+    target = f"taskiq.{queue}"
+    try:
+        held = backend.prepare("add", [1, 2], None, TaskOptions(queue=queue, countdown=HELD),
+                               time.time())
+        await _native(url, backend.declare, backend.outgoing(*held))
+        await send()
+        deadline = time.monotonic() + 10
+        while not await _depth(url, target):
+            assert time.monotonic() < deadline, f"nothing landed in {target}"
+            await asyncio.sleep(0.02)
+    finally:
+        await backend.aclose()
+    return await _taken(url, target)
+
+
 async def test_taskiq_amqp_short_countdown_is_not_held_behind_a_longer_one(
         backend_name: str, request: pytest.FixtureRequest) -> None:
     """A countdown of 0.5 s sent after one of 30 s on the same queue lands first, in
@@ -327,20 +346,8 @@ async def test_taskiq_amqp_short_countdown_is_not_held_behind_a_longer_one(
     settings = _taskiq_settings(request)
     url, queue = settings.broker, _named("order")
     backend, record, arguments, options = taskiq_submission(settings, queue, 0.5)
-    target = f"taskiq.{queue}"
-    try:
-        held = backend.prepare("add", [1, 2], None, TaskOptions(queue=queue, countdown=HELD),
-                               time.time())
-        await _native(url, backend.declare, backend.outgoing(*held))
-        sent = time.monotonic()
-        await _native(url, backend.declare, backend.outgoing(record, arguments, options))
-        deadline = sent + 10
-        while not await _depth(url, target):
-            assert time.monotonic() < deadline, f"the short countdown is not in {target}"
-            await asyncio.sleep(0.02)
-    finally:
-        await backend.aclose()
-    landed = await _taken(url, target)  # the one message there: the longer is not
+    landed = await _after_a_longer_countdown(url, backend, queue, lambda: _native(
+        url, backend.declare, backend.outgoing(record, arguments, options)))
     assert json.loads(landed["body"])["task_id"] == record.delivery_id
 
 
@@ -352,20 +359,9 @@ async def test_taskiq_amqp_retry_due_at_once_is_not_held_behind_a_countdown(
     settings = _taskiq_settings(request)
     url, queue = settings.broker, _named("retry")
     backend, record, arguments, options = taskiq_submission(settings, queue, None)
-    target = f"taskiq.{queue}"
-    try:
-        held = backend.prepare("add", [1, 2], None, TaskOptions(queue=queue, countdown=HELD),
-                               time.time())
-        await _native(url, backend.declare, backend.outgoing(*held))
-        await taskiq_kiq(backend, record, arguments, options, target, 0.0)
-        deadline = time.monotonic() + 10
-        while not await _depth(url, target):
-            assert time.monotonic() < deadline, f"the retry is not in {target}"
-            await asyncio.sleep(0.02)
-    finally:
-        await backend.aclose()
-    landed = await _taken(url, target)  # the one message there: the countdown is not
-    assert (landed["exchange"], landed["routing_key"]) == ("taskiq", target)
+    landed = await _after_a_longer_countdown(url, backend, queue, lambda: taskiq_kiq(
+        backend, record, arguments, options, f"taskiq.{queue}", 0.0))
+    assert (landed["exchange"], landed["routing_key"]) == ("taskiq", f"taskiq.{queue}")
     assert json.loads(landed["body"])["task_id"] == record.delivery_id
 
 
