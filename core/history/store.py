@@ -89,8 +89,12 @@ def to_record(row: TaskHistory) -> TaskRecord:
     )
 
 
-def newest_first(record: TaskRecord) -> tuple[float, str]:
-    return (record.submitted_at or 0.0, record.id)
+def newest_first(record: TaskRecord) -> tuple[int, str]:
+    """The listing's order (reversed): the submit time in whole microseconds, as the
+    table keeps it, then the id, as the table's ORDER BY. A Redis record's float has
+    finer digits: compared raw, a task stored meanwhile moved among the others of its
+    batch (one submit time) between two reads of the same page."""
+    return (round((record.submitted_at or 0.0) * 1_000_000), record.id)
 
 
 def _upsert(dialect: str) -> Insert:
