@@ -443,7 +443,7 @@ class TaskBackend(ABC):
             return {}
         if self._depths is None:
             self._depths = Depths(self.settings.broker)
-        return {queue: await self._depths.ready(names[queue]) for queue in queues}
+        return await self._depths.read(names)
 
     def _broker(self) -> Redis | None:
         if self.settings.broker == self.settings.redis_url:

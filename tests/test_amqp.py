@@ -90,6 +90,26 @@ async def test_a_publish_that_fails_ends_the_record_failure_not_pending(
         await backend.aclose()
 
 
+async def test_queue_depths_of_a_rabbitmq_away_are_unknown_not_an_error(
+        backend_name: str, redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """/metrics and the dashboard read the depths on RabbitMQ: with the broker away they
+    are unknown (empty) and logged, and the scrape that asked still answers."""
+    if "amqp" not in backend_class(backend_name).brokers:
+        pytest.skip(f"{backend_name} needs Redis (the test above)")
+    from core.api.metrics import scrape
+
+    settings = Settings(redis_url=redis_url, broker_url=f"amqp://127.0.0.1:{free_port()}/",
+                        history_enabled=False)
+    backend = backend_class(backend_name)(settings)
+    try:
+        assert backend.amqp_queues("default")  # the adapter names its queues there
+        assert await backend.queue_depths() == {}
+        assert b"queuebench_queue_depth" in await scrape(backend)
+    finally:
+        await backend.aclose()
+    assert any("queue depths on" in r.getMessage() for r in caplog.records), caplog.text
+
+
 def test_a_connect_that_failed_leaves_no_close_for_the_collector() -> None:
     """aio-pika closes a connection from its `__del__` by scheduling close() on the
     loop; collected where no loop runs (another test's set-up, here a thread of its

@@ -16,6 +16,7 @@ then agree on its arguments (`x-max-priority`, dead-lettering) by construction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import shutil
@@ -28,6 +29,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from core.errors import Unavailable
+
+log = logging.getLogger("queuebench.amqp")
 
 SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 # Seconds a publish (its confirm included) may take before the submit fails.
@@ -128,7 +131,11 @@ class Depths:
     """How many messages are ready in RabbitMQ queues: a passive declare of each, the
     `messages_ready` of `rabbitmqctl list_queues` (not those a consumer holds unacked).
     One connection of its own, opened at the first read; a queue never declared
-    counts 0 (its 404 closes the channel, which the next read opens again)."""
+    counts 0 (its 404 closes the channel, which the next declare opens again). A
+    broker that does not answer within READ_TIMEOUT makes the depths unknown (empty),
+    not the page or the scrape that asked fail."""
+
+    READ_TIMEOUT = 2.0
 
     def __init__(self, url: str) -> None:
         self.url = pika_url(url)
@@ -136,31 +143,40 @@ class Depths:
         self._channel: Any = None
         self._lock = asyncio.Lock()
 
-    async def ready(self, queues: list[str]) -> int:
+    async def read(self, named: dict[str, list[str]]) -> dict[str, int]:
+        """Per queuebench queue, the ready messages of the broker queues named for it."""
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self.READ_TIMEOUT):
+                    return {queue: sum([await self._ready(n) for n in names])
+                            for queue, names in named.items()}
+            except Exception as exc:  # down, refused, timed out: depth unknown
+                log.warning("queue depths on %s: %s: %s", shown(self.url),
+                            type(exc).__name__, exc)
+                await self.aclose()
+                return {}
+
+    async def _ready(self, queue: str) -> int:
         import aio_pika
         from aiormq.exceptions import ChannelNotFoundEntity
 
-        total = 0
-        async with self._lock:
-            for queue in queues:
-                if self._connection is None:
-                    self._connection = await aio_pika.connect_robust(
-                        self.url, timeout=5, connection_class=closing_connection())
-                if self._channel is None or self._channel.is_closed:
-                    self._channel = await self._connection.channel()
-                try:
-                    declared = await self._channel.declare_queue(queue, passive=True,
-                                                                 timeout=PUBLISH_TIMEOUT)
-                except ChannelNotFoundEntity:
-                    self._channel = None
-                    continue
-                total += declared.declaration_result.message_count
-        return total
+        if self._connection is None:
+            self._connection = await aio_pika.connect_robust(
+                self.url, timeout=self.READ_TIMEOUT, connection_class=closing_connection())
+        if self._channel is None or self._channel.is_closed:
+            self._channel = await self._connection.channel()
+        try:
+            declared = await self._channel.declare_queue(queue, passive=True)
+        except ChannelNotFoundEntity:
+            self._channel = None
+            return 0
+        return int(declared.declaration_result.message_count)
 
     async def aclose(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = self._channel = None
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
 
 
 @functools.cache
