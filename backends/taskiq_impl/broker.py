@@ -162,7 +162,6 @@ def _amqp_broker(settings: Settings, queues: list[str], slots: int) -> AsyncBrok
         """AioPikaBroker whose delayed messages go up core's delay ladder, and whose
         queues are declared before their first message and bound at the ladder's foot."""
 
-        _qb_declared: set[str]
         _qb_ladder = False  # the ladder declared in the vhost (by this broker, or the one asking)
 
         async def _declare_queues(self, channel: Any) -> Any:
@@ -170,20 +169,18 @@ def _amqp_broker(settings: Settings, queues: list[str], slots: int) -> AsyncBrok
             if not self._qb_ladder:
                 await delays.declare(channel)
                 self._qb_ladder = True
-            for queue in self._task_queues:
-                await delays.bind(channel, queue.name)
-                self._qb_declared.add(queue.name)
+            for queue, _ in declared:
+                await delays.bind(queue)
             return declared
 
         async def kick(self, message: BrokerMessage) -> None:
             name = message.labels.get("queue_name") or self._task_queues[0].name
             assert self.write_channel is not None, "startup() first"
-            if name not in self._qb_declared:
+            if all(q.name != name for q in self._task_queues):
                 # Declared by a broker of that one queue, on this channel: the same
                 # arguments as a worker's, and nothing of this broker changes while
                 # it waits (a kick meanwhile routes by this broker's own queues).
                 await of_one(name)._declare_queues(self.write_channel)
-                self._qb_declared.add(name)
                 if all(q.name != name for q in self._task_queues):
                     # Two queues or more: AioPikaBroker routes by the label.
                     self._task_queues.append(Queue(name=name))
@@ -203,16 +200,14 @@ def _amqp_broker(settings: Settings, queues: list[str], slots: int) -> AsyncBrok
     def of_one(name: str) -> _AmqpBroker:
         """The broker of the one queue `name`: what a worker of that queue declares."""
         made = _AmqpBroker(url=url, task_queues=[Queue(name=name)])
-        made._qb_declared, made._qb_ladder = set(), True
+        made._qb_ladder = True
         return made
 
     url = pika_url(settings.broker)
     # A first connect that fails closes its connection (a client or a declare run off
     # the loop would leave it to aio-pika's __del__, to warn at some random moment).
-    made = _AmqpBroker(url=url, qos=slots, task_queues=[Queue(name=amqp_queue(q)) for q in queues],
+    return _AmqpBroker(url=url, qos=slots, task_queues=[Queue(name=amqp_queue(q)) for q in queues],
                        connection_class=closing_connection())
-    made._qb_declared = set()
-    return made
 
 
 # -- the broker and its tasks ---------------------------------------------------------

@@ -138,7 +138,6 @@ class CoreScheduler(TaskiqScheduler):
         self.state = ScheduleState(self.backend.redis)
 
     async def on_ready(self, source: ScheduleSource, task: ScheduledTask) -> None:
-        assert self.state is not None, "startup() first"
         this = asyncio.current_task()
         assert this is not None
         self._sending.add(this)

@@ -75,31 +75,52 @@ class Outgoing:
     exchange: str = ""
 
 
+class _Channel:
+    """One robust connection and one channel on it, each opened at first use, the
+    channel again once closed (by an error on it) or dropped."""
+
+    def __init__(self, url: str, timeout: float, **options: Any) -> None:
+        self.url, self._timeout, self._options = url, timeout, options
+        self._connection: Any = None
+        self._channel: Any = None
+
+    async def get(self) -> Any:
+        import aio_pika
+
+        if self._connection is None:
+            self._connection = await aio_pika.connect_robust(
+                self.url, timeout=self._timeout, connection_class=closing_connection())
+        if self._channel is None or self._channel.is_closed:
+            self._channel = await self._connection.channel(**self._options)
+        return self._channel
+
+    def drop(self) -> None:
+        """The next `get` opens another channel (this one the broker closes)."""
+        self._channel = None
+
+    async def aclose(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            await connection.close()
+
+
 class Publisher:
     def __init__(self, url: str, declare: Callable[[str], None]) -> None:
         self.url = pika_url(url)
         self._declare = declare
         self._declared: set[str] = set()
-        self._channel: Any = None
-        self._connection: Any = None
+        # A message returned unroutable (`mandatory`) raises only with on_return_raises:
+        # aio-pika's default confirms it like a taken one.
+        self._channel = _Channel(self.url, 5, publisher_confirms=True, on_return_raises=True)
         self._lock = asyncio.Lock()
 
     async def _ready(self, queue: str) -> Any:
-        import aio_pika
-
         async with self._lock:
-            if self._channel is None or self._channel.is_closed:
-                if self._connection is None:
-                    self._connection = await aio_pika.connect_robust(
-                        self.url, timeout=5, connection_class=closing_connection())
-                # A message returned unroutable (`mandatory`) raises only with
-                # on_return_raises: aio-pika's default confirms it like a taken one.
-                self._channel = await self._connection.channel(publisher_confirms=True,
-                                                              on_return_raises=True)
+            channel = await self._channel.get()
             if queue not in self._declared:
                 await asyncio.to_thread(self._declare, queue)
                 self._declared.add(queue)
-            return self._channel
+            return channel
 
     async def publish(self, message: Outgoing) -> None:
         """Publish and wait for the broker's confirm; Unavailable (503) when it does
@@ -122,9 +143,7 @@ class Publisher:
                               f"{type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = self._channel = None
+        await self._channel.aclose()
 
 
 class Depths:
@@ -139,8 +158,7 @@ class Depths:
 
     def __init__(self, url: str) -> None:
         self.url = pika_url(url)
-        self._connection: Any = None
-        self._channel: Any = None
+        self._channel = _Channel(self.url, self.READ_TIMEOUT)
         self._lock = asyncio.Lock()
 
     async def read(self, named: dict[str, list[str]]) -> dict[str, int]:
@@ -153,30 +171,22 @@ class Depths:
             except Exception as exc:  # down, refused, timed out: depth unknown
                 log.warning("queue depths on %s: %s: %s", shown(self.url),
                             type(exc).__name__, exc)
-                await self.aclose()
+                with contextlib.suppress(Exception):
+                    await self._channel.aclose()
                 return {}
 
     async def _ready(self, queue: str) -> int:
-        import aio_pika
         from aiormq.exceptions import ChannelNotFoundEntity
 
-        if self._connection is None:
-            self._connection = await aio_pika.connect_robust(
-                self.url, timeout=self.READ_TIMEOUT, connection_class=closing_connection())
-        if self._channel is None or self._channel.is_closed:
-            self._channel = await self._connection.channel()
         try:
-            declared = await self._channel.declare_queue(queue, passive=True)
+            declared = await (await self._channel.get()).declare_queue(queue, passive=True)
         except ChannelNotFoundEntity:
-            self._channel = None
+            self._channel.drop()
             return 0
         return int(declared.declaration_result.message_count)
 
     async def aclose(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.close()
+        await self._channel.aclose()
 
 
 @functools.cache

@@ -93,9 +93,7 @@ async def declare(channel: Any) -> None:
         below = step
 
 
-async def bind(channel: Any, queue: str) -> None:
-    """`queue` (declared) receives its delayed messages from the ladder's foot."""
-    from aio_pika import ExchangeType
-
-    due = await channel.declare_exchange(DUE, ExchangeType.TOPIC, durable=True)
-    await (await channel.get_queue(queue, ensure=False)).bind(due, "*." * LEVELS + queue)
+async def bind(queue: Any) -> None:
+    """`queue` (aio-pika's, declared after the ladder) receives its delayed messages
+    from the ladder's foot."""
+    await queue.bind(DUE, "*." * LEVELS + queue.name)
